@@ -1,0 +1,3 @@
+from ifm.cli import main
+
+raise SystemExit(main())
