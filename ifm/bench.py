@@ -1,0 +1,158 @@
+"""Training-speed benchmark: samples per second and peak memory for one epoch of a model
+at the paper's settings, the fraction of the FEN's GEMM-bound rate IFM reaches, and
+optionally DeepCTR-Torch's IFM timed by the same harness on the same batches.
+
+Speed is measured here, never in unit tests.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import torch
+
+from ifm.settings import paper_config
+from ifm.train import loss_sum, make_optimizer, seed_everything
+from ifm.models import build_model
+
+
+class PeakMemory:
+    """Peak resident memory (CPU) or peak allocated memory (CUDA) above the level at entry."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.peak, self._stop = device, 0, threading.Event()
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _sample(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss() - self.base)
+            time.sleep(0.002)
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+        else:
+            self.base = self._rss()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.peak = torch.cuda.max_memory_allocated(self.device) - self.base
+        else:
+            self._stop.set()
+            self._thread.join()
+
+
+def time_steps(step, batches, device, warmup: int = 3) -> tuple[float, int]:
+    """Run `step` on warm-up batches, then time it over all `batches`; returns (seconds, samples)."""
+    for batch in batches[:warmup]:
+        step(*batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for batch in batches:
+        step(*batch)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start, sum(len(b[1]) for b in batches)
+
+
+def epoch_batches(dataset, batch_size: int, device, seed: int = 0, max_batches: int | None = None):
+    x, y = dataset.train.x.to(device), dataset.train.y.to(device)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)).to(device)
+    starts = range(0, len(x) - batch_size + 1, batch_size)   # full batches only: every step the same shape
+    batches = [(x[order[s:s + batch_size]], y[order[s:s + batch_size]]) for s in starts]
+    return batches[:max_batches] if max_batches else batches
+
+
+def fen_gemm_bound(batch_size: int, layer_sizes: list[tuple[int, int]], device, repeats: int = 10) -> dict:
+    """Time the FEN's matrix products alone (forward X W^T, backward dX = G W and dW = G^T X per
+    layer) at the benchmark's shapes: the rate no implementation of the FEN can beat here."""
+    def operands(n_in, n_out):
+        return (torch.randn(batch_size, n_in, device=device), torch.randn(n_out, n_in, device=device),
+                torch.randn(batch_size, n_out, device=device))
+    layers = [operands(i, o) for i, o in layer_sizes]
+
+    def gemms():
+        for x, w, g in layers:
+            x @ w.t(); g @ w; g.t() @ x
+    seconds, _ = time_steps(lambda *_: gemms(), [(None, [0] * batch_size)] * repeats, device)
+    flops = sum(3 * 2 * batch_size * i * o for i, o in layer_sizes) * repeats
+    return {"gemm_gflops": flops / seconds / 1e9, "bound_samples_per_second": batch_size * repeats / seconds}
+
+
+def bench_ours(dataset, model_name: str, device, max_batches=None, **overrides) -> dict:
+    config = paper_config(dataset.name, model_name, device=str(device), **overrides)
+    seed_everything(config.seed)
+    model = build_model(model_name, dataset.num_features, dataset.num_fields, config.embedding_size,
+                        sparse=config.sparse_embeddings, **config.model_options).to(device)
+    optimizer = make_optimizer(model, config)
+    model.train()
+
+    def step(x, y):
+        loss = loss_sum(model(x), y, dataset.task)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    batches = epoch_batches(dataset, config.batch_size, device, max_batches=max_batches)
+    with PeakMemory(device) as memory:
+        seconds, samples = time_steps(step, batches, device)
+    result = {"implementation": "ifm (this package)", "model": model_name, "samples_per_second": samples / seconds,
+              "peak_memory_mb": memory.peak / 2**20, "batch_size": config.batch_size,
+              "embedding_size": config.embedding_size, "batches": len(batches)}
+    if model_name == "ifm":
+        k, h, width = config.embedding_size, dataset.num_fields, config.model_options["fen_width"]
+        sizes = [(h * k, width)] + [(width, width)] * (config.model_options["fen_layers"] - 1) + [(width, h)]
+        bound = fen_gemm_bound(config.batch_size, sizes, device)
+        result.update(bound, fraction_of_gemm_bound=result["samples_per_second"] / bound["bound_samples_per_second"])
+    return result
+
+
+def bench_deepctr(dataset, device, max_batches=None) -> dict:
+    """DeepCTR-Torch's IFM with the same sizes, trained step by step exactly as its fit() does
+    (forward, summed loss + its regularisation loss, backward, Adagrad), on the same batches."""
+    try:
+        from deepctr_torch.inputs import SparseFeat
+        from deepctr_torch.models import IFM as DeepCTRIFM
+    except ImportError as error:
+        raise SystemExit(f"--compare deepctr-torch needs the optional package deepctr-torch "
+                         f"(pip install deepctr-torch scikit-learn requests): {error}")
+    config = paper_config(dataset.name, "ifm")
+    x_all = torch.cat([dataset.train.x, dataset.valid.x, dataset.test.x])
+    offsets = x_all.min(dim=0).values                                # DeepCTR wants per-field ids from 0
+    sizes = (x_all.max(dim=0).values - offsets + 1).tolist()
+    columns = [SparseFeat(f"field{j}", int(n), embedding_dim=config.embedding_size) for j, n in enumerate(sizes)]
+    options = config.model_options
+    torch.manual_seed(config.seed)
+    model = DeepCTRIFM(columns, columns, dnn_hidden_units=(options["fen_width"],) * options["fen_layers"],
+                       dnn_dropout=options["dropout"], l2_reg_dnn=config.l2, l2_reg_embedding=0, l2_reg_linear=0,
+                       task="binary" if dataset.task == "binary" else "regression", device=str(device))
+    optimizer = torch.optim.Adagrad(model.parameters(), lr=config.learning_rate)
+    model.train()
+
+    def step(x, y):
+        output = model((x - offsets.to(device)).float()).squeeze(-1)
+        if dataset.task == "binary":   # DeepCTR's binary output is already a probability
+            loss = torch.nn.functional.binary_cross_entropy(output, y, reduction="sum")
+        else:
+            loss = loss_sum(output, y, "regression")
+        total = loss + model.get_regularization_loss() + model.aux_loss
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+
+    batches = epoch_batches(dataset, config.batch_size, device, max_batches=max_batches)
+    with PeakMemory(device) as memory:
+        seconds, samples = time_steps(step, batches, device)
+    return {"implementation": "deepctr-torch IFM", "model": "ifm", "samples_per_second": samples / seconds,
+            "peak_memory_mb": memory.peak / 2**20, "batch_size": config.batch_size,
+            "embedding_size": config.embedding_size, "batches": len(batches)}

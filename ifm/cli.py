@@ -1,0 +1,130 @@
+"""`python -m ifm ...`: inspect data, train one model, benchmark training speed."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ifm.models import MODELS
+
+DATASET_NAMES = ("frappe", "movielens", "avazu", "synthetic")
+
+
+def _data_args(parser):
+    parser.add_argument("--data-dir", help="directory laid out like the local mirror (default: $IFM_DATA_DIR, "
+                                           "then the cache, then the public download)")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the random 8:1:1 split where one is made")
+    parser.add_argument("--no-download", action="store_true", help="never go to the network")
+
+
+def _load(args):
+    from ifm.data import load_dataset
+    return load_dataset(args.dataset, args.data_dir, split_seed=args.split_seed, download=not args.no_download)
+
+
+def cmd_data(args) -> int:
+    print(_load(args).summary())
+    return 0
+
+
+def cmd_train(args) -> int:
+    from ifm.records import write_json_atomic
+    from ifm.settings import paper_config
+    from ifm.train import train
+
+    dataset = _load(args)
+    overrides = {k: v for k, v in {"epochs": args.epochs, "seed": args.seed, "embedding_size": args.embedding_size,
+                                   "batch_size": args.batch_size, "device": args.device, "patience": args.patience,
+                                   "learning_rate": args.lr}.items() if v is not None}
+    options = {k: v for k, v in {"fen_layers": args.fen_layers, "dropout": args.dropout,
+                                 "activation": args.activation}.items() if v is not None}
+    if args.no_pretrain:
+        overrides["pretrain_fm"] = False
+    if args.freeze_embeddings:
+        overrides["freeze_embeddings"] = True
+    config = paper_config(dataset.name, args.model, model_options=options, **overrides)
+    run = train(config, dataset, progress=not args.quiet)
+    record = run.record
+    if args.out:
+        write_json_atomic(args.out, record)
+    print(json.dumps({"model": args.model, "dataset": dataset.name, "seed": config.seed,
+                      "best_epoch": record["best_epoch"], "epochs_run": record["epochs_run"],
+                      "valid": record["valid"], "test": record["test"],
+                      "wall_seconds": round(record["wall_seconds"], 2),
+                      "samples_per_second": round(record["samples_per_second"], 1),
+                      "train_instances": len(dataset.train)}))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    import torch
+
+    from ifm.bench import bench_deepctr, bench_ours
+
+    dataset = _load(args)
+    device = torch.device(args.device)
+    rows = [bench_ours(dataset, args.model, device, max_batches=args.batches)]
+    if args.compare:
+        if args.model != "ifm":
+            raise SystemExit("--compare deepctr-torch compares IFM only; use --model ifm")
+        rows.append(bench_deepctr(dataset, device, max_batches=args.batches))
+    print(f"dataset {dataset.name}: {len(dataset.train):,} training instances, device {device}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    for row in rows:
+        line = (f"{row['implementation']:>20}: {row['samples_per_second']:>10,.0f} samples/s  "
+                f"peak memory {row['peak_memory_mb']:,.0f} MiB  ({row['batches']} batches of {row['batch_size']}, "
+                f"embedding {row['embedding_size']})")
+        print(line)
+        if "fraction_of_gemm_bound" in row:
+            print(f"{'':>20}  FEN GEMMs alone: {row['gemm_gflops']:.1f} GFLOP/s -> at most "
+                  f"{row['bound_samples_per_second']:,.0f} samples/s; achieved {row['fraction_of_gemm_bound']:.0%}")
+    if len(rows) == 2:
+        print(f"{'speed-up':>20}: {rows[0]['samples_per_second'] / rows[1]['samples_per_second']:.2f}x")
+    if args.json:
+        print(json.dumps(rows))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ifm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="show a dataset's provenance and split sizes")
+    data.add_argument("dataset", choices=DATASET_NAMES)
+    _data_args(data)
+    data.set_defaults(func=cmd_data)
+
+    train = sub.add_parser("train", help="train one model at the paper's settings (override any)")
+    train.add_argument("--dataset", required=True, choices=DATASET_NAMES)
+    train.add_argument("--model", required=True, choices=list(MODELS))
+    for flag, kind in (("--epochs", int), ("--seed", int), ("--embedding-size", int), ("--batch-size", int),
+                       ("--patience", int), ("--lr", float), ("--fen-layers", int), ("--dropout", float)):
+        train.add_argument(flag, type=kind)
+    train.add_argument("--activation", choices=["relu", "sigmoid", "tanh", "identity"])
+    train.add_argument("--device", default=None, help="cpu or cuda")
+    train.add_argument("--no-pretrain", action="store_true", help="skip the FM pre-training of the embeddings")
+    train.add_argument("--freeze-embeddings", action="store_true", help="train only the model's extra component")
+    train.add_argument("--out", help="write the full run record (JSON) here")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    _data_args(train)
+    train.set_defaults(func=cmd_train)
+
+    bench = sub.add_parser("bench", help="training samples/s and peak memory at the paper's settings")
+    bench.add_argument("--dataset", default="frappe", choices=DATASET_NAMES)
+    bench.add_argument("--model", default="ifm", choices=list(MODELS))
+    bench.add_argument("--compare", choices=["deepctr-torch"], help="also time a peer library's IFM")
+    bench.add_argument("--batches", type=int, help="time only this many batches (default: one epoch)")
+    bench.add_argument("--device", default="cpu")
+    bench.add_argument("--json", action="store_true", help="also print the rows as JSON")
+    _data_args(bench)
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError) as error:   # data and config errors: a message, not a traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2

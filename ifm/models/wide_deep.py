@@ -1,0 +1,20 @@
+"""Wide & Deep (Cheng et al. 2016): a linear model (wide) plus an MLP (1024-512-256 in
+the IFM paper) over the concatenated embeddings (deep). No FM interaction term."""
+from torch import nn
+
+from ifm.models.layers import FMBase, linear_weights, mlp
+
+
+class WideDeep(FMBase):
+    def __init__(self, num_features, num_fields, embedding_size, *, hidden=(1024, 512, 256), dropout: float = 0.5,
+                 activation: str = "relu", sparse: bool = False):
+        super().__init__(num_features, num_fields, embedding_size, sparse)
+        self.dnn = mlp(num_fields * embedding_size, hidden, activation=activation, dropout=dropout)
+        self.out = nn.Linear(hidden[-1], 1)
+
+    def forward(self, x):
+        wide, v = self.fm_parts(x)
+        return wide + self.out(self.dnn(v.flatten(start_dim=1))).squeeze(-1)
+
+    def regularized(self):
+        return linear_weights(self.dnn) + [self.out.weight]
