@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="also print the rows as JSON")
     _data_args(bench)
     bench.set_defaults(func=cmd_bench)
+
+    from ifm.reproduce import add_reproduce_parser   # the book's driver lives with the book code
+    add_reproduce_parser(sub)
     return parser
 
 
