@@ -74,7 +74,7 @@ def _fast_parse(data: bytes, h: int):
         return None
     table = pd.read_csv(io.BytesIO(data.replace(b":", b" ")), sep=" ", header=None,
                         engine="c", na_filter=False)
-    kinds = [np.dtype(t).kind for t in table.dtypes]
+    kinds = [t.kind if isinstance(t, np.dtype) else "O" for t in table.dtypes]  # "O": text
     # Labels and values may be any number; ids must have parsed as integers.
     if table.shape != (n, 2 * h + 1) or any(k not in "iuf" for k in kinds) \
             or any(k not in "iu" for k in kinds[1::2]):
