@@ -150,6 +150,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, split_
     if name == "synthetic":
         return _load_synthetic(split_seed, options)
     data_dir = data_dir or os.environ.get("IFM_DATA_DIR") or None
+    if data_dir and not Path(data_dir).is_dir():
+        warnings.warn(f"data directory {data_dir} does not exist; trying the cache and download")
     cache_dir = Path(cache_dir or os.environ.get("IFM_CACHE_DIR") or Path.home() / ".cache" / "ifm")
     roots = ([(f"mirror:{Path(data_dir).resolve()}", Path(data_dir))] if data_dir else []) + \
         [(f"cache:{cache_dir.resolve()}", cache_dir)]
