@@ -142,7 +142,7 @@ def build_avazu(path: str | os.PathLike, min_count: int = 20, seed: int = 0,
             seen = vocab[j]
             ids = np.array([seen.setdefault(u, len(seen)) for u in uniques], dtype=np.int64)
             cols.append(ids[local])
-        code_chunks.append(np.stack(cols, axis=1))
+        code_chunks.append(np.stack(cols, axis=1).astype(np.int32))  # halves memory on 40M rows
         label_chunks.append((clicks == "1").astype(np.float32))
         first_line += len(chunk)
     if not code_chunks:
