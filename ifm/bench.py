@@ -93,7 +93,7 @@ def bench_ours(dataset, model_name: str, device, max_batches=None, **overrides) 
     config = paper_config(dataset.name, model_name, device=str(device), **overrides)
     seed_everything(config.seed)
     model = build_model(model_name, dataset.num_features, dataset.num_fields, config.embedding_size,
-                        sparse=config.sparse_embeddings, **config.model_options).to(device)
+                        sparse=config.sparse_for(dataset.num_features, dataset.num_fields), **config.model_options).to(device)
     optimizer = make_optimizer(model, config)
     model.train()
 

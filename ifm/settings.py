@@ -18,7 +18,7 @@ PAPER = {
 
 # libFM trains with per-sample SGD; a mini-batch of 128 under the summed loss keeps the
 # per-sample step of lr 0.01 while letting the batch run as one tensor operation.
-LIBFM = {"optimizer": "sgd", "batch_size": 128}
+LIBFM = {"optimizer": "sgd", "batch_size": 32}
 
 
 def paper_config(dataset: str, model: str, **overrides):

@@ -1,0 +1,119 @@
+"""The models against the paper's equations: linear-time FM, IFM's factors, shapes and gradients."""
+import pytest
+import torch
+
+from ifm.models import MODELS, build_model
+from ifm.models.ifm import IFM
+from ifm.models.fm import FM
+from ifm.models.layers import _GatherRows, fm_interaction, fm_interaction_quadratic, weighted_fm_interaction
+
+H, K, N_FEATURES = 6, 8, 60
+
+
+def batch(n=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 10, (n, H), generator=g) + torch.arange(H) * 10   # one feature per field
+
+
+def fm_eq1(model: FM, x: torch.Tensor) -> torch.Tensor:
+    """Eq. 1 literally: w0 + sum_i w_i + sum_{i<j} <v_i, v_j>, with a double Python loop."""
+    out = []
+    for row in x.tolist():
+        total = model.linear.bias.item() + sum(model.linear.weight.weight[i].item() for i in row)
+        for a in range(len(row)):
+            for b in range(a + 1, len(row)):
+                total += torch.dot(model.embedding.weight[row[a]], model.embedding.weight[row[b]]).item()
+        out.append(total)
+    return torch.tensor(out)
+
+
+def randomised(model):
+    """Give every parameter a random value (FM weights start at zero, which would hide bugs)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p) * 0.3)
+    return model
+
+
+def test_linear_time_interaction_equals_quadratic_form():
+    v = torch.randn(16, H, K, dtype=torch.float64)
+    assert torch.allclose(fm_interaction(v), fm_interaction_quadratic(v))
+
+
+def test_fm_forward_equals_eq1():
+    torch.manual_seed(0)
+    model = randomised(FM(N_FEATURES, H, K))
+    x = batch(8)
+    assert torch.allclose(model(x), fm_eq1(model, x), atol=1e-4)
+
+
+def test_weighted_interaction_equals_interaction_of_reweighted_embeddings():
+    v = torch.randn(16, H, K, dtype=torch.float64)
+    m = torch.rand(16, H, dtype=torch.float64) * 3
+    assert torch.allclose(weighted_fm_interaction(v, m), fm_interaction_quadratic(m.unsqueeze(-1) * v))
+
+
+def test_ifm_with_unit_factors_is_fm_on_the_same_parameters():
+    torch.manual_seed(0)
+    fm = randomised(FM(N_FEATURES, H, K))
+    ifm = IFM(N_FEATURES, H, K, fen_layers=2, fen_width=16, dropout=0.0)
+    ifm.load_state_dict(fm.fm_state(), strict=False)
+    x = batch()
+    assert torch.allclose(ifm.forward_with_factors(x, torch.ones(len(x), H)), fm(x), atol=1e-5)
+    # ...and with the FEN's own factors it is a different function.
+    randomised(ifm.fen)
+    assert not torch.allclose(ifm(x), fm(x), atol=1e-3)
+
+
+@pytest.mark.parametrize("layers", [0, 1, 3])
+def test_factors_are_positive_and_sum_to_h(layers):
+    torch.manual_seed(0)
+    ifm = randomised(IFM(N_FEATURES, H, K, fen_layers=layers, fen_width=16, dropout=0.0)).eval()
+    m = ifm.factors(batch())
+    assert m.shape == (32, H)
+    assert (m > 0).all()
+    assert torch.allclose(m.sum(dim=1), torch.full((32,), float(H)), atol=1e-4)
+    assert m.std() > 0.01          # random parameters give factors that differ from 1
+
+
+def test_ifm_reweights_both_weights_and_embeddings():
+    """Eq. 6: w_x,i = m_x,i w_i and v_x,i = m_x,i v_i, then Eq. 3 on them."""
+    torch.manual_seed(1)
+    ifm = randomised(IFM(N_FEATURES, H, K, fen_layers=1, fen_width=16, dropout=0.0)).eval()
+    x = batch(4)
+    m = ifm.factors(x)
+    w = ifm.linear.weight.weight[x].squeeze(-1) * m
+    v = ifm.embedding.weight[x] * m.unsqueeze(-1)
+    expected = ifm.linear.bias + w.sum(1) + fm_interaction_quadratic(v)
+    assert torch.allclose(ifm(x), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("sparse", [False, True])
+def test_every_model_gives_one_output_per_instance_and_gradients_reach_all_parameters(name, sparse):
+    torch.manual_seed(0)
+    model = build_model(name, N_FEATURES, H, K, sparse=sparse)
+    randomised(model).train()
+    out = model(batch())
+    assert out.shape == (32,)
+    out.square().sum().backward()
+    for param_name, p in model.named_parameters():
+        assert p.grad is not None, f"{name}: no gradient for {param_name}"
+        grad = p.grad.to_dense() if p.grad.is_sparse else p.grad
+        assert torch.isfinite(grad).all() and grad.abs().sum() > 0, f"{name}: zero gradient for {param_name}"
+
+
+def test_dense_row_gradient_matches_torch_embedding():
+    table = torch.randn(20, 4, requires_grad=True)
+    x = torch.randint(0, 20, (50, 3))
+    grad_out = torch.randn(50, 3, 4)
+    (_GatherRows.apply(table, x) * grad_out).sum().backward()
+    ours = table.grad.clone()
+    table.grad = None
+    (torch.nn.functional.embedding(x, table) * grad_out).sum().backward()
+    assert torch.allclose(ours, table.grad, atol=1e-6)
+
+
+def test_unknown_model_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="ifm"):
+        build_model("xdeepfm", N_FEATURES, H, K)
