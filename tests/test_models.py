@@ -117,3 +117,22 @@ def test_dense_row_gradient_matches_torch_embedding():
 def test_unknown_model_is_refused_with_the_choices():
     with pytest.raises(ValueError, match="ifm"):
         build_model("xdeepfm", N_FEATURES, H, K)
+
+
+def test_weighted_interaction_gradients_match_finite_differences():
+    v = torch.randn(5, 4, 3, dtype=torch.float64, requires_grad=True)
+    m = torch.rand(5, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(weighted_fm_interaction, (v, m))
+
+
+def test_dropout_drops_at_its_rate_keeps_the_mean_and_is_off_in_eval():
+    from ifm.models.layers import Dropout
+    torch.manual_seed(0)
+    layer = Dropout(0.3)
+    x = torch.ones(400, 500)
+    out = layer(x)
+    assert abs((out == 0).float().mean().item() - 0.3) < 0.005
+    assert abs(out.mean().item() - 1.0) < 0.01
+    assert torch.equal(layer.eval()(x), x)
+    with pytest.raises(ValueError):
+        Dropout(1.0)

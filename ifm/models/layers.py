@@ -22,7 +22,8 @@ class _GatherRows(torch.autograd.Function):
     def forward(ctx, table, x):
         ctx.save_for_backward(x)
         ctx.table_shape = table.shape
-        return table[x]
+        # index_select is several times faster than table[x] (advanced indexing) on CPU.
+        return table.index_select(0, x.reshape(-1)).view(*x.shape, table.shape[1])
 
     @staticmethod
     def backward(ctx, grad):
@@ -79,16 +80,33 @@ def fm_interaction(v: torch.Tensor) -> torch.Tensor:
     return bi_interaction(v).sum(dim=1)
 
 
-def weighted_fm_interaction(v: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    """fm_interaction(m * v) for per-feature factors m [batch, h] without building m * v (Eq. 7).
-
-    sum_{i<j} m_i m_j <v_i, v_j> = 1/2 (||sum_j m_j v_j||^2 - sum_j m_j^2 ||v_j||^2): one batched
-    matrix product and one squared norm per feature, so forward and backward each touch the
-    [batch, h, k] embeddings fewer times than the elementwise form.
+class _WeightedInteraction(torch.autograd.Function):
+    """sum_{i<j} m_i m_j <v_i, v_j> = 1/2 (||sum_j m_j v_j||^2 - sum_j m_j^2 ||v_j||^2), with a
+    hand-written backward: autograd's version of this formula makes several [batch, h, k]
+    temporaries; this one makes one (dv), which matters because the embeddings are by far the
+    largest activations of IFM.
     """
-    weighted_sum = torch.bmm(m.unsqueeze(1), v).squeeze(1)            # [batch, k]
-    norms = v.square().sum(dim=2)                                      # [batch, h]
-    return 0.5 * (weighted_sum.square().sum(dim=1) - (m.square() * norms).sum(dim=1))
+
+    @staticmethod
+    def forward(ctx, v, m):
+        weighted_sum = torch.einsum("bh,bhk->bk", m, v)                   # sum_j m_j v_j, [batch, k]
+        norms = torch.linalg.vector_norm(v, dim=2).square()              # ||v_j||^2, [batch, h]
+        ctx.save_for_backward(v, m, weighted_sum, norms)
+        return 0.5 * (weighted_sum.square().sum(dim=1) - (m.square() * norms).sum(dim=1))
+
+    @staticmethod
+    def backward(ctx, grad):
+        v, m, weighted_sum, norms = ctx.saved_tensors
+        grad_sum = grad.unsqueeze(1) * weighted_sum                        # d/d(sum_j m_j v_j), [batch, k]
+        grad_m = torch.einsum("bhk,bk->bh", v, grad_sum) - grad.unsqueeze(1) * m * norms
+        # d/dv_j = m_j * grad_sum - grad * m_j^2 * v_j
+        grad_v = (m.unsqueeze(2) * grad_sum.unsqueeze(1)).addcmul_(v, (-grad.unsqueeze(1) * m.square()).unsqueeze(2))
+        return grad_v, grad_m
+
+
+def weighted_fm_interaction(v: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """fm_interaction(m * v) for per-feature factors m [batch, h], in linear time (Eq. 7)."""
+    return _WeightedInteraction.apply(v, m)
 
 
 def fm_interaction_quadratic(v: torch.Tensor) -> torch.Tensor:
@@ -101,6 +119,33 @@ def fm_interaction_quadratic(v: torch.Tensor) -> torch.Tensor:
     return total
 
 
+class Dropout(nn.Module):
+    """Inverted dropout whose mask comes from 15-bit random integers drawn 4 to an int64.
+
+    torch's CPU dropout draws one Bernoulli sample per element, which costs as much as a
+    quarter of IFM's FEN step; this draws a quarter as many 64-bit words. The drop rate is
+    rounded to a multiple of 1/32768 (0.3 becomes 0.299988...).
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout rate must be in [0, 1), got {p}")
+        self.p = p
+        self.threshold = round(p * 32768)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.threshold == 0:
+            return x
+        words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64, device=x.device).random_()
+        bits = words.view(torch.int16)[:x.numel()].view(x.shape) & 0x7FFF       # uniform on 0..32767
+        keep = (bits >= self.threshold).to(x.dtype).mul_(32768 / (32768 - self.threshold))
+        return x * keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 def mlp(input_size: int, hidden_sizes, *, activation: str = "relu", dropout: float = 0.0,
         batch_norm: bool = False) -> nn.Sequential:
     """Fully connected layers input -> hidden_sizes[0] -> ... (Eq. 4); no output layer."""
@@ -111,7 +156,7 @@ def mlp(input_size: int, hidden_sizes, *, activation: str = "relu", dropout: flo
             layers.append(nn.BatchNorm1d(width))
         layers.append(ACTIVATIONS[activation]())
         if dropout > 0:
-            layers.append(nn.Dropout(dropout))
+            layers.append(Dropout(dropout))
         size = width
     return nn.Sequential(*layers)
 
