@@ -13,8 +13,7 @@ import time
 import torch
 
 from ifm.settings import paper_config
-from ifm.train import loss_sum, make_optimizer, seed_everything
-from ifm.models import build_model
+from ifm.train import build_for, loss_sum, make_optimizer, seed_everything
 
 
 class PeakMemory:
@@ -51,18 +50,31 @@ class PeakMemory:
             self._thread.join()
 
 
-def time_steps(step, batches, device, warmup: int = 3) -> tuple[float, int]:
-    """Run `step` on warm-up batches, then time it over all `batches`; returns (seconds, samples)."""
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steps(step, batches, device, warmup: int = 3) -> tuple[float, list[float]]:
+    """Run `step` on warm-up batches, then time it over all `batches`.
+
+    Returns the total seconds and each step's seconds (their median resists the bursts of
+    a shared machine better than the total does).
+    """
     for batch in batches[:warmup]:
         step(*batch)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
+    _sync(device)
+    times = []
     for batch in batches:
+        start = time.perf_counter()
         step(*batch)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start, sum(len(b[1]) for b in batches)
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return sum(times), times
+
+
+def median(values):
+    return sorted(values)[len(values) // 2]
 
 
 def epoch_batches(dataset, batch_size: int, device, seed: int = 0, max_batches: int | None = None):
@@ -73,9 +85,10 @@ def epoch_batches(dataset, batch_size: int, device, seed: int = 0, max_batches: 
     return batches[:max_batches] if max_batches else batches
 
 
-def fen_gemm_bound(batch_size: int, layer_sizes: list[tuple[int, int]], device, repeats: int = 10) -> dict:
+def fen_gemm_bound(batch_size: int, layer_sizes: list[tuple[int, int]], device, repeats: int = 15) -> dict:
     """Time the FEN's matrix products alone (forward X W^T, backward dX = G W and dW = G^T X per
-    layer) at the benchmark's shapes: the rate no implementation of the FEN can beat here."""
+    layer) at the benchmark's shapes: the rate no implementation of the FEN can beat here.
+    Reported from the median repeat."""
     def operands(n_in, n_out):
         return (torch.randn(batch_size, n_in, device=device), torch.randn(n_out, n_in, device=device),
                 torch.randn(batch_size, n_out, device=device))
@@ -84,16 +97,18 @@ def fen_gemm_bound(batch_size: int, layer_sizes: list[tuple[int, int]], device, 
     def gemms():
         for x, w, g in layers:
             x @ w.t(); g @ w; g.t() @ x
-    seconds, _ = time_steps(lambda *_: gemms(), [(None, [0] * batch_size)] * repeats, device)
-    flops = sum(3 * 2 * batch_size * i * o for i, o in layer_sizes) * repeats
-    return {"gemm_gflops": flops / seconds / 1e9, "bound_samples_per_second": batch_size * repeats / seconds}
+    _, times = time_steps(lambda *_: gemms(), [(None, [0] * batch_size)] * repeats, device)
+    flops = sum(3 * 2 * batch_size * i * o for i, o in layer_sizes)
+    return {"gemm_gflops": flops / median(times) / 1e9, "bound_samples_per_second": batch_size / median(times)}
 
 
-def bench_ours(dataset, model_name: str, device, max_batches=None, **overrides) -> dict:
+def bench_ours(dataset, model_name: str, device, max_batches=None, per_feature: bool = True, **overrides) -> dict:
+    """per_feature=False times IFM's general per-instance path (the one MovieLens and Avazu take)."""
     config = paper_config(dataset.name, model_name, device=str(device), **overrides)
     seed_everything(config.seed)
-    model = build_model(model_name, dataset.num_features, dataset.num_fields, config.embedding_size,
-                        sparse=config.sparse_for(dataset.num_features, dataset.num_fields), **config.model_options).to(device)
+    model = build_for(config, dataset, device)
+    if not per_feature and hasattr(model, "compact_id"):
+        model.compact_id = None
     optimizer = make_optimizer(model, config)
     model.train()
 
@@ -104,17 +119,25 @@ def bench_ours(dataset, model_name: str, device, max_batches=None, **overrides) 
         optimizer.step()
 
     batches = epoch_batches(dataset, config.batch_size, device, max_batches=max_batches)
-    with PeakMemory(device) as memory:
-        seconds, samples = time_steps(step, batches, device)
-    result = {"implementation": "ifm (this package)", "model": model_name, "samples_per_second": samples / seconds,
-              "peak_memory_mb": memory.peak / 2**20, "batch_size": config.batch_size,
-              "embedding_size": config.embedding_size, "batches": len(batches)}
+    result = _measure(step, batches, device, "ifm (this package)", config)
     if model_name == "ifm":
         k, h, width = config.embedding_size, dataset.num_fields, config.model_options["fen_width"]
         sizes = [(h * k, width)] + [(width, width)] * (config.model_options["fen_layers"] - 1) + [(width, h)]
         bound = fen_gemm_bound(config.batch_size, sizes, device)
-        result.update(bound, fraction_of_gemm_bound=result["samples_per_second"] / bound["bound_samples_per_second"])
+        # Median step against median GEMM set: both measured minutes apart on a shared machine.
+        result.update(bound, fraction_of_gemm_bound=result["median_step_samples_per_second"]
+                      / bound["bound_samples_per_second"])
     return result
+
+
+def _measure(step, batches, device, implementation: str, config) -> dict:
+    with PeakMemory(device) as memory:
+        seconds, times = time_steps(step, batches, device)
+    samples = sum(len(b[1]) for b in batches)
+    return {"implementation": implementation, "samples_per_second": samples / seconds,
+            "median_step_samples_per_second": config.batch_size / median(times),
+            "peak_memory_mb": memory.peak / 2**20, "batch_size": config.batch_size,
+            "embedding_size": config.embedding_size, "batches": len(batches)}
 
 
 def bench_deepctr(dataset, device, max_batches=None) -> dict:
@@ -151,8 +174,4 @@ def bench_deepctr(dataset, device, max_batches=None) -> dict:
         optimizer.step()
 
     batches = epoch_batches(dataset, config.batch_size, device, max_batches=max_batches)
-    with PeakMemory(device) as memory:
-        seconds, samples = time_steps(step, batches, device)
-    return {"implementation": "deepctr-torch IFM", "model": "ifm", "samples_per_second": samples / seconds,
-            "peak_memory_mb": memory.peak / 2**20, "batch_size": config.batch_size,
-            "embedding_size": config.embedding_size, "batches": len(batches)}
+    return _measure(step, batches, device, "deepctr-torch IFM", config)

@@ -120,6 +120,16 @@ def make_optimizer(model, config: TrainConfig):
     raise ValueError(f"unknown optimizer {config.optimizer!r}; choose adagrad or sgd")
 
 
+def build_for(config: TrainConfig, dataset, device) -> torch.nn.Module:
+    """The model of `config`, sized for `dataset`, on `device`, with its data-dependent speed-ups."""
+    model = build_model(config.model, dataset.num_features, dataset.num_fields, config.embedding_size,
+                        sparse=config.sparse_for(dataset.num_features, dataset.num_fields),
+                        **config.model_options).to(device)
+    if hasattr(model, "use_feature_fields"):
+        model.use_feature_fields(torch.cat([dataset.train.x, dataset.valid.x, dataset.test.x]).to(device))
+    return model
+
+
 @torch.no_grad()
 def predict(model, x: torch.Tensor) -> torch.Tensor:
     model.eval()
@@ -146,8 +156,7 @@ def train(config: TrainConfig, dataset, *, pretrained: dict | None = None, progr
         pretrained, pretrain_record = fm_run.model.fm_state(), summary_of(fm_run.record)
 
     generator = seed_everything(config.seed)
-    model = build_model(config.model, dataset.num_features, dataset.num_fields, config.embedding_size,
-                        sparse=config.sparse_for(dataset.num_features, dataset.num_fields), **config.model_options).to(device)
+    model = build_for(config, dataset, device)
     if config.uses_pretraining():
         model.load_state_dict(pretrained, strict=False)
     if config.freeze_embeddings:

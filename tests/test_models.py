@@ -136,3 +136,27 @@ def test_dropout_drops_at_its_rate_keeps_the_mean_and_is_off_in_eval():
     assert torch.equal(layer.eval()(x), x)
     with pytest.raises(ValueError):
         Dropout(1.0)
+
+
+def test_per_feature_path_is_the_same_function_with_the_same_gradients():
+    torch.manual_seed(0)
+    general = randomised(IFM(N_FEATURES, H, K, fen_layers=2, fen_width=16, dropout=0.0))
+    fast = IFM(N_FEATURES, H, K, fen_layers=2, fen_width=16, dropout=0.0)
+    fast.load_state_dict(general.state_dict())
+    x = batch(64)
+    assert fast.use_feature_fields(x) and fast._per_feature(x)
+    assert torch.allclose(fast.factors(x), general.factors(x), atol=1e-5)
+    out_fast, out_general = fast(x), general(x)
+    assert torch.allclose(out_fast, out_general, atol=1e-5)
+    out_fast.square().sum().backward()
+    out_general.square().sum().backward()
+    for (name, a), b in zip(fast.named_parameters(), general.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-4), name
+    # A small batch (fewer stacked rows than features) takes the general path.
+    assert not fast._per_feature(x[:2])
+
+
+def test_per_feature_path_declines_shared_ids_and_sparse_tables():
+    shared = torch.randint(0, 10, (32, H))          # the same ids in every field
+    assert not IFM(N_FEATURES, H, K, fen_width=16).use_feature_fields(shared)
+    assert not IFM(N_FEATURES, H, K, fen_width=16, sparse=True).use_feature_fields(batch())
