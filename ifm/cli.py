@@ -28,7 +28,7 @@ def cmd_data(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from ifm.records import write_json_atomic
+    from ifm.records import save_state_atomic, write_json_atomic
     from ifm.settings import paper_config
     from ifm.train import train
 
@@ -43,10 +43,17 @@ def cmd_train(args) -> int:
     if args.freeze_embeddings:
         overrides["freeze_embeddings"] = True
     config = paper_config(dataset.name, args.model, model_options=options, **overrides)
-    run = train(config, dataset, progress=not args.quiet)
+    pretrained = pretrain_record = None
+    if args.init_fm:
+        import torch
+        pretrained = {k: v for k, v in torch.load(args.init_fm).items() if k.startswith(("linear.", "embedding."))}
+        pretrain_record = {"from_file": args.init_fm}
+    run = train(config, dataset, progress=not args.quiet, pretrained=pretrained, pretrain_record=pretrain_record)
     record = run.record
     if args.out:
         write_json_atomic(args.out, record)
+    if args.save_state:
+        save_state_atomic(run.model.state_dict(), args.save_state)
     print(json.dumps({"model": args.model, "dataset": dataset.name, "seed": config.seed,
                       "best_epoch": record["best_epoch"], "epochs_run": record["epochs_run"],
                       "valid": record["valid"], "test": record["test"],
@@ -110,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-pretrain", action="store_true", help="skip the FM pre-training of the embeddings")
     train.add_argument("--freeze-embeddings", action="store_true", help="train only the model's extra component")
     train.add_argument("--out", help="write the full run record (JSON) here")
+    train.add_argument("--save-state", help="write the trained model's state_dict (torch.save) here")
+    train.add_argument("--init-fm", help="take w0, w and v from this saved FM state instead of pre-training one")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     _data_args(train)
     train.set_defaults(func=cmd_train)

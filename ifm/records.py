@@ -1,6 +1,7 @@
-"""Run records on disk: JSON written atomically, so no reader ever sees half a record."""
+"""Run records on disk, written atomically, so no reader ever sees half a file."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -19,20 +20,35 @@ def _clean(value):
     return value
 
 
-def write_json_atomic(path: str | os.PathLike, data) -> Path:
-    """Write `data` to a temporary file beside `path`, then rename it into place."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path beside `path`; rename it into place only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_clean(data), f, indent=1, sort_keys=True, allow_nan=False)
-            f.write("\n")
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
-    return path
+
+
+def write_json_atomic(path: str | os.PathLike, data) -> Path:
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump(_clean(data), f, indent=1, sort_keys=True, allow_nan=False)
+        f.write("\n")
+    return Path(path)
+
+
+def save_state_atomic(state: dict, path: str | os.PathLike) -> Path:
+    """torch.save of a state_dict, atomically."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+    return Path(path)
 
 
 def read_json(path: str | os.PathLike):

@@ -150,3 +150,15 @@ def test_record_writing_is_atomic_and_json_clean(tmp_path):
     with pytest.raises(TypeError):
         write_json_atomic(tmp_path / "r" / "y.json", {"a": object()})
     assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["x.json"]
+
+
+def test_cli_saves_a_state_and_starts_ifm_from_it(tmp_path, capsys):
+    state = tmp_path / "fm.pt"
+    common = ["--dataset", "synthetic", "--epochs", "1", "--embedding-size", "8", "--quiet"]
+    assert main(["train", "--model", "fm", *common, "--save-state", str(state)]) == 0
+    out = tmp_path / "ifm.json"
+    assert main(["train", "--model", "ifm", *common, "--init-fm", str(state), "--freeze-embeddings",
+                 "--out", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["pretrain"] == {"from_file": str(state)}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fm.pt", "ifm.json"]
