@@ -107,8 +107,8 @@ def bench_ours(dataset, model_name: str, device, max_batches=None, per_feature: 
     config = paper_config(dataset.name, model_name, device=str(device), **overrides)
     seed_everything(config.seed)
     model = build_for(config, dataset, device)
-    if not per_feature and hasattr(model, "compact_id"):
-        model.compact_id = None
+    if not per_feature:
+        model.layout = None
     optimizer = make_optimizer(model, config)
     model.train()
 
@@ -119,7 +119,7 @@ def bench_ours(dataset, model_name: str, device, max_batches=None, per_feature: 
         optimizer.step()
 
     batches = epoch_batches(dataset, config.batch_size, device, max_batches=max_batches)
-    result = _measure(step, batches, device, "ifm (this package)", config)
+    result = _measure(step, batches, device, f"{model_name} (this package)", config)
     if model_name == "ifm":
         k, h, width = config.embedding_size, dataset.num_fields, config.model_options["fen_width"]
         sizes = [(h * k, width)] + [(width, width)] * (config.model_options["fen_layers"] - 1) + [(width, h)]

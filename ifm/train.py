@@ -125,8 +125,7 @@ def build_for(config: TrainConfig, dataset, device) -> torch.nn.Module:
     model = build_model(config.model, dataset.num_features, dataset.num_fields, config.embedding_size,
                         sparse=config.sparse_for(dataset.num_features, dataset.num_fields),
                         **config.model_options).to(device)
-    if hasattr(model, "use_feature_fields"):
-        model.use_feature_fields(torch.cat([dataset.train.x, dataset.valid.x, dataset.test.x]).to(device))
+    model.use_feature_fields(torch.cat([dataset.train.x, dataset.valid.x, dataset.test.x]).to(device))
     return model
 
 

@@ -2,7 +2,7 @@
 concatenated embeddings, both reading the same embeddings."""
 from torch import nn
 
-from ifm.models.layers import FMBase, fm_interaction, linear_weights, mlp
+from ifm.models.layers import FMBase, linear_weights, mlp
 
 
 class DeepFM(FMBase):
@@ -12,10 +12,13 @@ class DeepFM(FMBase):
         self.dnn = mlp(num_fields * embedding_size, hidden, activation=activation, dropout=dropout)
         self.out = nn.Linear(hidden[-1], 1)
 
+    def stacked_input_layer(self):
+        return self.dnn[0]
+
     def forward(self, x):
-        linear, v = self.fm_parts(x)
-        deep = self.out(self.dnn(v.flatten(start_dim=1))).squeeze(-1)
-        return linear + fm_interaction(v) + deep
+        v = self.stacked_embeddings(x)
+        deep = self.out(self.mlp_on_stacked(self.dnn, x, v)).squeeze(-1)
+        return self.linear.bias + self.linear(x).sum(dim=1) + self.interaction(x, v) + deep
 
     def regularized(self):
         return linear_weights(self.dnn) + [self.out.weight]

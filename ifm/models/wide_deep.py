@@ -12,9 +12,12 @@ class WideDeep(FMBase):
         self.dnn = mlp(num_fields * embedding_size, hidden, activation=activation, dropout=dropout)
         self.out = nn.Linear(hidden[-1], 1)
 
+    def stacked_input_layer(self):
+        return self.dnn[0]
+
     def forward(self, x):
-        wide, v = self.fm_parts(x)
-        return wide + self.out(self.dnn(v.flatten(start_dim=1))).squeeze(-1)
+        wide = self.linear.bias + self.linear(x).sum(dim=1)
+        return wide + self.out(self.mlp_on_stacked(self.dnn, x, self.stacked_embeddings(x))).squeeze(-1)
 
     def regularized(self):
         return linear_weights(self.dnn) + [self.out.weight]

@@ -1,0 +1,902 @@
+"""The paper's experiments as cached runs and tidy DataFrames (sections 5.2-5.4).
+
+Layers, from the bottom:
+
+* **Profiles** (:data:`PROFILES`): named settings every notebook takes as a parameter.
+  ``paper`` is :func:`ifm.settings.paper_config` unchanged (early stopping, several seeds);
+  ``smoke`` is a tiny CPU variant for CI. Any field can be overridden:
+  ``get_profile("smoke", {"epochs": 5, "dropout_grid": [0.0, 0.5]})``.
+* **The run cache** (:class:`RunCache`): one JSON record per run in
+  ``<results>/<profile>/<model>-<dataset>-<key>.json``, where ``key`` hashes everything
+  that determines the result (:func:`run_key`). A matching record is reused, a missing one
+  trained, so an interrupted sweep resumes where it stopped; ``force`` retrains. FM runs
+  (and any run asked to) also keep their weights in ``<same name>.pt`` (gitignored), so
+  FM pre-trainings are shared and Table 1 can reload the trained IFM.
+* **Studies**: ``depth_study``, ``dropout_study``, ``activation_study``,
+  ``convergence_study``, ``factor_study``, ``component_study``, ``regression_study``,
+  ``ctr_study`` return one row per run (or per epoch / instance), each row carrying the
+  profile, dataset, its size, device and seeds. ``summarize``, ``t_interval`` and
+  ``paired_t_test`` turn seeds into means, 95% intervals and the significance test.
+* **The paper's numbers**: :func:`paper_reported` reads ``book/paper_reported.json``.
+
+The results directory is ``results_dir=`` if given, else ``$IFM_RESULTS_DIR``, else
+``<repository>/results``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ifm.data import load_dataset
+from ifm.models import DISPLAY_NAMES, build_model
+from ifm.records import read_json, write_json_atomic
+from ifm.settings import paper_config
+
+with warnings.catch_warnings():
+    # tqdm.auto warns on import inside a notebook without ipywidgets; progress bars are off here.
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    from ifm.train import TRAINING_VERSION, TrainConfig, predict, summary_of, train
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PAPER_REPORTED = REPO_ROOT / "book" / "paper_reported.json"
+# `force=True` means "retrain every run not written since this process started".
+PROCESS_STARTED = time.time()
+# Bump when the cache key's layout changes (not when training changes: that is TRAINING_VERSION).
+CACHE_FORMAT = 1
+
+DATASET_NAMES = {"frappe": "Frappe", "movielens": "MovieLens", "avazu": "Avazu", "synthetic": "Synthetic"}
+ALPHA = 0.05
+
+
+# --------------------------------------------------------------------------- profiles
+@dataclass(frozen=True)
+class Profile:
+    """A named set of experiment settings.
+
+    ``train`` overrides TrainConfig fields of every run on top of the paper's settings,
+    ``model_train`` does so per model, ``model_options`` overrides model options per
+    model (e.g. the FEN width of IFM only); grids and seeds set the sweeps.
+    """
+    name: str
+    description: str
+    datasets: tuple = ("frappe", "movielens")      # the regression studies
+    ctr_datasets: tuple = ("avazu",)               # Table 4
+    seeds: tuple = (0, 1, 2)                       # Tables 2-4 and the convergence curves
+    sweep_seeds: tuple = (0,)                      # each point of Figs. 3-5
+    device: str = "auto"                           # "auto": cuda when available, else cpu
+    threads: int | None = None                     # torch CPU threads (None: torch's default)
+    split_seed: int = 0
+    train: dict = field(default_factory=dict)
+    model_train: dict = field(default_factory=dict)
+    model_options: dict = field(default_factory=dict)
+    dataset_options: dict = field(default_factory=dict)
+    depth_grid: tuple = (0, 1, 2, 3, 4)
+    dropout_grid: tuple = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+    activation_grid: tuple = ("relu", "sigmoid", "tanh", "identity")
+    regression_models: tuple = ("libfm", "wide_deep", "deepfm", "nfm", "afm", "ifm")
+    component_models: tuple = ("deepfm", "nfm", "afm", "ifm")
+    ctr_models: tuple = ("fm", "afm", "nfm", "deepfm", "ifm")
+
+    def config(self, dataset: str, model: str, seed: int, device: str = "cpu", **changes) -> TrainConfig:
+        """The TrainConfig of one run: paper settings <- profile <- explicit changes."""
+        options = {**self.model_options.get(model, {}), **changes.pop("model_options", {})}
+        fields = {**self.train, **self.model_train.get(model, {}), **changes, "seed": seed, "device": device}
+        return paper_config(dataset, model, model_options=options, **fields)
+
+    def differences(self) -> list[str]:
+        """How this profile departs from the paper, in words (empty for `paper`)."""
+        out = []
+        if self.train:
+            out.append("every model: " + ", ".join(f"{k}={v}" for k, v in self.train.items()))
+        for model, changes in self.model_train.items():
+            out.append(f"{DISPLAY_NAMES.get(model, model)}: " + ", ".join(f"{k}={v}" for k, v in changes.items()))
+        for model, options in self.model_options.items():
+            out.append(f"{DISPLAY_NAMES.get(model, model)} options: "
+                       + ", ".join(f"{k}={v}" for k, v in options.items()))
+        if tuple(self.dropout_grid) != PAPER_DROPOUT_GRID:
+            out.append(f"dropout grid {list(self.dropout_grid)} instead of 0.0-0.9 in steps of 0.1")
+        if tuple(self.depth_grid) != PAPER_DEPTH_GRID:
+            out.append(f"depth grid {list(self.depth_grid)}")
+        if len(self.seeds) < 2:
+            out.append(f"{len(self.seeds)} seed: no intervals or significance test")
+        return out
+
+
+PAPER_DEPTH_GRID = (0, 1, 2, 3, 4)
+PAPER_DROPOUT_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+PROFILES = {
+    "paper": Profile(
+        name="paper",
+        description="the paper's settings (ifm.settings.paper_config: Adagrad 0.01, L2 1e-5, embedding "
+                    "256/256/40, batch 2048/4096/2048, FEN 256 per layer, FM pre-training), early stopping "
+                    "on validation RMSE/logloss (patience 5) within 200 epochs; 3 seeds for Tables 2-4 and "
+                    "Fig. 6, 1 seed per sweep point",
+        train={"epochs": 200},
+    ),
+    "smoke": Profile(
+        name="smoke",
+        description="a tiny CPU run that checks the whole pipeline in a few minutes (CI, nbval); "
+                    "its numbers are NOT the paper's experiment",
+        seeds=(0,), sweep_seeds=(0,), device="cpu",
+        # One thread: on a shared or busy 2-core machine two torch threads wait on each other
+        # (measured here: 0.9 s/epoch with 1 thread, 15-50 s with 2 under load).
+        threads=1,
+        train={"embedding_size": 16, "epochs": 4, "patience": 2, "sparse_embeddings": False},
+        # LibFM's mini-batches of 128 make it the slowest model per epoch; one epoch only.
+        model_train={"libfm": {"epochs": 1}},
+        model_options={"ifm": {"fen_width": 64}, "wide_deep": {"hidden": [64, 32, 16]},
+                       "deepfm": {"hidden": [32, 32, 32]}, "nfm": {"hidden": [64]}},
+        dropout_grid=(0.0, 0.3, 0.6, 0.9),
+    ),
+}
+
+
+def get_profile(profile: str | Profile = "smoke", overrides: dict | None = None) -> Profile:
+    """A profile by name, overridden field by field.
+
+    ``overrides`` keys may be Profile fields (``seeds``, ``dropout_grid``, ``train``...),
+    TrainConfig fields (``epochs``, ``embedding_size``...: applied to every run), or
+    ``model_options`` as ``{model: {option: value}}`` (merged per model).
+    """
+    if isinstance(profile, str):
+        if profile not in PROFILES:
+            raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+        profile = PROFILES[profile]
+    if isinstance(overrides, str):   # papermill -p passes strings
+        overrides = json.loads(overrides) if overrides.strip() not in ("", "None") else None
+    if not overrides:
+        return profile
+    profile_fields = {f.name for f in dataclasses.fields(Profile)}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"model", "seed", "device", "model_options"}
+    changes, train_changes = {}, dict(profile.train)
+    model_options = {m: dict(o) for m, o in profile.model_options.items()}
+    for key, value in overrides.items():
+        if key == "model_options":
+            for model, options in value.items():
+                model_options.setdefault(model, {}).update(options)
+        elif key in profile_fields and key != "name":
+            changes[key] = tuple(value) if isinstance(value, list) else value
+        elif key in train_fields:
+            train_changes[key] = value
+        else:
+            raise ValueError(f"unknown override {key!r}: not a Profile field ({', '.join(sorted(profile_fields))}) "
+                             f"nor a TrainConfig field ({', '.join(sorted(train_fields))})")
+    return dataclasses.replace(profile, train=train_changes, model_options=model_options, **changes)
+
+
+def parse_list(value):
+    """A list parameter as papermill's ``-p`` may pass it: None, a list, a JSON/Python list
+    string ('[0, 1]', '["frappe"]') or a comma-separated string ('0,1', 'frappe')."""
+    if value is None or isinstance(value, (list, tuple)):
+        return list(value) if value is not None else None
+    if isinstance(value, (int, float)):
+        return [value]
+    text = str(value).strip()
+    if text in ("", "None"):
+        return None
+    if text.startswith("["):
+        import ast
+        return list(ast.literal_eval(text))
+    items = [t.strip().strip("'\"") for t in text.split(",") if t.strip()]
+    return [int(t) if t.lstrip("-").isdigit() else t for t in items]
+
+
+def resolve_device(device: str | None, profile: Profile) -> str:
+    device = device or profile.device
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def results_root(results_dir: str | os.PathLike | None = None) -> Path:
+    return Path(results_dir or os.environ.get("IFM_RESULTS_DIR") or REPO_ROOT / "results")
+
+
+# --------------------------------------------------------------------------- cache keys
+def canonical(value):
+    """JSON-ready value with one spelling per meaning: tuples are lists, 0.0 is 0, keys sorted later."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, dict):
+        return {str(k): canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    raise TypeError(f"cannot put {type(value).__name__} into a cache key")
+
+
+# Provenance entries that say where the bytes were read from, not what they are.
+_VOLATILE_PROVENANCE = ("source", "built_from_cache")
+
+
+def data_identity(dataset, options: dict | None = None) -> dict:
+    """What identifies a dataset's content: name, options, split seed and its provenance
+    (file hashes, split rule, sizes, generator...) minus paths and cache flags."""
+    prov = {k: v for k, v in dataset.provenance.items() if k not in _VOLATILE_PROVENANCE}
+    prov["files"] = [{k: v for k, v in f.items() if k != "path"} for f in prov.get("files", [])]
+    return canonical({"name": dataset.name, "options": options or {},
+                      "split_seed": prov.get("split_seed"), "provenance": prov})
+
+
+def config_identity(config: TrainConfig) -> dict:
+    """The full TrainConfig, with `pretrain_fm` resolved (None means the paper's choice), so
+    that an FM baseline and the FM pre-training of another model share one record."""
+    d = config.to_dict()
+    d["pretrain_fm"] = config.uses_pretraining()
+    return canonical(d)
+
+
+def run_key(config: TrainConfig, dataset, options: dict | None = None) -> tuple[str, dict]:
+    """(key, material): a 20-hex-digit SHA-256 of everything that determines a run's result."""
+    material = {"cache_format": CACHE_FORMAT, "training_version": TRAINING_VERSION,
+                "config": config_identity(config), "data": data_identity(dataset, options)}
+    blob = json.dumps(material, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20], material
+
+
+# --------------------------------------------------------------------------- the cache
+class RunCache:
+    """Run records in one directory. ``force``: False, True (retrain anything written
+    before this process started) or a Unix time (retrain anything written before it)."""
+
+    def __init__(self, directory: str | os.PathLike, force: bool | float = False):
+        self.directory = Path(directory)
+        self.force_since = PROCESS_STARTED if force is True else (float(force) if force else None)
+
+    def stem(self, key: str, config: TrainConfig, dataset_name: str) -> str:
+        return f"{config.model}-{dataset_name}-{key}"
+
+    def paths(self, stem: str) -> tuple[Path, Path]:
+        return self.directory / f"{stem}.json", self.directory / f"{stem}.pt"
+
+    def lookup(self, stem: str, key: str, need_state: bool = False) -> dict | None:
+        record_path, state_path = self.paths(stem)
+        if not record_path.is_file():
+            return None
+        try:
+            record = read_json(record_path)
+        except (OSError, ValueError) as err:
+            warnings.warn(f"ignoring unreadable run record {record_path}: {err}")
+            return None
+        meta = record.get("cache", {})
+        if meta.get("key") != key or record.get("training_version") != TRAINING_VERSION:
+            return None
+        if self.force_since is not None and meta.get("written_at", 0) < self.force_since:
+            return None
+        if need_state and not state_path.is_file():
+            return None
+        return record
+
+    def store(self, stem: str, record: dict, state: dict | None = None) -> Path:
+        record_path, state_path = self.paths(stem)
+        if state is not None:
+            save_state_atomic(state_path, state)
+        return write_json_atomic(record_path, record)
+
+    def load_state(self, stem: str) -> dict:
+        return torch.load(self.paths(stem)[1], map_location="cpu", weights_only=True)
+
+
+def save_state_atomic(path: Path, state: dict) -> Path:
+    """torch.save into a temporary file beside `path`, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({k: v.detach().cpu() for k, v in state.items()}, f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return path
+
+
+# --------------------------------------------------------------------------- experiments
+class Experiment:
+    """A profile bound to a device, a data directory and a results directory; runs
+    configs through the cache and turns records into rows."""
+
+    def __init__(self, profile: str | Profile = "smoke", *, datasets=None, seeds=None, device=None,
+                 data_dir=None, overrides=None, force: bool | float = False, results_dir=None,
+                 progress: bool = False, log=sys.stdout):
+        self.profile = get_profile(profile, overrides)
+        datasets, seeds = parse_list(datasets), parse_list(seeds)
+        self.datasets = tuple(str(d) for d in datasets) if datasets else None
+        self.seeds = tuple(int(s) for s in seeds) if seeds else None
+        self.device = resolve_device(device, self.profile)
+        if self.profile.threads:
+            torch.set_num_threads(int(self.profile.threads))
+        self.data_dir = data_dir
+        self.cache = RunCache(results_root(results_dir) / self.profile.name, force)
+        self.progress = progress
+        self.log = log
+        self._datasets = {}
+        self.stats = {"reused": 0, "trained": 0, "pretrained": 0, "seconds": 0.0}
+        self._nesting = 0
+
+    # --- data
+    def dataset(self, name: str):
+        if name not in self._datasets:
+            options = self.profile.dataset_options.get(name, {})
+            self._datasets[name] = load_dataset(name, self.data_dir, split_seed=self.profile.split_seed, **options)
+        return self._datasets[name]
+
+    def config(self, dataset: str, model: str, seed: int, **changes) -> TrainConfig:
+        return self.profile.config(dataset, model, seed, self.device, **changes)
+
+    # --- runs
+    def run(self, config: TrainConfig, dataset_name: str, *, save_state: bool = False) -> dict:
+        """The record of `config` on `dataset_name`: from the cache, else trained and stored."""
+        data = self.dataset(dataset_name)
+        options = self.profile.dataset_options.get(dataset_name, {})
+        key, material = run_key(config, data, options)
+        keep_state = save_state or config.model == "fm"
+        stem = self.cache.stem(key, config, dataset_name)
+        record = self.cache.lookup(stem, key, need_state=save_state)
+        if record is not None:
+            if not self._nesting:
+                self.stats["reused"] += 1
+            return record
+
+        pretrained = pretrain_summary = None
+        if config.uses_pretraining():
+            fm_config = config.pretrain_config()
+            self._nesting += 1
+            try:
+                fm_record = self.run(fm_config, dataset_name, save_state=True)
+            finally:
+                self._nesting -= 1
+            pretrained = self.cache.load_state(fm_record["cache"]["stem"])
+            pretrain_summary = {**summary_of(fm_record), "key": fm_record["cache"]["key"]}
+        started = time.perf_counter()
+        with warnings.catch_warnings():
+            # torch warns once per process about unchecked sparse tensors (sparse embeddings).
+            warnings.filterwarnings("ignore", message="Sparse invariant checks")
+            result = train(config, data, pretrained=pretrained, progress=self.progress,
+                           pretrain_record=pretrain_summary)
+        seconds = time.perf_counter() - started
+        record = result.record
+        record["cache"] = {"key": key, "stem": stem, "material": material, "profile": self.profile.name,
+                           "written_at": time.time(),
+                           "written_at_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                           "state_file": f"{stem}.pt" if keep_state else None}
+        self.cache.store(stem, record, result.model.state_dict() if keep_state else None)
+        self.stats["pretrained" if self._nesting else "trained"] += 1
+        self.stats["seconds"] += seconds
+        if self.log is not None:
+            print(f"  trained {stem} ({config.model} on {dataset_name}, seed {config.seed}) in {seconds:.1f} s",
+                  file=self.log, flush=True)
+        return record
+
+    def model(self, record: dict, dataset_name: str) -> torch.nn.Module:
+        """The trained model of a record that kept its state (see `run(save_state=True)`)."""
+        config = TrainConfig(**record["config"])
+        data = self.dataset(dataset_name)
+        model = build_model(config.model, data.num_features, data.num_fields, config.embedding_size,
+                            sparse=config.sparse_embeddings, **config.model_options)
+        model.load_state_dict(self.cache.load_state(record["cache"]["stem"]))
+        return model.eval()
+
+    def report(self, what: str) -> str:
+        s = self.stats
+        extra = f" + {s['pretrained']} FM pre-training(s)" if s["pretrained"] else ""
+        return (f"{what}: {s['reused'] + s['trained']} runs, {s['reused']} reused from {self.cache.directory}, "
+                f"{s['trained']} trained now{extra} ({s['seconds']:.0f} s) on {self.device}; "
+                f"profile {self.profile.name}")
+
+    # --- rows
+    def row(self, record: dict, dataset_name: str, **extra) -> dict:
+        data = self.dataset(dataset_name)
+        prov = data.provenance
+        env = record.get("environment", {})
+        config = record["config"]
+        row = {"profile": self.profile.name, "dataset": dataset_name, "dataset_label": dataset_label(prov),
+               "model": config["model"], "model_name": DISPLAY_NAMES.get(config["model"], config["model"]),
+               "seed": config["seed"], **extra,
+               "train_instances": len(data.train), "valid_instances": len(data.valid),
+               "test_instances": len(data.test), "data_fraction": prov.get("fraction_of_paper"),
+               "data_note": data_note(prov), "device": env.get("device"), "device_name": env.get("device_name"),
+               "epochs_run": record.get("epochs_run"), "best_epoch": record.get("best_epoch"),
+               "wall_seconds": record.get("wall_seconds"), "samples_per_second": record.get("samples_per_second"),
+               "key": record["cache"]["key"]}
+        for split in ("valid", "test"):
+            for metric, value in (record.get(split) or {}).items():
+                row[f"{split}_{metric}"] = _num(value)
+        return row
+
+
+def _num(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def dataset_label(prov: dict) -> str:
+    """Short honest label: 'Frappe (30% of the paper's data)', 'MovieLens stand-in', ..."""
+    name = prov.get("dataset", "?")
+    base = DATASET_NAMES.get(name, name)
+    notes = " ".join(prov.get("notes", []))
+    if name == "movielens" and "stand-in" in notes:
+        return "MovieLens stand-in"
+    if name == "avazu" and "sample" in notes:
+        return f"Avazu {prov['sizes']['total']:,}-row sample"
+    fraction = prov.get("fraction_of_paper")
+    if fraction is not None and fraction < 0.999:
+        return f"{base} ({100 * fraction:.2g}% of the paper's data)"
+    return base
+
+
+def data_note(prov: dict) -> str:
+    sizes = prov.get("sizes", {})
+    text = f"{sizes.get('train', 0):,} training instances"
+    if prov.get("paper_instances"):
+        text += (f" ({sizes.get('total', 0):,} of the paper's {prov['paper_instances']:,} instances in all,"
+                 f" {100 * prov['fraction_of_paper']:.3g}%)")
+    notes = [n for n in prov.get("notes", []) if "stand-in" in n or "sample" in n or "synthetic" in n]
+    return "; ".join([text] + notes)
+
+
+def _experiment(profile, kwargs) -> Experiment:
+    exp = kwargs.pop("experiment", None)
+    if exp is None:
+        exp = Experiment(profile, **kwargs)
+    elif kwargs.get("seeds") is not None or kwargs.get("datasets") is not None:
+        raise ValueError("pass seeds/datasets to the Experiment, not beside it")
+    return exp
+
+
+def _seeds(exp: Experiment, default: tuple) -> tuple:
+    return exp.seeds if exp.seeds is not None else tuple(default)
+
+
+def _frame(rows, exp: Experiment, study: str, seeds) -> pd.DataFrame:
+    df = pd.DataFrame(rows)
+    df.insert(0, "study", study)
+    df["seeds"] = ",".join(str(s) for s in seeds)
+    df["n_seeds"] = len(seeds)
+    df.attrs.update(study=study, profile=exp.profile.name, device=exp.device, seeds=list(seeds),
+                    profile_differences=exp.profile.differences(), report=exp.report(study))
+    print(df.attrs["report"], file=exp.log, flush=True)
+    return df
+
+
+# --------------------------------------------------------------------------- Figs. 3-5: FEN sweeps
+def _fen_sweep(study, option, values, profile, kwargs):
+    exp = _experiment(profile, kwargs)
+    seeds = _seeds(exp, exp.profile.sweep_seeds)
+    rows = []
+    for name in exp.datasets or exp.profile.datasets:
+        for value in values:
+            for seed in seeds:
+                config = exp.config(name, "ifm", seed, model_options={option: value})
+                rows.append(exp.row(exp.run(config, name), name, **{
+                    "fen_layers": config.model_options["fen_layers"], "dropout": config.model_options["dropout"],
+                    "activation": config.model_options["activation"]}))
+    return _frame(rows, exp, study, seeds)
+
+
+def depth_study(profile="smoke", **kwargs) -> pd.DataFrame:
+    """Fig. 3a / 4a: validation RMSE and MAE of IFM vs the number of FEN hidden layers
+    (dropout and activation held at the paper's best for the dataset)."""
+    exp = _experiment(profile, kwargs)
+    return _fen_sweep("depth", "fen_layers", [int(v) for v in exp.profile.depth_grid], profile,
+                      {"experiment": exp})
+
+
+def dropout_study(profile="smoke", **kwargs) -> pd.DataFrame:
+    """Fig. 3b / 4b: validation RMSE and MAE vs the FEN dropout ratio (depth at the paper's best)."""
+    exp = _experiment(profile, kwargs)
+    return _fen_sweep("dropout", "dropout", [float(v) for v in exp.profile.dropout_grid], profile,
+                      {"experiment": exp})
+
+
+def activation_study(profile="smoke", **kwargs) -> pd.DataFrame:
+    """Fig. 5: validation RMSE and MAE for the FEN activation functions."""
+    exp = _experiment(profile, kwargs)
+    return _fen_sweep("activation", "activation", list(exp.profile.activation_grid), profile,
+                      {"experiment": exp})
+
+
+# --------------------------------------------------------------------------- Fig. 6
+def convergence_study(profile="smoke", *, pretrain_fm: bool | None = None, **kwargs) -> pd.DataFrame:
+    """Fig. 6: per-epoch error on the whole training set and on validation, IFM vs FM.
+
+    One row per (dataset, model, seed, epoch). Runs use ``eval_train=True`` (train error
+    scored with dropout off after each epoch). IFM starts from its FM pre-training, as in
+    the paper's setup, unless ``pretrain_fm=False``.
+    """
+    exp = _experiment(profile, kwargs)
+    seeds = _seeds(exp, exp.profile.seeds)
+    rows = []
+    for name in exp.datasets or exp.profile.datasets:
+        for model in ("fm", "ifm"):
+            for seed in seeds:
+                changes = {"eval_train": True}
+                if model == "ifm" and pretrain_fm is not None:
+                    changes["pretrain_fm"] = pretrain_fm
+                config = exp.config(name, model, seed, **changes)
+                record = exp.run(config, name)
+                base = exp.row(record, name, pretrained=config.uses_pretraining())
+                for epoch in record["history"]:
+                    rows.append({**base, **{k: _num(v) if k != "epoch" else v for k, v in epoch.items()}})
+    return _frame(rows, exp, "convergence", seeds)
+
+
+# --------------------------------------------------------------------------- Table 1
+@dataclass
+class FactorStudy:
+    """Table 1: `table` (the chosen test instances, FM and IFM errors, their factors),
+    `distribution` (every test instance's factor of every field, long form) and `summary`
+    (per-field statistics of the factors)."""
+    table: pd.DataFrame
+    distribution: pd.DataFrame
+    summary: pd.DataFrame
+    attrs: dict
+
+
+def factor_study(profile="smoke", *, dataset: str = "frappe", fields=(2, 8), **kwargs) -> FactorStudy:
+    """Table 1: input-aware factors m_x,i of two fields in three test instances.
+
+    The paper's x3 and x9 are read as the 3rd and 9th field of an instance (1-based, as the
+    paper numbers x_1..x_h), i.e. 0-based columns 2 and 8: daytime and country on Frappe.
+    The paper does not say how its three instances were chosen. Here: among the test
+    instances that share the most frequent pair of features in those two fields (so that,
+    as in the paper, the *same* two features appear in all three), the ones with the largest,
+    median and smallest factor of the first field. Errors are |y_hat - y| with predictions
+    bounded to the label range, for IFM and for the FM that IFM was pre-trained from.
+    """
+    exp = _experiment(profile, kwargs)
+    seed = _seeds(exp, exp.profile.seeds)[0]
+    data = exp.dataset(dataset)
+    fields = [int(f) for f in fields]
+    if max(fields) >= data.num_fields:
+        raise ValueError(f"{dataset} has {data.num_fields} fields; fields {fields} are out of range")
+    ifm_config = exp.config(dataset, "ifm", seed)
+    ifm_record = exp.run(ifm_config, dataset, save_state=True)
+    fm_record = exp.run(exp.config(dataset, "fm", seed), dataset, save_state=True)
+    ifm, fm = exp.model(ifm_record, dataset), exp.model(fm_record, dataset)
+
+    x, y = data.test.x, data.test.y
+    with torch.no_grad():
+        factors = torch.cat([ifm.factors(x[i:i + 16384]) for i in range(0, len(x), 16384)]).numpy()
+    low, high = data.train.y.min().item(), data.train.y.max().item()
+    bounded = (lambda p: p.clamp(low, high)) if data.task == "regression" else torch.sigmoid
+    ifm_error = (bounded(predict(ifm, x)) - y).abs().numpy()
+    fm_error = (bounded(predict(fm, x)) - y).abs().numpy()
+
+    names = data.provenance.get("fields") or [f"field {j + 1}" for j in range(data.num_fields)]
+    xa = x.numpy()
+    pair_ids, counts = np.unique(xa[:, fields], axis=0, return_counts=True)
+    common = pair_ids[np.argmax(counts)]
+    candidates = np.flatnonzero((xa[:, fields] == common).all(axis=1))
+    by_factor = candidates[np.argsort(-factors[candidates, fields[0]], kind="stable")]
+    picks = {"largest": 0, "median": len(by_factor) // 2, "smallest": len(by_factor) - 1}
+    chosen, chosen_as = [], []
+    for why, position in picks.items():   # fewer than 3 candidates: fewer rows
+        if by_factor[position] not in chosen:
+            chosen.append(by_factor[position])
+            chosen_as.append(why)
+
+    rows = []
+    for n, (i, why) in enumerate(zip(chosen, chosen_as), start=1):
+        row = {"instance": n, "test_index": int(i), "chosen_as": f"{why} m of x{fields[0] + 1}",
+               "y": float(y[i]), "fm_error": float(fm_error[i]), "ifm_error": float(ifm_error[i])}
+        for f in fields:
+            row[f"feature_x{f + 1}"] = int(xa[i, f])
+            row[f"ifm_factor_x{f + 1}"] = float(factors[i, f])
+        rows.append(row)
+    base = exp.row(ifm_record, dataset)
+    common_cols = {k: base[k] for k in ("profile", "dataset", "dataset_label", "seed", "train_instances",
+                                        "test_instances", "data_note", "device", "device_name")}
+    table = pd.DataFrame([{**common_cols, **r} for r in rows])
+    table["candidates"] = len(candidates)
+    table["fm_test_mae"] = float(fm_error.mean())
+    table["ifm_test_mae"] = float(ifm_error.mean())
+
+    h = data.num_fields
+    distribution = pd.DataFrame({"test_index": np.repeat(np.arange(len(x)), h),
+                                 "field": np.tile(np.arange(1, h + 1), len(x)),
+                                 "field_name": np.tile(np.asarray(names, dtype=object), len(x)),
+                                 "factor": factors.reshape(-1)})
+    distribution["dataset"] = dataset
+    distribution["profile"] = exp.profile.name
+    q = distribution.groupby(["field", "field_name"])["factor"]
+    summary = pd.DataFrame({"mean": q.mean(), "std": q.std(), "p05": q.quantile(0.05), "median": q.median(),
+                            "p95": q.quantile(0.95), "share_far_from_1": q.apply(lambda s: float(
+                                ((s < 0.5) | (s > 2)).mean()))}).reset_index()
+    exp_attrs = {"study": "factors", "profile": exp.profile.name, "device": exp.device, "seeds": [seed],
+                 "fields": fields, "field_names": [names[f] for f in fields], "common_pair": common.tolist(),
+                 "profile_differences": exp.profile.differences(), "report": exp.report("factors")}
+    print(exp_attrs["report"], file=exp.log, flush=True)
+    for frame in (table, distribution, summary):
+        frame.attrs.update(exp_attrs)
+    return FactorStudy(table, distribution, summary, exp_attrs)
+
+
+# --------------------------------------------------------------------------- Tables 2-4
+def component_study(profile="smoke", **kwargs) -> pd.DataFrame:
+    """Table 2: train FM; initialise each model from it with the embeddings (w0, w, v)
+    frozen, train only its extra component; RI = (RMSE_FM - RMSE_model) / RMSE_FM on test.
+    One row per (dataset, model, seed), FM rows included (RI 0)."""
+    exp = _experiment(profile, kwargs)
+    seeds = _seeds(exp, exp.profile.seeds)
+    rows = []
+    for name in exp.datasets or exp.profile.datasets:
+        for seed in seeds:
+            fm = exp.run(exp.config(name, "fm", seed), name, save_state=True)
+            fm_rmse, fm_mae = _num(fm["test"]["rmse"]), _num(fm["test"]["mae"])
+            rows.append(exp.row(fm, name, component="-", fm_test_rmse=fm_rmse, ri_rmse=0.0, ri_mae=0.0))
+            for model in exp.profile.component_models:
+                config = exp.config(name, model, seed, pretrain_fm=True, freeze_embeddings=True)
+                record = exp.run(config, name)
+                row = exp.row(record, name, component=COMPONENTS.get(model, "?"), fm_test_rmse=fm_rmse)
+                row["ri_rmse"] = (fm_rmse - row["test_rmse"]) / fm_rmse
+                row["ri_mae"] = (fm_mae - row["test_mae"]) / fm_mae
+                rows.append(row)
+    return _frame(rows, exp, "components", seeds)
+
+
+COMPONENTS = {"fm": "-", "deepfm": "DNN", "nfm": "DNN", "afm": "Attention", "ifm": "FEN", "wide_deep": "DNN"}
+
+
+def regression_study(profile="smoke", **kwargs) -> pd.DataFrame:
+    """Table 3: test MAE and RMSE of each model; one row per (dataset, model, seed)."""
+    exp = _experiment(profile, kwargs)
+    seeds = _seeds(exp, exp.profile.seeds)
+    rows = [exp.row(exp.run(exp.config(name, model, seed), name), name)
+            for name in exp.datasets or exp.profile.datasets
+            for model in exp.profile.regression_models for seed in seeds]
+    return _frame(rows, exp, "regression", seeds)
+
+
+def ctr_study(profile="smoke", **kwargs) -> pd.DataFrame:
+    """Table 4: test AUC (in %) and logloss on Avazu; one row per (model, seed).
+    Only the 100-row sample exists on this machine: its numbers say nothing about the models."""
+    exp = _experiment(profile, kwargs)
+    seeds = _seeds(exp, exp.profile.seeds)
+    rows = []
+    for name in exp.datasets or exp.profile.ctr_datasets:
+        for model in exp.profile.ctr_models:
+            for seed in seeds:
+                row = exp.row(exp.run(exp.config(name, model, seed), name), name)
+                row["test_auc_pct"] = 100 * row.get("test_auc", float("nan"))
+                rows.append(row)
+    return _frame(rows, exp, "ctr", seeds)
+
+
+# --------------------------------------------------------------------------- statistics
+def t_interval(values, confidence: float = 0.95) -> tuple[float, float]:
+    """(mean, half-width) of the two-sided Student-t interval; half-width NaN for n < 2."""
+    from scipy import stats
+
+    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=float)
+    if len(v) == 0:
+        return float("nan"), float("nan")
+    if len(v) < 2:
+        return float(v.mean()), float("nan")
+    half = stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+    return float(v.mean()), float(half)
+
+
+def paired_t_test(a, b) -> tuple[float, float]:
+    """(t, two-sided p) of the paired t-test of a vs b (same seeds); NaN when undefined."""
+    from scipy import stats
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError("paired samples must have the same length")
+    ok = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[ok], b[ok]
+    d = a - b
+    if len(d) < 2 or np.std(d, ddof=1) == 0:   # t undefined: too few pairs or identical differences
+        return float("nan"), float("nan")
+    result = stats.ttest_rel(a, b)
+    return float(result.statistic), float(result.pvalue)
+
+
+def summarize(df: pd.DataFrame, by, metrics, confidence: float = 0.95) -> pd.DataFrame:
+    """Mean, 95% t-interval (low, high, half-width), std and n per group, one row per group."""
+    rows = []
+    for keys, group in df.groupby(list(by), sort=False):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        row = dict(zip(by, keys))
+        for metric in metrics:
+            values = group[metric].to_numpy(dtype=float)
+            mean, half = t_interval(values, confidence)
+            row.update({f"{metric}_mean": mean, f"{metric}_half": half, f"{metric}_low": mean - half,
+                        f"{metric}_high": mean + half,
+                        f"{metric}_std": float(np.nanstd(values, ddof=1)) if np.sum(~np.isnan(values)) > 1
+                        else float("nan"), f"{metric}_n": int(np.sum(~np.isnan(values)))})
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out.attrs.update(df.attrs)
+    return out
+
+
+def significance(df: pd.DataFrame, metrics=("test_mae", "test_rmse"), reference: str = "ifm",
+                 alpha: float = ALPHA, lower_is_better: bool = True) -> pd.DataFrame:
+    """The paper's test of Table 3: is `reference` better than each other model?
+
+    A two-sided paired t-test over seeds (each seed pairs the runs of the two models that
+    share the split and seed); significant when p < alpha and the reference's mean is better.
+    """
+    rows = []
+    for name, data in df.groupby("dataset", sort=False):
+        ref = data[data.model == reference].set_index("seed")
+        for model, other in data[data.model != reference].groupby("model", sort=False):
+            other = other.set_index("seed")
+            seeds = sorted(set(ref.index) & set(other.index))
+            for metric in metrics:
+                a, b = ref.loc[seeds, metric].to_numpy(float), other.loc[seeds, metric].to_numpy(float)
+                t, p = paired_t_test(a, b)
+                better = (np.nanmean(a) < np.nanmean(b)) if lower_is_better else (np.nanmean(a) > np.nanmean(b))
+                rows.append({"dataset": name, "reference": reference, "baseline": model,
+                             "baseline_name": DISPLAY_NAMES.get(model, model), "metric": metric,
+                             "n_pairs": len(seeds), "reference_mean": float(np.nanmean(a)) if len(a) else np.nan,
+                             "baseline_mean": float(np.nanmean(b)) if len(b) else np.nan,
+                             "mean_difference": float(np.nanmean(a - b)) if len(a) else np.nan,
+                             "t": t, "p_value": p, "better": bool(better),
+                             "significant": bool(better and not math.isnan(p) and p < alpha)})
+    return pd.DataFrame(rows)
+
+
+def best_by(df: pd.DataFrame, option: str, metric: str = "valid_rmse") -> pd.DataFrame:
+    """Per dataset: the sweep value with the lowest mean `metric` over seeds."""
+    means = df.groupby(["dataset", option], sort=False)[metric].mean().reset_index()
+    idx = means.groupby("dataset", sort=False)[metric].idxmin()
+    return means.loc[idx.dropna()].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- the paper's numbers
+def paper_reported(path: str | os.PathLike | None = None) -> dict:
+    """The paper's published numbers (a copy of shared/paper/reported.json kept in the book)."""
+    return read_json(path or PAPER_REPORTED)
+
+
+_PAPER_MODEL_IDS = {v: k for k, v in DISPLAY_NAMES.items() if k != "fm"} | {"FM": "fm"}
+
+
+def paper_table(item: str, reported: dict | None = None) -> pd.DataFrame:
+    """The paper's numbers of one item as a tidy frame.
+
+    item: 'table3' (dataset, model, MAE, RMSE), 'table4' (model, AUC, Logloss),
+    'table2' (dataset, model, RI), 'table1' (the three rows), 'best' (dataset, fen_layers,
+    dropout, activation of the paper's best IFM).
+    """
+    r = reported or paper_reported()
+    if item == "table3":
+        return pd.DataFrame([{"dataset": ds, "model": _PAPER_MODEL_IDS[m], "model_name": m, **vals}
+                             for ds, models in r["table3_regression"].items() if isinstance(models, dict)
+                             for m, vals in models.items()])
+    if item == "table4":
+        return pd.DataFrame([{"model": _PAPER_MODEL_IDS[m], "model_name": m, **vals}
+                             for m, vals in r["table4_avazu"].items() if isinstance(vals, dict)])
+    if item == "table2":
+        return pd.DataFrame([{"dataset": ds, "model": _PAPER_MODEL_IDS[m], "model_name": m, "RI": v}
+                             for ds, models in r["table2_component_relative_improvement"].items()
+                             if isinstance(models, dict) for m, v in models.items()])
+    if item == "table1":
+        return pd.DataFrame(r["table1_factors_frappe"]["rows"])
+    if item == "best":
+        return pd.DataFrame([{"dataset": ds, "fen_layers": b["depth"], "dropout": b["dropout"],
+                              "activation": b["activation"]}
+                             for ds, b in r["settings"]["ifm_best"].items()])
+    raise ValueError(f"unknown paper item {item!r}")
+
+
+def paper_best(option: str, reported: dict | None = None) -> dict:
+    """{dataset: the paper's best value of a FEN option} ('fen_layers', 'dropout', 'activation')."""
+    best = paper_table("best", reported)
+    return dict(zip(best.dataset, best[option]))
+
+
+# --------------------------------------------------------------------------- everything on one page
+def overview(profile="smoke", **kwargs) -> pd.DataFrame:
+    """Every paper-vs-ours number of sections 5.2-5.4 in one frame (the book's results page).
+
+    Columns: item, dataset, dataset_label, quantity, paper, ours, interval (95% half-width,
+    NaN with one seed), n_seeds. Runs come from the cache (missing ones are trained).
+    """
+    kwargs.pop("experiment", None)
+    exp = Experiment(profile, **kwargs)
+    ctr_exp = Experiment(profile, **{**kwargs, "datasets": None})
+    rep = paper_reported()
+    rows = []
+
+    def add(item, df_or_name, quantity, paper, ours, half=float("nan"), n=1, dataset=None):
+        label = df_or_name if isinstance(df_or_name, str) else None
+        rows.append({"item": item, "dataset": dataset, "dataset_label": label, "quantity": quantity,
+                     "paper": paper, "ours": ours, "interval": half, "n_seeds": n})
+
+    labels = {}
+    for item, option, study in (("Fig. 3a / 4a", "fen_layers", depth_study), ("Fig. 3b / 4b", "dropout", dropout_study),
+                                ("Fig. 5", "activation", activation_study)):
+        df = study(experiment=exp)
+        labels.update(dict(zip(df.dataset, df.dataset_label)))
+        best = paper_best(option, rep)
+        for metric in ("valid_rmse", "valid_mae"):
+            for r in best_by(df, option, metric).itertuples():
+                add(item, labels[r.dataset], f"best {option} by {metric.replace('_', ' ')}",
+                    best.get(r.dataset), getattr(r, option), dataset=r.dataset)
+
+    conv = convergence_study(experiment=exp)
+    for (name, model), group in conv.groupby(["dataset", "model"], sort=False):
+        per_seed = group.groupby("seed")["valid_rmse"].min()
+        mean, half = t_interval(per_seed)
+        add("Fig. 6", labels.get(name, name), f"{DISPLAY_NAMES[model]} best validation RMSE (paper: shape only)",
+            "IFM lower than FM", mean, half, len(per_seed), dataset=name)
+
+    datasets = exp.datasets or exp.profile.datasets
+    if "frappe" in datasets:
+        fs = factor_study(experiment=exp, dataset="frappe")
+        paper_rows = paper_table("table1", rep)
+        for ours_row, paper_row in zip(fs.table.itertuples(), paper_rows.itertuples()):
+            for col, what in (("fm_error", "FM |y_hat - y|"), ("ifm_error", "IFM |y_hat - y|"),
+                              ("ifm_factor_x3", "IFM factor of x3"), ("ifm_factor_x9", "IFM factor of x9")):
+                add("Table 1", ours_row.dataset_label, f"instance {ours_row.instance}: {what}",
+                    getattr(paper_row, col), getattr(ours_row, col, float("nan")), dataset="frappe")
+
+    comp = component_study(experiment=exp)
+    paper2 = paper_table("table2", rep)
+    for (name, model), group in comp[comp.model != "fm"].groupby(["dataset", "model"], sort=False):
+        mean, half = t_interval(group["ri_rmse"])
+        p = paper2[(paper2.dataset == name) & (paper2.model == model)]["RI"]
+        add("Table 2", labels.get(name, name), f"{DISPLAY_NAMES[model]} relative improvement of RMSE over FM",
+            float(p.iloc[0]) if len(p) else float("nan"), mean, half, len(group), dataset=name)
+
+    reg = regression_study(experiment=exp)
+    paper3 = paper_table("table3", rep)
+    for (name, model), group in reg.groupby(["dataset", "model"], sort=False):
+        for metric, col in (("MAE", "test_mae"), ("RMSE", "test_rmse")):
+            mean, half = t_interval(group[col])
+            p = paper3[(paper3.dataset == name) & (paper3.model == model)][metric]
+            add("Table 3", labels.get(name, name), f"{DISPLAY_NAMES[model]} test {metric}",
+                float(p.iloc[0]) if len(p) else float("nan"), mean, half, len(group), dataset=name)
+
+    ctr = ctr_study(experiment=ctr_exp)
+    paper4 = paper_table("table4", rep)
+    for (name, model), group in ctr.groupby(["dataset", "model"], sort=False):
+        for metric, col in (("AUC", "test_auc_pct"), ("Logloss", "test_logloss")):
+            mean, half = t_interval(group[col])
+            p = paper4[paper4.model == model][metric]
+            add("Table 4", group.dataset_label.iloc[0], f"{DISPLAY_NAMES[model]} test {metric}"
+                + (" (%)" if metric == "AUC" else ""), float(p.iloc[0]) if len(p) else float("nan"),
+                mean, half, len(group), dataset=name)
+
+    out = pd.DataFrame(rows)
+    out.attrs.update(profile=exp.profile.name, device=exp.device,
+                     seeds=sorted(set(exp.seeds or exp.profile.seeds) | set(exp.seeds or exp.profile.sweep_seeds)),
+                     profile_differences=exp.profile.differences(), report=exp.report("overview"))
+    return out
+
+
+def convergence_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, model): best validation RMSE/MAE (mean ± 95% half-width over seeds), the
+    epoch it was reached and the training RMSE there, from `convergence_study` rows."""
+    rows = []
+    for (name, model), group in df.groupby(["dataset", "model"], sort=False):
+        best = group.loc[group.groupby("seed")["valid_rmse"].idxmin().dropna()]
+        row = {"dataset": name, "dataset_label": group.dataset_label.iloc[0], "model": model,
+               "model_name": group.model_name.iloc[0], "n_seeds": group.seed.nunique(),
+               "epochs_run": int(group.epoch.max()), "best_epoch": float(best.epoch.mean())}
+        for col in ("valid_rmse", "valid_mae", "train_rmse", "train_mae"):
+            if col in best:
+                row[col], row[f"{col}_half"] = t_interval(best[col])
+        row["first_epoch_valid_rmse"] = float(group[group.epoch == 1].valid_rmse.mean())
+        rows.append(row)
+    return pd.DataFrame(rows)

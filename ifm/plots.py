@@ -1,0 +1,338 @@
+"""The book's figure style and the helpers that put our numbers beside the paper's.
+
+Importing this module sets one seaborn style for every figure (`use_style`). Conventions
+in every figure: ours in blue with 95% t-intervals over seeds as error bars (none with one
+seed), the paper in orange: a dashed line where the paper gives only a shape or a best
+setting, a hollow diamond where it gives a number. Every figure's title names the profile,
+device and seeds that produced it; `caption` says the same in words, with the data used.
+"""
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from ifm.experiments import DATASET_NAMES, best_by, summarize
+
+OURS = "#0173b2"      # seaborn colorblind blue
+PAPER = "#de8f05"     # seaborn colorblind orange
+MODEL_COLORS = {"fm": "#949494", "ifm": OURS}
+METRIC_LABELS = {"rmse": "RMSE", "mae": "MAE", "auc": "AUC", "logloss": "log loss", "auc_pct": "AUC (%)"}
+STYLE = dict(context="notebook", style="whitegrid", palette="colorblind", font_scale=0.9,
+             rc={"figure.dpi": 100, "savefig.dpi": 100, "axes.titlesize": "medium",
+                 "figure.titlesize": "medium", "legend.fontsize": "small", "figure.constrained_layout.use": True})
+
+
+def use_style() -> None:
+    """Set the one style of the book's figures (called on import)."""
+    sns.set_theme(**STYLE)
+
+
+use_style()
+
+
+# --------------------------------------------------------------------------- words
+def metric_label(column: str) -> str:
+    split, _, metric = column.partition("_")
+    names = {"valid": "validation", "test": "test", "train": "training"}
+    return f"{names.get(split, split)} {METRIC_LABELS.get(metric, metric)}"
+
+
+def _seeds_text(df) -> str:
+    seeds = df.attrs.get("seeds")
+    if seeds is None and "seed" in df:
+        seeds = sorted(df["seed"].unique().tolist())
+    seeds = list(seeds or [])
+    return f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(str(s) for s in seeds)})"
+
+
+def _devices_text(df) -> str:
+    if "device" not in df:
+        return str(df.attrs.get("device", "?"))
+    pairs = df[["device", "device_name"]].drop_duplicates().itertuples(index=False)
+    return "; ".join(f"{d} ({n})" for d, n in pairs)
+
+
+def stamp(df) -> str:
+    """One line for a figure title: profile, device, seeds."""
+    return f"ours: profile {df.attrs.get('profile', '?')} | {_devices_text(df)} | {_seeds_text(df)}"
+
+
+def caption(df, extra: str = "") -> "IPython.display.Markdown":
+    """A Markdown paragraph under a figure or table: which profile, device, seeds and data
+    produced our numbers, and how the profile departs from the paper's settings."""
+    from IPython.display import Markdown
+
+    lines = [f"**Ours** — profile `{df.attrs.get('profile', '?')}`, device {_devices_text(df)}, "
+             f"{_seeds_text(df)}."]
+    if "dataset_label" in df:
+        data = df.drop_duplicates("dataset")
+        lines.append("Data: " + "; ".join(f"{r.dataset_label}: {r.data_note}" for r in data.itertuples()) + ".")
+    differences = df.attrs.get("profile_differences") or []
+    if differences:
+        lines.append("Not the paper's settings: " + "; ".join(differences) + ".")
+    if df.attrs.get("report"):
+        lines.append(f"Cache: {df.attrs['report']}.")
+    if extra:
+        lines.append(extra)
+    return Markdown(" ".join(lines))
+
+
+def fmt(mean: float, half: float = float("nan"), digits: int = 4) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    if half is None or math.isnan(half):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {half:.{digits}f}"
+
+
+# --------------------------------------------------------------------------- tables
+def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame, index, metrics: dict, digits: int = 4,
+                 scale: float = 1.0, paper_scale: float = 1.0) -> pd.DataFrame:
+    """Paper and ours in adjacent columns.
+
+    ``ours``: raw rows (one per run); they are summarised here (mean ± 95% t half-width).
+    ``paper``: the paper's values, same ``index`` columns. ``metrics``: {title: (our column,
+    paper column[, digits])}. ``scale`` multiplies ours (e.g. 100 for AUC in %).
+    """
+    index = list(index)
+    metrics = {k: (v[0], v[1], v[2] if len(v) > 2 else digits) for k, v in metrics.items()}
+    ours_cols = [v[0] for v in metrics.values()]
+    summary = summarize(ours, index, ours_cols)
+    merged = summary.merge(paper, on=index, how="outer") if paper is not None and len(paper) else summary
+    order = list(dict.fromkeys(ours[index[-1]].tolist()))
+    merged["_order"] = merged[index[-1]].map({k: i for i, k in enumerate(order)})
+    merged = merged.sort_values([*index[:-1], "_order"]).reset_index(drop=True)
+    out = pd.DataFrame(index=pd.MultiIndex.from_frame(merged[index]))
+    for title, (ours_col, paper_col, digits) in metrics.items():
+        paper_values = merged[paper_col] if paper_col in merged else pd.Series(np.nan, index=merged.index)
+        out[(title, "paper")] = [fmt(v * paper_scale if pd.notna(v) else float("nan"), digits=digits)
+                                 for v in paper_values]
+        out[(title, "ours")] = [fmt(m * scale, h * scale, digits) for m, h in
+                                zip(merged[f"{ours_col}_mean"], merged[f"{ours_col}_half"])]
+    out[("", "seeds")] = merged[f"{ours_cols[0]}_n"].fillna(0).astype(int).to_numpy()
+    out.columns = pd.MultiIndex.from_tuples(out.columns)
+    return out
+
+
+def rename_index(table: pd.DataFrame, names: dict | None = None) -> pd.DataFrame:
+    """Readable index labels: dataset and model ids -> display names."""
+    from ifm.models import DISPLAY_NAMES
+
+    names = {**DATASET_NAMES, **DISPLAY_NAMES, **(names or {})}
+    table = table.copy()
+    table.index = table.index.map(lambda k: tuple(names.get(v, v) for v in k) if isinstance(k, tuple)
+                                  else names.get(k, k))
+    table.index.names = [n.replace("_", " ") if n else n for n in table.index.names]
+    return table
+
+
+def best_setting_table(df: pd.DataFrame, option: str, paper_best: dict,
+                       metrics=("valid_rmse", "valid_mae")) -> pd.DataFrame:
+    """Per dataset: the paper's best setting, ours by each metric, and our error at both."""
+    rows = []
+    for name in _datasets(df):
+        part = df[df.dataset == name]
+        row = {"dataset": _label(df, name), "paper's best": paper_best.get(name, "n/a")}
+        for metric in metrics:
+            best = best_by(part, option, metric)
+            row[f"our best by {metric_label(metric)}"] = best[option].iloc[0] if len(best) else "n/a"
+        means = part.groupby(option, sort=False)[metrics[0]].mean()
+        pb = paper_best.get(name)
+        row[f"our {metric_label(metrics[0])} at the paper's best"] = fmt(means.get(pb, float("nan")))
+        row[f"our {metric_label(metrics[0])} at our best"] = fmt(means.min())
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("dataset")
+
+
+def best_setting_verdict(table: pd.DataFrame, what: str) -> "IPython.display.Markdown":
+    """One sentence per dataset: does our best setting match the paper's?"""
+    from IPython.display import Markdown
+
+    rmse_col = [c for c in table.columns if c.startswith("our best by")][0]
+    parts = []
+    for name, row in table.iterrows():
+        ours, paper = row[rmse_col], row["paper's best"]
+        same = "the same as" if str(ours) == str(paper) else "not"
+        parts.append(f"on {name} our best {what} (by validation RMSE) is **{ours}**, {same} the paper's "
+                     f"{paper}" if same != "not" else
+                     f"on {name} our best {what} (by validation RMSE) is **{ours}**; the paper's is {paper}")
+    return Markdown("**What we got:** " + "; ".join(parts) + ".")
+
+
+# --------------------------------------------------------------------------- figures
+def _datasets(df):
+    return list(dict.fromkeys(df["dataset"].tolist()))
+
+
+def _label(df, dataset):
+    return df.loc[df.dataset == dataset, "dataset_label"].iloc[0]
+
+
+def sweep_figure(df: pd.DataFrame, option: str, paper_best: dict, *, metrics=("valid_rmse", "valid_mae"),
+                 xlabel: str | None = None, title: str = "") -> plt.Figure:
+    """Ours: mean validation error per setting (95% interval over seeds); the paper gives only
+    its best setting (dashed orange line), our best is the filled star."""
+    datasets = _datasets(df)
+    categorical = df[option].dtype == object or isinstance(df[option].iloc[0], str)
+    fig, axes = plt.subplots(len(metrics), len(datasets), figsize=(4.6 * len(datasets), 3.0 * len(metrics)),
+                             squeeze=False)
+    for col, name in enumerate(datasets):
+        part = df[df.dataset == name]
+        values = list(dict.fromkeys(part[option].tolist()))
+        s = summarize(part, [option], list(metrics)).set_index(option).loc[values]
+        x = np.arange(len(values)) if categorical else np.asarray(values, dtype=float)
+        for row, metric in enumerate(metrics):
+            ax = axes[row, col]
+            mean, half = s[f"{metric}_mean"].to_numpy(), s[f"{metric}_half"].to_numpy()
+            has_bars = not np.all(np.isnan(half))
+            ax.errorbar(x, mean, yerr=np.nan_to_num(half) if has_bars else None, color=OURS, marker="o",
+                        capsize=3, lw=1.5, label="ours (mean ± 95% CI)" if has_bars else "ours (1 seed)")
+            if not np.all(np.isnan(mean)):
+                best = int(np.nanargmin(mean))
+                ax.plot(x[best], mean[best], marker="*", ms=14, color=OURS, ls="none",
+                        label=f"our best: {values[best]}")
+            if name in paper_best:
+                pb = paper_best[name]
+                px = values.index(pb) if categorical and pb in values else (None if categorical else pb)
+                if px is not None:
+                    ax.axvline(px, color=PAPER, ls="--", lw=1.5, label=f"paper's best: {pb}")
+            if categorical:
+                ax.set_xticks(x, [str(v) for v in values])
+            ax.set_xlabel(xlabel or option)
+            ax.set_ylabel(metric_label(metric))
+            ax.set_title(_label(df, name))
+            ax.legend(loc="best")
+    fig.suptitle(f"{title}\n{stamp(df)}" if title else stamp(df))
+    return fig
+
+
+def convergence_figure(df: pd.DataFrame, metric: str = "rmse", title: str = "") -> plt.Figure:
+    """Per-epoch training (solid) and validation (dashed) error of FM and IFM, mean over seeds.
+    The paper's Fig. 6 gives only the shape (IFM lower and faster), so there is no paper line."""
+    datasets = _datasets(df)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(4.8 * len(datasets), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], datasets):
+        part = df[df.dataset == name]
+        for model, group in part.groupby("model", sort=False):
+            curve = group.groupby("epoch")[[f"train_{metric}", f"valid_{metric}"]].mean()
+            color = MODEL_COLORS.get(model)
+            label = group["model_name"].iloc[0]
+            ax.plot(curve.index, curve[f"train_{metric}"], color=color, marker=".", label=f"{label} train")
+            ax.plot(curve.index, curve[f"valid_{metric}"], color=color, ls="--", marker=".",
+                    label=f"{label} validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+        ax.set_title(_label(df, name))
+        ax.legend()
+    fig.suptitle(f"{title}\n{stamp(df)}" if title else stamp(df))
+    return fig
+
+
+def comparison_figure(df: pd.DataFrame, paper: pd.DataFrame | None, metrics: dict, *, title: str = "",
+                      scale: float = 1.0) -> plt.Figure:
+    """Dot plot per dataset and metric: ours (blue, 95% interval) and the paper (hollow orange
+    diamond). ``metrics``: {label: (our column, paper column)}."""
+    datasets = _datasets(df)
+    fig, axes = plt.subplots(len(metrics), len(datasets), squeeze=False,
+                             figsize=(max(6.0, 4.6 * len(datasets)), 0.45 * df.model.nunique() * len(metrics) + 1.6))
+    for col, name in enumerate(datasets):
+        part = df[df.dataset == name]
+        models = list(dict.fromkeys(part.model.tolist()))
+        s = summarize(part, ["model"], [c for c, _ in metrics.values()]).set_index("model").loc[models]
+        names = [part.loc[part.model == m, "model_name"].iloc[0] for m in models]
+        y = np.arange(len(models))
+        for row, (label, (ours_col, paper_col)) in enumerate(metrics.items()):
+            ax = axes[row, col]
+            mean = s[f"{ours_col}_mean"].to_numpy() * scale
+            half = s[f"{ours_col}_half"].to_numpy() * scale
+            has_bars = not np.all(np.isnan(half))
+            ax.errorbar(mean, y + 0.12, xerr=np.nan_to_num(half) if has_bars else None, fmt="o", color=OURS,
+                        capsize=3, label="ours (mean ± 95% CI)" if has_bars else "ours (1 seed)")
+            if paper is not None and paper_col in paper:
+                p = paper[paper.dataset == name] if "dataset" in paper else paper
+                p = p.set_index("model").reindex(models)[paper_col].to_numpy(dtype=float)
+                if not np.all(np.isnan(p)):
+                    ax.plot(p, y - 0.12, "D", mfc="none", mec=PAPER, mew=1.8, ls="none", label="paper")
+            ax.set_yticks(y, names)
+            ax.invert_yaxis()
+            ax.set_xlabel(label)
+            ax.set_title(_label(df, name))
+            ax.legend(loc="best")
+    fig.suptitle(f"{title}\n{stamp(df)}" if title else stamp(df))
+    return fig
+
+
+def factor_figure(distribution: pd.DataFrame, highlight=(), title: str = "") -> plt.Figure:
+    """Distribution of each field's input-aware factor over the test set (log scale); FM
+    corresponds to m = 1 everywhere (grey line). Highlighted fields are the Table 1 ones."""
+    fig, ax = plt.subplots(figsize=(8.5, 3.4))
+    d = distribution.copy()
+    d["label"] = [f"x{f}\n{n}" for f, n in zip(d.field, d.field_name)]
+    order = list(dict.fromkeys(d.sort_values("field").label))
+    highlight_labels = {lab for lab in order if int(lab.split("\n")[0][1:]) in set(highlight)}
+    palette = {lab: (OURS if lab in highlight_labels else "#bbbbbb") for lab in order}
+    sns.boxplot(data=d, x="label", y="factor", hue="label", order=order, palette=palette, legend=False,
+                ax=ax, fliersize=1.5, linewidth=1)
+    ax.axhline(1.0, color="#555555", lw=1, ls=":", label="FM (m = 1)")
+    ax.set_yscale("log")
+    ax.set_xlabel("field")
+    ax.set_ylabel("input-aware factor $m_{x,i}$")
+    ax.legend(loc="upper right")
+    fig.suptitle(f"{title}\n{stamp(distribution)}" if title else stamp(distribution))
+    return fig
+
+
+def factor_table(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 side by side: per instance, the paper's and our FM error, IFM factors, IFM error."""
+    cols = [c for c in ours.columns if c.startswith("ifm_factor_x")]
+    out = pd.DataFrame(index=pd.Index(ours.instance.tolist(), name="instance"))
+    pairs = [("FM |ŷ − y|", "fm_error")] + [(f"IFM m of {c.split('_')[-1]}", c) for c in cols] + \
+        [("IFM |ŷ − y|", "ifm_error")]
+    p = paper.set_index("instance").reindex(out.index)
+    o = ours.set_index("instance")
+    for title, col in pairs:
+        out[(title, "paper")] = [fmt(v, digits=2) for v in (p[col] if col in p else [float("nan")] * len(out))]
+        out[(title, "ours")] = [fmt(v, digits=2) for v in o[col]]
+    feature_cols = [c for c in ours.columns if c.startswith("feature_x")]
+    out[("our instance", "test row")] = o["test_index"].to_numpy()
+    out[("our instance", "feature ids")] = [", ".join(str(o.loc[i, c]) for c in feature_cols) for i in out.index]
+    out[("our instance", "chosen as")] = o["chosen_as"].to_numpy()
+    out.columns = pd.MultiIndex.from_tuples(out.columns)
+    return out
+
+
+def overview_table(ov: pd.DataFrame) -> pd.DataFrame:
+    """The results page: one row per paper number, paper and ours side by side."""
+    def show(v, digits=4):
+        if isinstance(v, str):
+            return v
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "n/a"
+        if isinstance(v, (int, np.integer)) or (isinstance(v, float) and v.is_integer() and abs(v) < 100):
+            return f"{v:g}"
+        return f"{v:.{digits}f}"
+
+    out = pd.DataFrame({
+        "item": ov["item"], "data": ov["dataset_label"], "quantity": ov["quantity"],
+        "paper": [show(v) for v in ov["paper"]],
+        "ours": [show(v) if isinstance(v, str) or pd.isna(h) else f"{v:.4f} ± {h:.4f}"
+                 for v, h in zip(ov["ours"], ov["interval"])],
+        "seeds": ov["n_seeds"]})
+    return out.set_index(["item", "data", "quantity"])
+
+
+def convergence_table(summary: pd.DataFrame) -> pd.DataFrame:
+    """Best validation error of FM and IFM per dataset with the epoch it was reached."""
+    out = pd.DataFrame({
+        "data": summary.dataset_label, "model": summary.model_name,
+        "best validation RMSE": [fmt(m, h) for m, h in zip(summary.valid_rmse, summary.valid_rmse_half)],
+        "best validation MAE": [fmt(m, h) for m, h in zip(summary.valid_mae, summary.valid_mae_half)],
+        "training RMSE there": [fmt(m, h) for m, h in zip(summary.train_rmse, summary.train_rmse_half)],
+        "validation RMSE after epoch 1": [fmt(v) for v in summary.first_epoch_valid_rmse],
+        "best epoch (mean)": summary.best_epoch.round(1), "epochs run": summary.epochs_run,
+        "seeds": summary.n_seeds})
+    return out.set_index(["data", "model"])
