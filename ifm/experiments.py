@@ -30,7 +30,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -41,14 +40,14 @@ import pandas as pd
 import torch
 
 from ifm.data import load_dataset
-from ifm.models import DISPLAY_NAMES, build_model
-from ifm.records import read_json, write_json_atomic
+from ifm.models import DISPLAY_NAMES
+from ifm.records import read_json, save_state_atomic, write_json_atomic
 from ifm.settings import paper_config
 
 with warnings.catch_warnings():
     # tqdm.auto warns on import inside a notebook without ipywidgets; progress bars are off here.
     warnings.filterwarnings("ignore", message="IProgress not found")
-    from ifm.train import TRAINING_VERSION, TrainConfig, predict, summary_of, train
+    from ifm.train import TRAINING_VERSION, TrainConfig, build_for, predict, summary_of, train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAPER_REPORTED = REPO_ROOT / "book" / "paper_reported.json"
@@ -59,6 +58,8 @@ CACHE_FORMAT = 1
 
 DATASET_NAMES = {"frappe": "Frappe", "movielens": "MovieLens", "avazu": "Avazu", "synthetic": "Synthetic"}
 ALPHA = 0.05
+# The parameters an FM pre-training hands on (FMBase.fm_state): w0, w_i, v_i.
+FM_STATE_PREFIXES = ("linear.", "embedding.")
 
 
 # --------------------------------------------------------------------------- profiles
@@ -136,8 +137,6 @@ PROFILES = {
         # (measured here: 0.9 s/epoch with 1 thread, 15-50 s with 2 under load).
         threads=1,
         train={"embedding_size": 16, "epochs": 4, "patience": 2, "sparse_embeddings": False},
-        # LibFM's mini-batches of 128 make it the slowest model per epoch; one epoch only.
-        model_train={"libfm": {"epochs": 1}},
         model_options={"ifm": {"fen_width": 64}, "wide_deep": {"hidden": [64, 32, 16]},
                        "deepfm": {"hidden": [32, 32, 32]}, "nfm": {"hidden": [64]}},
         dropout_grid=(0.0, 0.3, 0.6, 0.9),
@@ -287,25 +286,11 @@ class RunCache:
     def store(self, stem: str, record: dict, state: dict | None = None) -> Path:
         record_path, state_path = self.paths(stem)
         if state is not None:
-            save_state_atomic(state_path, state)
+            save_state_atomic({k: v.detach().cpu() for k, v in state.items()}, state_path)
         return write_json_atomic(record_path, record)
 
     def load_state(self, stem: str) -> dict:
         return torch.load(self.paths(stem)[1], map_location="cpu", weights_only=True)
-
-
-def save_state_atomic(path: Path, state: dict) -> Path:
-    """torch.save into a temporary file beside `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({k: v.detach().cpu() for k, v in state.items()}, f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
 
 
 # --------------------------------------------------------------------------- experiments
@@ -363,7 +348,8 @@ class Experiment:
                 fm_record = self.run(fm_config, dataset_name, save_state=True)
             finally:
                 self._nesting -= 1
-            pretrained = self.cache.load_state(fm_record["cache"]["stem"])
+            pretrained = {k: v for k, v in self.cache.load_state(fm_record["cache"]["stem"]).items()
+                          if k.startswith(FM_STATE_PREFIXES)}
             pretrain_summary = {**summary_of(fm_record), "key": fm_record["cache"]["key"]}
         started = time.perf_counter()
         with warnings.catch_warnings():
@@ -387,10 +373,8 @@ class Experiment:
 
     def model(self, record: dict, dataset_name: str) -> torch.nn.Module:
         """The trained model of a record that kept its state (see `run(save_state=True)`)."""
-        config = TrainConfig(**record["config"])
-        data = self.dataset(dataset_name)
-        model = build_model(config.model, data.num_features, data.num_fields, config.embedding_size,
-                            sparse=config.sparse_embeddings, **config.model_options)
+        config = TrainConfig(**{**record["config"], "device": "cpu"})
+        model = build_for(config, self.dataset(dataset_name), torch.device("cpu"))
         model.load_state_dict(self.cache.load_state(record["cache"]["stem"]))
         return model.eval()
 
@@ -879,6 +863,12 @@ def overview(profile="smoke", **kwargs) -> pd.DataFrame:
                 mean, half, len(group), dataset=name)
 
     out = pd.DataFrame(rows)
+    notes = {n: (dataset_label(e.dataset(n).provenance), data_note(e.dataset(n).provenance))
+             for e in (exp, ctr_exp) for n in e._datasets}
+    out["data_note"] = out.dataset.map(lambda n: notes.get(n, ("", ""))[1])
+    out["device"] = [exp.device if d != "avazu" else ctr_exp.device for d in out.dataset]
+    out["device_name"] = out.device.map(lambda d: torch.cuda.get_device_name(0) if d == "cuda"
+                                        else (__import__("platform").processor() or __import__("platform").machine()))
     out.attrs.update(profile=exp.profile.name, device=exp.device,
                      seeds=sorted(set(exp.seeds or exp.profile.seeds) | set(exp.seeds or exp.profile.sweep_seeds)),
                      profile_differences=exp.profile.differences(), report=exp.report("overview"))

@@ -70,7 +70,8 @@ def caption(df, extra: str = "") -> "IPython.display.Markdown":
              f"{_seeds_text(df)}."]
     if "dataset_label" in df:
         data = df.drop_duplicates("dataset")
-        lines.append("Data: " + "; ".join(f"{r.dataset_label}: {r.data_note}" for r in data.itertuples()) + ".")
+        lines.append("Data: " + "; ".join(f"{r.dataset_label}: {getattr(r, 'data_note', '')}"
+                                          for r in data.itertuples()) + ".")
     differences = df.attrs.get("profile_differences") or []
     if differences:
         lines.append("Not the paper's settings: " + "; ".join(differences) + ".")

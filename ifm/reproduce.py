@@ -1,5 +1,167 @@
-"""`python -m ifm reproduce`: execute the notebooks with papermill and build the book (issue 3; in progress)."""
+"""`python -m ifm reproduce`: execute every notebook with papermill, then build the book.
+
+    python -m ifm reproduce --profile smoke|paper [--only NAME] [--data-dir DIR] [--seeds 0 1 2]
+                            [--device cuda] [--results-dir DIR] [--force] [--no-book]
+
+Each notebook runs with the given parameters into ``_build/reproduce/<profile>/`` (same
+relative paths as in the repository, one progress line per notebook). The book is then built
+from those executed copies, with execution off, into ``_build/html``: what the book shows is
+exactly what papermill computed. The runs themselves go through the run cache of
+``ifm.experiments``, so a second call only re-draws.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+# (name, notebook path relative to the repository root), in the book's order.
+NOTEBOOKS = [
+    ("depth", "notebooks/depth.ipynb"),
+    ("dropout", "notebooks/dropout.ipynb"),
+    ("activation", "notebooks/activation.ipynb"),
+    ("convergence", "notebooks/convergence.ipynb"),
+    ("factors", "notebooks/factors.ipynb"),
+    ("components", "notebooks/components.ipynb"),
+    ("regression", "notebooks/regression.ipynb"),
+    ("ctr", "notebooks/ctr.ipynb"),
+    ("results", "book/results.ipynb"),
+]
+# What the book needs besides the notebooks, copied into the staging folder.
+BOOK_FILES = ["_config.yml", "_toc.yml", "book", "ifm"]
+
+
+def repo_root() -> Path:
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "_config.yml").is_file():
+        raise FileNotFoundError(f"no _config.yml in {root}: `reproduce` runs from a checkout of the repository")
+    return root
 
 
 def add_reproduce_parser(sub):
-    pass
+    from ifm.experiments import PROFILES
+
+    p = sub.add_parser("reproduce", help="execute the notebooks (papermill) and build the book",
+                       description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+    p.add_argument("--profile", default="smoke", choices=sorted(PROFILES),
+                   help="smoke: minutes on a CPU (default); paper: the paper's settings")
+    p.add_argument("--only", action="append", choices=[n for n, _ in NOTEBOOKS], metavar="NAME",
+                   help="execute only this notebook (repeatable): " + ", ".join(n for n, _ in NOTEBOOKS))
+    p.add_argument("--data-dir", help="data directory (default: $IFM_DATA_DIR, then the download cache)")
+    p.add_argument("--seeds", type=int, nargs="+", help="seeds for every study (default: the profile's)")
+    p.add_argument("--device", help="cpu, cuda, auto (default: the profile's)")
+    p.add_argument("--results-dir", help="run cache directory (default: $IFM_RESULTS_DIR, then results/)")
+    p.add_argument("--force", action="store_true", help="retrain every run instead of reusing the cache")
+    p.add_argument("--no-book", action="store_true", help="execute the notebooks only")
+    p.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds (default: none)")
+    p.set_defaults(func=cmd_reproduce)
+    return p
+
+
+def _parameters(args, started: float) -> dict:
+    params = {"profile": args.profile}
+    if args.data_dir:
+        params["data_dir"] = str(Path(args.data_dir).resolve())
+    if args.seeds:
+        params["seeds"] = list(args.seeds)
+    if args.device:
+        params["device"] = args.device
+    if args.force:
+        # Retrain what was written before this command started, once: later notebooks reuse
+        # the runs earlier ones retrained (e.g. the shared FM pre-trainings).
+        params["force"] = started
+    return params
+
+
+def execute(root: Path, stage: Path, names, params: dict, timeout=None, log=print) -> list[str]:
+    """Run the named notebooks with papermill into `stage`; returns the names that failed."""
+    import papermill as pm
+
+    failed = []
+    todo = [(n, p) for n, p in NOTEBOOKS if n in names]
+    for i, (name, rel) in enumerate(todo, start=1):
+        source, target = root / rel, stage / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        log(f"[{i}/{len(todo)}] {name}: executing {rel} ...", flush=True)
+        started = time.perf_counter()
+        try:
+            pm.execute_notebook(str(source), str(target), parameters=params, cwd=str(source.parent),
+                                progress_bar=False, log_output=False, execution_timeout=timeout,
+                                kernel_name="python3")
+        except Exception as err:   # papermill raises PapermillExecutionError with the cell's traceback
+            failed.append(name)
+            log(f"[{i}/{len(todo)}] {name}: FAILED after {time.perf_counter() - started:.0f} s: "
+                f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}", flush=True)
+            log(f"    the executed notebook with the error is {target}", flush=True)
+            continue
+        log(f"[{i}/{len(todo)}] {name}: done in {time.perf_counter() - started:.0f} s -> {target}", flush=True)
+    return failed
+
+
+def stage_book(root: Path, stage: Path) -> None:
+    """Copy the book's sources (not the notebooks, which papermill wrote) into `stage`, with
+    execution turned off in its _config.yml."""
+    import yaml
+
+    for name in BOOK_FILES:
+        src, dst = root / name, stage / name
+        if src.is_dir():
+            shutil.copytree(src, dst, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("*.ipynb", "__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(src, dst)
+    config = yaml.safe_load((root / "_config.yml").read_text())
+    config.setdefault("execute", {})["execute_notebooks"] = "off"
+    (stage / "_config.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def build_book(stage: Path, root: Path, log=print) -> int:
+    """jupyter-book build of the staged sources into <root>/_build/html (warnings are errors)."""
+    exe = shutil.which("jupyter-book", path=str(Path(sys.executable).parent)) or shutil.which("jupyter-book")
+    if exe is None:
+        log("error: jupyter-book is not installed (pip install -r requirements.txt)")
+        return 2
+    out = root / "_build" / "html"
+    tmp_out = stage / "_out"
+    cmd = [exe, "build", str(stage), "--path-output", str(tmp_out), "-W", "-n", "--keep-going"]
+    log("building the book: " + " ".join(cmd), flush=True)
+    rc = subprocess.call(cmd)
+    if rc != 0:
+        log(f"the book build failed (exit {rc})")
+        return rc
+    if out.exists():
+        shutil.rmtree(out)
+    shutil.copytree(tmp_out / "_build" / "html", out)
+    log(f"book: {out / 'index.html'}")
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    started = time.time()
+    root = repo_root()
+    if args.results_dir:
+        os.environ["IFM_RESULTS_DIR"] = str(Path(args.results_dir).resolve())   # the kernels inherit it
+    stage = root / "_build" / "reproduce" / args.profile
+    names = args.only or [n for n, _ in NOTEBOOKS]
+    params = _parameters(args, started)
+    print(f"profile {args.profile}: {len(names)} notebook(s) -> {stage}; parameters {params}", flush=True)
+    failed = execute(root, stage, names, params, timeout=args.timeout)
+    print(f"notebooks: {len(names) - len(failed)} ran, {len(failed)} failed "
+          f"({time.time() - started:.0f} s)", flush=True)
+    if failed:
+        print("failed: " + ", ".join(failed), file=sys.stderr)
+        return 1
+    if args.no_book:
+        return 0
+    missing = [rel for _, rel in NOTEBOOKS if not (stage / rel).is_file()]
+    if missing:
+        print("not building the book: these notebooks have not been executed for profile "
+              f"{args.profile} yet: {', '.join(missing)} (run without --only first)", flush=True)
+        return 0
+    stage_book(root, stage)
+    rc = build_book(stage, root)
+    print(f"total {time.time() - started:.0f} s", flush=True)
+    return rc
