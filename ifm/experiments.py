@@ -51,8 +51,6 @@ with warnings.catch_warnings():
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PAPER_REPORTED = REPO_ROOT / "book" / "paper_reported.json"
-# `force=True` means "retrain every run not written since this process started".
-PROCESS_STARTED = time.time()
 # Bump when the cache key's layout changes (not when training changes: that is TRAINING_VERSION).
 CACHE_FORMAT = 1
 
@@ -122,11 +120,10 @@ PAPER_DROPOUT_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 PROFILES = {
     "paper": Profile(
         name="paper",
-        description="the paper's settings (ifm.settings.paper_config: Adagrad 0.01, L2 1e-5, embedding "
-                    "256/256/40, batch 2048/4096/2048, FEN 256 per layer, FM pre-training), early stopping "
-                    "on validation RMSE/logloss (patience 5) within 200 epochs; 3 seeds for Tables 2-4 and "
-                    "Fig. 6, 1 seed per sweep point",
-        train={"epochs": 200},
+        description="the paper's settings, exactly ifm.settings.paper_config (Adagrad 0.01, L2 1e-5, "
+                    "embedding 256/256/40, batch 2048/4096/2048, FEN 256 per layer, FM pre-training), early "
+                    "stopping on validation RMSE/logloss (patience 5) within 100 epochs; 3 seeds for "
+                    "Tables 2-4 and Fig. 6, 1 seed per sweep point",
     ),
     "smoke": Profile(
         name="smoke",
@@ -252,12 +249,13 @@ def run_key(config: TrainConfig, dataset, options: dict | None = None) -> tuple[
 
 # --------------------------------------------------------------------------- the cache
 class RunCache:
-    """Run records in one directory. ``force``: False, True (retrain anything written
-    before this process started) or a Unix time (retrain anything written before it)."""
+    """Run records in one directory. ``force``: False; True (retrain anything written before
+    this cache object was made, so each run is retrained once and then shared); or a Unix time
+    (retrain anything written before it: `reproduce --force` shares one across notebooks)."""
 
     def __init__(self, directory: str | os.PathLike, force: bool | float = False):
         self.directory = Path(directory)
-        self.force_since = PROCESS_STARTED if force is True else (float(force) if force else None)
+        self.force_since = time.time() if force is True else (float(force) if force else None)
 
     def stem(self, key: str, config: TrainConfig, dataset_name: str) -> str:
         return f"{config.model}-{dataset_name}-{key}"
@@ -313,7 +311,8 @@ class Experiment:
         self.progress = progress
         self.log = log
         self._datasets = {}
-        self.stats = {"reused": 0, "trained": 0, "pretrained": 0, "seconds": 0.0}
+        self.stats = {"reused": 0, "trained": 0, "pretrained": 0, "seconds": 0.0}   # since the last report
+        self.totals = dict(self.stats)                                              # since creation
         self._nesting = 0
 
     # --- data
@@ -378,8 +377,18 @@ class Experiment:
         model.load_state_dict(self.cache.load_state(record["cache"]["stem"]))
         return model.eval()
 
-    def report(self, what: str) -> str:
-        s = self.stats
+    def report(self, what: str, *, total: bool = False) -> str:
+        """One line on the runs since the last report (or since creation, `total=True`)."""
+        if not total:
+            for k, v in self.stats.items():
+                self.totals[k] += v
+        s = self.totals if total else self.stats
+        line = self._report_line(what, s)
+        if not total:
+            self.stats = {k: 0 if k != "seconds" else 0.0 for k in self.stats}
+        return line
+
+    def _report_line(self, what: str, s: dict) -> str:
         extra = f" + {s['pretrained']} FM pre-training(s)" if s["pretrained"] else ""
         return (f"{what}: {s['reused'] + s['trained']} runs, {s['reused']} reused from {self.cache.directory}, "
                 f"{s['trained']} trained now{extra} ({s['seconds']:.0f} s) on {self.device}; "
@@ -599,6 +608,7 @@ def factor_study(profile="smoke", *, dataset: str = "frappe", fields=(2, 8), **k
                                  "factor": factors.reshape(-1)})
     distribution["dataset"] = dataset
     distribution["profile"] = exp.profile.name
+    distribution["device"], distribution["device_name"] = base["device"], base["device_name"]
     q = distribution.groupby(["field", "field_name"])["factor"]
     summary = pd.DataFrame({"mean": q.mean(), "std": q.std(), "p05": q.quantile(0.05), "median": q.median(),
                             "p95": q.quantile(0.95), "share_far_from_1": q.apply(lambda s: float(
@@ -728,15 +738,21 @@ def significance(df: pd.DataFrame, metrics=("test_mae", "test_rmse"), reference:
             for metric in metrics:
                 a, b = ref.loc[seeds, metric].to_numpy(float), other.loc[seeds, metric].to_numpy(float)
                 t, p = paired_t_test(a, b)
-                better = (np.nanmean(a) < np.nanmean(b)) if lower_is_better else (np.nanmean(a) > np.nanmean(b))
+                ma, mb = _mean(a), _mean(b)
+                better = (ma < mb) if lower_is_better else (ma > mb)   # False when either is NaN
                 rows.append({"dataset": name, "reference": reference, "baseline": model,
                              "baseline_name": DISPLAY_NAMES.get(model, model), "metric": metric,
-                             "n_pairs": len(seeds), "reference_mean": float(np.nanmean(a)) if len(a) else np.nan,
-                             "baseline_mean": float(np.nanmean(b)) if len(b) else np.nan,
-                             "mean_difference": float(np.nanmean(a - b)) if len(a) else np.nan,
-                             "t": t, "p_value": p, "better": bool(better),
+                             "n_pairs": len(seeds), "reference_mean": ma, "baseline_mean": mb,
+                             "mean_difference": _mean(a - b), "t": t, "p_value": p, "better": bool(better),
                              "significant": bool(better and not math.isnan(p) and p < alpha)})
     return pd.DataFrame(rows)
+
+
+def _mean(values) -> float:
+    """Mean of the finite values; NaN (without a warning) when there are none."""
+    v = np.asarray(values, dtype=float)
+    v = v[~np.isnan(v)]
+    return float(v.mean()) if len(v) else float("nan")
 
 
 def best_by(df: pd.DataFrame, option: str, metric: str = "valid_rmse") -> pd.DataFrame:
@@ -790,6 +806,14 @@ def paper_best(option: str, reported: dict | None = None) -> dict:
 
 
 # --------------------------------------------------------------------------- everything on one page
+SWEEP_WORDS = {"fen_layers": "FEN depth", "dropout": "FEN dropout", "activation": "FEN activation"}
+
+
+def _setting(value) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:g}" if isinstance(value, (int, float, np.integer, np.floating)) else str(value)
+
 def overview(profile="smoke", **kwargs) -> pd.DataFrame:
     """Every paper-vs-ours number of sections 5.2-5.4 in one frame (the book's results page).
 
@@ -815,8 +839,8 @@ def overview(profile="smoke", **kwargs) -> pd.DataFrame:
         best = paper_best(option, rep)
         for metric in ("valid_rmse", "valid_mae"):
             for r in best_by(df, option, metric).itertuples():
-                add(item, labels[r.dataset], f"best {option} by {metric.replace('_', ' ')}",
-                    best.get(r.dataset), getattr(r, option), dataset=r.dataset)
+                add(item, labels[r.dataset], f"best {SWEEP_WORDS[option]} by validation {metric.split('_')[1].upper()}",
+                    _setting(best.get(r.dataset)), _setting(getattr(r, option)), dataset=r.dataset)
 
     conv = convergence_study(experiment=exp)
     for (name, model), group in conv.groupby(["dataset", "model"], sort=False):
@@ -871,7 +895,7 @@ def overview(profile="smoke", **kwargs) -> pd.DataFrame:
                                         else (__import__("platform").processor() or __import__("platform").machine()))
     out.attrs.update(profile=exp.profile.name, device=exp.device,
                      seeds=sorted(set(exp.seeds or exp.profile.seeds) | set(exp.seeds or exp.profile.sweep_seeds)),
-                     profile_differences=exp.profile.differences(), report=exp.report("overview"))
+                     profile_differences=exp.profile.differences(), report=exp.report("overview", total=True))
     return out
 
 

@@ -253,11 +253,16 @@ def comparison_figure(df: pd.DataFrame, paper: pd.DataFrame | None, metrics: dic
             has_bars = not np.all(np.isnan(half))
             ax.errorbar(mean, y + 0.12, xerr=np.nan_to_num(half) if has_bars else None, fmt="o", color=OURS,
                         capsize=3, label="ours (mean ± 95% CI)" if has_bars else "ours (1 seed)")
+            p = np.full(len(models), np.nan)
             if paper is not None and paper_col in paper:
                 p = paper[paper.dataset == name] if "dataset" in paper else paper
                 p = p.set_index("model").reindex(models)[paper_col].to_numpy(dtype=float)
                 if not np.all(np.isnan(p)):
                     ax.plot(p, y - 0.12, "D", mfc="none", mec=PAPER, mew=1.8, ls="none", label="paper")
+            for yi, m, pv in zip(y, mean, p):   # a run without a number (e.g. diverged) says so
+                if np.isnan(m):
+                    ax.annotate("ours: n/a", (np.nanmean(mean) if np.isnan(pv) else pv, yi + 0.12),
+                                color=OURS, fontsize="small", va="center")
             ax.set_yticks(y, names)
             ax.invert_yaxis()
             ax.set_xlabel(label)
@@ -270,7 +275,7 @@ def comparison_figure(df: pd.DataFrame, paper: pd.DataFrame | None, metrics: dic
 def factor_figure(distribution: pd.DataFrame, highlight=(), title: str = "") -> plt.Figure:
     """Distribution of each field's input-aware factor over the test set (log scale); FM
     corresponds to m = 1 everywhere (grey line). Highlighted fields are the Table 1 ones."""
-    fig, ax = plt.subplots(figsize=(8.5, 3.4))
+    fig, ax = plt.subplots(figsize=(10, 3.6))
     d = distribution.copy()
     d["label"] = [f"x{f}\n{n}" for f, n in zip(d.field, d.field_name)]
     order = list(dict.fromkeys(d.sort_values("field").label))
@@ -281,6 +286,7 @@ def factor_figure(distribution: pd.DataFrame, highlight=(), title: str = "") -> 
     ax.axhline(1.0, color="#555555", lw=1, ls=":", label="FM (m = 1)")
     ax.set_yscale("log")
     ax.set_xlabel("field")
+    ax.tick_params(axis="x", labelsize="small")
     ax.set_ylabel("input-aware factor $m_{x,i}$")
     ax.legend(loc="upper right")
     fig.suptitle(f"{title}\n{stamp(distribution)}" if title else stamp(distribution))

@@ -1,0 +1,99 @@
+"""Check the built book (run after `jupyter-book build`): exit 1 with a list of problems.
+
+    python tests/check_book.py [_build/html]
+
+* every page of _toc.yml was built (each notebook of the figures and tables in particular);
+* every image a page references exists in the build;
+* no page shows a Python traceback or an error output of a notebook cell;
+* every notebook page shows at least one figure or table, and says which profile produced it.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+ROOT = Path(__file__).resolve().parents[1]
+TRACEBACK_PATTERNS = [
+    "Traceback (most recent call last)",
+    "Traceback <span",                      # a traceback rendered by the ipythontb lexer
+    'class="output traceback',
+    'class="cell_output docutils container"><div class="output traceback',
+    "highlight-ipythontb",
+]
+ERROR_NAMES = re.compile(r"\b(?:[A-Z][a-zA-Z]*Error|Exception)\b\s*</span>\s*(?:<span[^>]*>)?\s*Traceback")
+
+
+class PageParser(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images, self.tables = [], 0
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img" and attrs.get("src"):
+            self.images.append(attrs["src"])
+        elif tag == "table":
+            self.tables += 1
+
+
+def toc_files(toc_path: Path) -> list[str]:
+    """Document names listed in _toc.yml (root and every `file:` entry), without suffix."""
+    text = toc_path.read_text()
+    names = re.findall(r"^\s*root:\s*(\S+)", text, re.M) + re.findall(r"^\s*-?\s*file:\s*(\S+)", text, re.M)
+    return [re.sub(r"\.(md|ipynb)$", "", n) for n in names]
+
+
+def check(build: Path, root: Path = ROOT) -> list[str]:
+    problems = []
+    if not (build / "index.html").is_file():
+        return [f"{build / 'index.html'} is missing: was the book built?"]
+    for doc in toc_files(root / "_toc.yml"):
+        page = build / f"{doc}.html"
+        if not page.is_file():
+            problems.append(f"page missing: {page}")
+            continue
+        html = page.read_text(encoding="utf-8", errors="replace")
+        for pattern in TRACEBACK_PATTERNS:
+            if pattern in html:
+                problems.append(f"{page.relative_to(build)}: contains a traceback ({pattern!r})")
+                break
+        else:
+            if ERROR_NAMES.search(html):
+                problems.append(f"{page.relative_to(build)}: contains an error output")
+        parser = PageParser()
+        parser.feed(html)
+        for src in parser.images:
+            url = urlparse(src)
+            if url.scheme in ("http", "https", "data") or src.startswith("//"):
+                continue
+            target = (page.parent / unquote(url.path)).resolve()
+            if not target.is_file():
+                problems.append(f"{page.relative_to(build)}: image {src} does not exist ({target})")
+        is_notebook = (root / f"{doc}.ipynb").is_file()
+        if is_notebook:
+            if not parser.images and not parser.tables:
+                problems.append(f"{page.relative_to(build)}: a notebook page without any figure or table")
+            if "profile" not in html:
+                problems.append(f"{page.relative_to(build)}: does not say which profile produced it")
+    return problems
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    build = Path(argv[0]) if argv else ROOT / "_build" / "html"
+    problems = check(build)
+    pages = len(toc_files(ROOT / "_toc.yml"))
+    if problems:
+        print(f"book check FAILED ({len(problems)} problem(s)) in {build}:")
+        for p in problems:
+            print("  - " + p)
+        return 1
+    print(f"book check passed: {pages} pages in {build}, every image present, no traceback")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,318 @@
+"""The experiments layer: cache keys, record reuse, atomic writes, resumable sweeps, statistics.
+
+Everything runs on tiny synthetic data (a few hundred instances, embedding 4, two epochs), so
+the whole file takes seconds; `train` is wrapped to count how often it really runs.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ifm import experiments as ex
+from ifm.data import load_dataset
+
+TINY = {"dataset_options": {"synthetic": {"n": 400}}, "embedding_size": 4, "epochs": 2, "batch_size": 128,
+        "model_options": {"ifm": {"fen_width": 8}, "wide_deep": {"hidden": [8]}, "deepfm": {"hidden": [8]},
+                          "nfm": {"hidden": [8]}},
+        "depth_grid": [0, 1, 2], "dropout_grid": [0.0, 0.5], "activation_grid": ["relu", "tanh"]}
+
+
+@pytest.fixture
+def trains(monkeypatch):
+    """Counts the real trainings (FM pre-trainings included) as (model, seed) pairs."""
+    calls = []
+    real = ex.train
+
+    def counting(config, dataset, **kwargs):
+        calls.append((config.model, config.seed))
+        return real(config, dataset, **kwargs)
+
+    monkeypatch.setattr(ex, "train", counting)
+    return calls
+
+
+def experiment(tmp_path, **kwargs):
+    kwargs.setdefault("datasets", ["synthetic"])
+    return ex.Experiment("smoke", overrides=TINY, results_dir=tmp_path, log=None, **kwargs)
+
+
+def files(path):
+    return sorted(p.name for p in (path / "smoke").iterdir()) if (path / "smoke").exists() else []
+
+
+# --------------------------------------------------------------------------- cache keys
+def test_key_changes_with_config_data_and_version(tmp_path, monkeypatch):
+    exp = experiment(tmp_path)
+    data = exp.dataset("synthetic")
+    config = exp.config("synthetic", "ifm", 0)
+    key, material = ex.run_key(config, data)
+    assert len(key) == 20 and material["training_version"] == ex.TRAINING_VERSION
+    assert ex.run_key(config, data)[0] == key                                 # deterministic
+
+    changed = [
+        dataclasses.replace(config, epochs=3),
+        dataclasses.replace(config, seed=1),
+        dataclasses.replace(config, learning_rate=0.02),
+        dataclasses.replace(config, model_options={**config.model_options, "dropout": 0.5}),
+        dataclasses.replace(config, device="cuda"),
+    ]
+    for other in changed:
+        assert ex.run_key(other, data)[0] != key, other
+
+    # different data: other generator options, other split, edited provenance (e.g. file hashes)
+    assert ex.run_key(config, load_dataset("synthetic", n=401))[0] != key
+    assert ex.run_key(config, load_dataset("synthetic", n=400, seed=1))[0] != key
+    assert ex.run_key(config, load_dataset("synthetic", n=400, split_seed=1))[0] != key
+    assert ex.run_key(config, data, {"n": 400})[0] != key                    # dataset options count
+    edited = copy.copy(data)
+    edited.provenance = {**data.provenance, "files": [{"role": "train", "sha256": "ab" * 32, "path": "/x"}]}
+    assert ex.run_key(config, edited)[0] != key
+
+    monkeypatch.setattr(ex, "TRAINING_VERSION", ex.TRAINING_VERSION + 1)
+    assert ex.run_key(config, data)[0] != key
+
+
+def test_key_ignores_where_the_data_lives_and_number_spelling(tmp_path):
+    exp = experiment(tmp_path)
+    data = exp.dataset("synthetic")
+    config = exp.config("synthetic", "ifm", 0)
+    key = ex.run_key(config, data)[0]
+    moved = copy.copy(data)
+    moved.provenance = {**data.provenance, "source": "mirror:/somewhere/else", "built_from_cache": True,
+                        "files": [{**f, "path": "/other/path"} for f in data.provenance.get("files", [])]}
+    assert ex.run_key(config, moved)[0] == key
+    as_int = dataclasses.replace(config, model_options={**config.model_options, "dropout": 0})
+    as_float = dataclasses.replace(config, model_options={**config.model_options, "dropout": 0.0})
+    assert ex.run_key(as_int, data)[0] == ex.run_key(as_float, data)[0]
+
+
+def test_fm_baseline_and_fm_pretraining_share_one_record(tmp_path):
+    exp = experiment(tmp_path)
+    data = exp.dataset("synthetic")
+    fm = exp.config("synthetic", "fm", 0)
+    assert fm.pretrain_fm is None
+    for model in ("ifm", "afm", "deepfm", "wide_deep"):
+        assert ex.run_key(exp.config("synthetic", model, 0).pretrain_config(), data)[0] == ex.run_key(fm, data)[0]
+
+
+# --------------------------------------------------------------------------- reuse, retrain, force
+def test_record_is_reused_not_retrained(tmp_path, trains):
+    exp = experiment(tmp_path)
+    config = exp.config("synthetic", "ifm", 0)
+    first = exp.run(config, "synthetic")
+    assert trains == [("fm", 0), ("ifm", 0)]                  # FM pre-training first, then IFM
+    assert first["pretrain"]["model"] == "fm" and first["cache"]["key"] == ex.run_key(config, exp.dataset("synthetic"), {"n": 400})[0]
+    again = experiment(tmp_path).run(config, "synthetic")     # a new process would see the same
+    assert trains == [("fm", 0), ("ifm", 0)]
+    assert again == json.loads(json.dumps(first))
+    # the FM pre-training is cached on its own, with its weights beside it
+    names = files(tmp_path)
+    assert any(n.startswith("fm-synthetic-") and n.endswith(".pt") for n in names)
+    assert not any(n.startswith("ifm-") and n.endswith(".pt") for n in names)     # only when asked
+
+
+def test_a_changed_config_trains_again(tmp_path, trains):
+    exp = experiment(tmp_path)
+    exp.run(exp.config("synthetic", "fm", 0), "synthetic")
+    exp.run(exp.config("synthetic", "fm", 0, epochs=1), "synthetic")
+    assert trains == [("fm", 0), ("fm", 0)]
+    assert len([n for n in files(tmp_path) if n.endswith(".json")]) == 2
+
+
+def test_force_retrains_once_per_session(tmp_path, trains):
+    exp = experiment(tmp_path)
+    config = exp.config("synthetic", "fm", 0)
+    exp.run(config, "synthetic")
+    forced = experiment(tmp_path, force=True)
+    forced.run(config, "synthetic")
+    forced.run(config, "synthetic")                           # retrained once, then reused
+    assert trains == [("fm", 0), ("fm", 0)]
+    # a timestamp: records written before it are stale
+    experiment(tmp_path, force=1e12).run(config, "synthetic")
+    assert len(trains) == 3
+
+
+def test_stale_version_or_foreign_record_is_not_reused(tmp_path, trains, monkeypatch):
+    exp = experiment(tmp_path)
+    config = exp.config("synthetic", "fm", 0)
+    record = exp.run(config, "synthetic")
+    path = tmp_path / "smoke" / f"{record['cache']['stem']}.json"
+    stale = {**record, "training_version": record["training_version"] - 1}
+    path.write_text(json.dumps(stale))
+    experiment(tmp_path).run(config, "synthetic")
+    assert len(trains) == 2
+    path.write_text("{ not json")                             # unreadable: warn and retrain
+    with pytest.warns(UserWarning, match="unreadable"):
+        experiment(tmp_path).run(config, "synthetic")
+    assert len(trains) == 3
+
+
+def test_results_dir_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("IFM_RESULTS_DIR", str(tmp_path / "elsewhere"))
+    assert ex.results_root() == tmp_path / "elsewhere"
+    exp = ex.Experiment("smoke", overrides=TINY, log=None)
+    assert exp.cache.directory == tmp_path / "elsewhere" / "smoke"
+    monkeypatch.delenv("IFM_RESULTS_DIR")
+    assert ex.results_root() == ex.REPO_ROOT / "results"
+
+
+# --------------------------------------------------------------------------- atomic writes
+def test_writes_leave_no_temporary_files(tmp_path):
+    exp = experiment(tmp_path)
+    exp.run(exp.config("synthetic", "ifm", 0), "synthetic", save_state=True)
+    names = files(tmp_path)
+    assert names and not [n for n in names if n.startswith(".") or n.endswith((".tmp", ".part"))]
+    assert len([n for n in names if n.endswith(".pt")]) == 2          # the FM and, as asked, the IFM
+
+
+def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
+    exp = experiment(tmp_path)
+
+    def broken_dump(*args, **kwargs):
+        raise KeyboardInterrupt("killed while writing")
+
+    monkeypatch.setattr("ifm.records.json.dump", broken_dump)
+    with pytest.raises(KeyboardInterrupt):
+        exp.run(exp.config("synthetic", "libfm", 0), "synthetic")
+    assert files(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- sweeps
+def test_an_interrupted_sweep_resumes_with_only_the_missing_runs(tmp_path, trains, monkeypatch):
+    real = ex.train
+    budget = {"left": 3}
+
+    def dies_after_three(config, dataset, **kwargs):
+        if budget["left"] == 0:
+            raise KeyboardInterrupt("power cut")
+        budget["left"] -= 1
+        return real(config, dataset, **kwargs)
+
+    monkeypatch.setattr(ex, "train", dies_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        ex.depth_study("smoke", datasets=["synthetic"], overrides=TINY, results_dir=tmp_path, log=None)
+    done = [n for n in files(tmp_path) if n.endswith(".json")]
+    assert len(done) == 3                                     # FM + depths 0 and 1
+
+    calls = []
+    monkeypatch.setattr(ex, "train", lambda c, d, **k: calls.append(c.model_options["fen_layers"]) or real(c, d, **k))
+    df = ex.depth_study("smoke", datasets=["synthetic"], overrides=TINY, results_dir=tmp_path, log=None)
+    assert calls == [2]                                       # only the missing depth
+    assert list(df.fen_layers) == [0, 1, 2]
+    assert "1 trained now" in df.attrs["report"] and "2 reused" in df.attrs["report"]
+
+
+def test_sweep_rows_carry_profile_data_device_and_seeds(tmp_path):
+    df = ex.dropout_study("smoke", datasets=["synthetic"], seeds=[0, 1], overrides=TINY, results_dir=tmp_path,
+                          log=None)
+    assert len(df) == 2 * 2
+    for column in ("profile", "dataset", "dataset_label", "train_instances", "device", "device_name", "seed",
+                   "seeds", "n_seeds", "valid_rmse", "valid_mae", "dropout", "key"):
+        assert column in df, column
+    assert set(df.profile) == {"smoke"} and set(df.seeds) == {"0,1"} and set(df.n_seeds) == {2}
+    assert set(df.train_instances) == {320}
+    assert df.attrs["profile"] == "smoke" and df.attrs["seeds"] == [0, 1]
+
+
+def test_tables_and_factors_on_synthetic(tmp_path, trains):
+    common = dict(datasets=["synthetic"], seeds=[0, 1], overrides=TINY, results_dir=tmp_path, log=None)
+    reg = ex.regression_study("smoke", **common)
+    assert set(reg.model) == {"libfm", "wide_deep", "deepfm", "nfm", "afm", "ifm"} and len(reg) == 12
+    sig = ex.significance(reg)
+    assert len(sig) == 5 * 2 and set(sig.n_pairs) == {2}
+    comp = ex.component_study("smoke", **common)
+    fm = comp[comp.model == "fm"].set_index("seed").test_rmse
+    for row in comp[comp.model != "fm"].itertuples():
+        assert row.ri_rmse == pytest.approx((fm[row.seed] - row.test_rmse) / fm[row.seed])
+    n = len(trains)
+    fs = ex.factor_study("smoke", dataset="synthetic", fields=(0, 1), seeds=[0], overrides=TINY,
+                         results_dir=tmp_path, log=None)
+    assert len(trains) == n + 1                                # the IFM again, to keep its weights; FM reused
+    assert 1 <= len(fs.table) <= 3
+    per_instance = fs.distribution.groupby("test_index").factor.sum()
+    assert np.allclose(per_instance, 5, atol=1e-4)            # factors of an instance sum to h
+    ex.factor_study("smoke", dataset="synthetic", fields=(0, 1), seeds=[0], overrides=TINY,
+                    results_dir=tmp_path, log=None)
+    assert len(trains) == n + 1                                # now everything is cached
+
+
+# --------------------------------------------------------------------------- profiles and parameters
+def test_profile_overrides_field_by_field():
+    p = ex.get_profile("smoke", {"epochs": 7, "seeds": [3, 4], "model_options": {"ifm": {"fen_layers": 1}}})
+    config = p.config("frappe", "ifm", 3)
+    assert config.epochs == 7 and p.seeds == (3, 4)
+    assert config.model_options["fen_layers"] == 1 and config.model_options["fen_width"] == 64
+    assert p.config("frappe", "nfm", 0).model_options == {"hidden": [64]}    # IFM options stay on IFM
+    assert ex.get_profile("smoke", '{"epochs": 2}').train["epochs"] == 2      # papermill passes strings
+    with pytest.raises(ValueError, match="unknown override"):
+        ex.get_profile("smoke", {"epoch": 2})
+    with pytest.raises(ValueError, match="unknown profile"):
+        ex.get_profile("fast")
+    paper = ex.get_profile("paper")
+    assert paper.config("frappe", "ifm", 0).embedding_size == 256 and paper.differences() == []
+    assert ex.get_profile("smoke").differences()
+
+
+@pytest.mark.parametrize("value, expected", [
+    (None, None), ("[0]", [0]), ("[0, 1, 2]", [0, 1, 2]), ("0,1", [0, 1]), ([2], [2]), (3, [3]),
+    ('["frappe"]', ["frappe"]), ("frappe,movielens", ["frappe", "movielens"]), ("None", None)])
+def test_list_parameters_as_papermill_passes_them(value, expected):
+    assert ex.parse_list(value) == expected
+
+
+# --------------------------------------------------------------------------- statistics
+def test_t_interval_on_known_values():
+    mean, half = ex.t_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0
+    assert half == pytest.approx(4.302652729911275 / math.sqrt(3))          # t(0.975, 2) * s / sqrt(n), s = 1
+    assert ex.t_interval([5.0])[0] == 5.0 and math.isnan(ex.t_interval([5.0])[1])
+    assert ex.t_interval([1.0, float("nan"), 3.0])[0] == 2.0
+
+
+def test_paired_t_test_on_known_values():
+    t, p = ex.paired_t_test([1, 2, 3, 4], [2, 3, 5, 5])       # differences -1 -1 -2 -1: mean -1.25, sd 0.5
+    assert t == pytest.approx(-5.0)
+    assert p == pytest.approx(0.015392, abs=1e-5)             # two-sided, 3 degrees of freedom
+    assert all(math.isnan(v) for v in ex.paired_t_test([1.0], [2.0]))
+    assert all(math.isnan(v) for v in ex.paired_t_test([1, 2, 3], [2, 3, 4]))   # constant difference
+    with pytest.raises(ValueError):
+        ex.paired_t_test([1, 2], [1, 2, 3])
+
+
+def test_significance_marks_only_better_and_significant():
+    rows = []
+    for seed, (a, b, c) in enumerate([(0.30, 0.40, 0.29), (0.31, 0.42, 0.33), (0.29, 0.41, 0.28),
+                                      (0.30, 0.43, 0.32)]):
+        rows += [{"dataset": "d", "model": "ifm", "seed": seed, "test_rmse": a},
+                 {"dataset": "d", "model": "nfm", "seed": seed, "test_rmse": b},
+                 {"dataset": "d", "model": "afm", "seed": seed, "test_rmse": c}]
+    sig = ex.significance(pd.DataFrame(rows), metrics=("test_rmse",)).set_index("baseline")
+    assert bool(sig.loc["nfm", "significant"]) and sig.loc["nfm", "p_value"] < 0.001
+    assert not bool(sig.loc["afm", "significant"])           # differences of both signs
+    reversed_rows = [{**r, "test_rmse": -r["test_rmse"]} for r in rows]
+    worse = ex.significance(pd.DataFrame(reversed_rows), metrics=("test_rmse",)).set_index("baseline")
+    assert not bool(worse.loc["nfm", "significant"])         # significant, but IFM is the worse one
+
+
+def test_summarize_gives_mean_and_interval_per_group():
+    df = pd.DataFrame({"model": ["a", "a", "a", "b"], "x": [1.0, 2.0, 3.0, 5.0]})
+    s = ex.summarize(df, ["model"], ["x"]).set_index("model")
+    assert s.loc["a", "x_mean"] == 2.0 and s.loc["a", "x_n"] == 3
+    assert s.loc["a", "x_low"] == pytest.approx(2.0 - 4.302652729911275 / math.sqrt(3))
+    assert s.loc["b", "x_n"] == 1 and math.isnan(s.loc["b", "x_half"])
+
+
+def test_paper_numbers_are_the_published_ones():
+    t3 = ex.paper_table("table3").set_index(["dataset", "model"])
+    assert t3.loc[("frappe", "ifm"), "RMSE"] == 0.2872 and t3.loc[("movielens", "libfm"), "MAE"] == 0.2604
+    assert ex.paper_table("table4").set_index("model").loc["ifm", "AUC"] == 78.48
+    assert ex.paper_table("table2").set_index(["dataset", "model"]).loc[("frappe", "ifm"), "RI"] == 0.30
+    assert list(ex.paper_table("table1").ifm_factor_x3) == [3.12, 0.67, 2.29]
+    assert ex.paper_best("fen_layers") == {"frappe": 2, "movielens": 3}
+    assert ex.paper_best("dropout") == {"frappe": 0.3, "movielens": 0.4}
