@@ -127,10 +127,14 @@ def build_book(stage: Path, root: Path, log=print) -> int:
     out = root / "_build" / "html"
     tmp_out = stage / "_out"
     cmd = [exe, "build", str(stage), "--path-output", str(tmp_out), "-W", "-n", "--keep-going"]
-    log("building the book: " + " ".join(cmd), flush=True)
-    rc = subprocess.call(cmd)
+    build_log = stage / "book-build.log"
+    log(f"building the book: {' '.join(cmd)} (log: {build_log})", flush=True)
+    with open(build_log, "w") as f:
+        rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT)
     if rc != 0:
-        log(f"the book build failed (exit {rc})")
+        tail = build_log.read_text(errors="replace").splitlines()[-40:]
+        log("\n".join(tail))
+        log(f"the book build failed (exit {rc}); full log: {build_log}")
         return rc
     if out.exists():
         shutil.rmtree(out)
