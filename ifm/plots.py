@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -103,7 +104,7 @@ def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame, index, metrics: dict, 
     metrics = {k: (v[0], v[1], v[2] if len(v) > 2 else digits) for k, v in metrics.items()}
     ours_cols = [v[0] for v in metrics.values()]
     summary = summarize(ours, index, ours_cols)
-    merged = summary.merge(paper, on=index, how="outer") if paper is not None and len(paper) else summary
+    merged = summary.merge(paper, on=index, how="left") if paper is not None and len(paper) else summary
     order = list(dict.fromkeys(ours[index[-1]].tolist()))
     merged["_order"] = merged[index[-1]].map({k: i for i, k in enumerate(order)})
     merged = merged.sort_values([*index[:-1], "_order"]).reset_index(drop=True)
@@ -191,7 +192,8 @@ def sweep_figure(df: pd.DataFrame, option: str, paper_best: dict, *, metrics=("v
             mean, half = s[f"{metric}_mean"].to_numpy(), s[f"{metric}_half"].to_numpy()
             has_bars = not np.all(np.isnan(half))
             ax.errorbar(x, mean, yerr=np.nan_to_num(half) if has_bars else None, color=OURS, marker="o",
-                        capsize=3, lw=1.5, label="ours (mean ± 95% CI)" if has_bars else "ours (1 seed)")
+                        capsize=3, lw=1.5, ls="none" if categorical else "-",   # no line between categories
+                        label="ours (mean ± 95% CI)" if has_bars else "ours (1 seed)")
             if not np.all(np.isnan(mean)):
                 best = int(np.nanargmin(mean))
                 ax.plot(x[best], mean[best], marker="*", ms=14, color=OURS, ls="none",
@@ -203,6 +205,7 @@ def sweep_figure(df: pd.DataFrame, option: str, paper_best: dict, *, metrics=("v
                     ax.axvline(px, color=PAPER, ls="--", lw=1.5, label=f"paper's best: {pb}")
             if categorical:
                 ax.set_xticks(x, [str(v) for v in values])
+                ax.set_xlim(-0.5, len(values) - 0.5)
             ax.set_xlabel(xlabel or option)
             ax.set_ylabel(metric_label(metric))
             ax.set_title(_label(df, name))
@@ -285,6 +288,9 @@ def factor_figure(distribution: pd.DataFrame, highlight=(), title: str = "") -> 
                 ax=ax, fliersize=1.5, linewidth=1)
     ax.axhline(1.0, color="#555555", lw=1, ls=":", label="FM (m = 1)")
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(FixedLocator([0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10]))
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("field")
     ax.tick_params(axis="x", labelsize="small")
     ax.set_ylabel("input-aware factor $m_{x,i}$")

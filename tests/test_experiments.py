@@ -316,3 +316,19 @@ def test_paper_numbers_are_the_published_ones():
     assert list(ex.paper_table("table1").ifm_factor_x3) == [3.12, 0.67, 2.29]
     assert ex.paper_best("fen_layers") == {"frappe": 2, "movielens": 3}
     assert ex.paper_best("dropout") == {"frappe": 0.3, "movielens": 0.4}
+
+
+# --------------------------------------------------------------------------- the book's tables
+def test_side_by_side_puts_paper_and_ours_in_adjacent_columns():
+    from ifm import plots
+
+    ours = pd.DataFrame({"dataset": ["frappe"] * 4, "model": ["ifm", "ifm", "nfm", "nfm"], "seed": [0, 1, 0, 1],
+                         "test_rmse": [0.30, 0.32, 0.40, float("nan")]})
+    table = plots.side_by_side(ours, ex.paper_table("table3"), ["dataset", "model"], {"RMSE": ("test_rmse", "RMSE")})
+    assert list(table.columns) == [("RMSE", "paper"), ("RMSE", "ours"), ("", "seeds")]
+    assert table.loc[("frappe", "ifm"), ("RMSE", "paper")] == "0.2872"
+    half = 12.706204736174705 * np.std([0.30, 0.32], ddof=1) / math.sqrt(2)
+    assert table.loc[("frappe", "ifm"), ("RMSE", "ours")] == f"0.3100 ± {half:.4f}"
+    assert table.loc[("frappe", "nfm"), ("RMSE", "ours")] == "0.4000"        # one finite seed: no interval
+    assert table.loc[("frappe", "nfm"), ("", "seeds")] == 1
+    assert ("movielens", "ifm") not in table.index                          # only what we ran
