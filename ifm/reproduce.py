@@ -147,7 +147,11 @@ def cmd_reproduce(args) -> int:
     started = time.time()
     root = repo_root()
     if args.results_dir:
-        os.environ["IFM_RESULTS_DIR"] = str(Path(args.results_dir).resolve())   # the kernels inherit it
+        os.environ["IFM_RESULTS_DIR"] = args.results_dir
+    for var in ("IFM_RESULTS_DIR", "IFM_DATA_DIR", "IFM_CACHE_DIR"):
+        # The kernels inherit these but run in the notebooks' folder: make relative paths absolute.
+        if os.environ.get(var):
+            os.environ[var] = str(Path(os.environ[var]).resolve())
     stage = root / "_build" / "reproduce" / args.profile
     names = args.only or [n for n, _ in NOTEBOOKS]
     params = _parameters(args, started)
