@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import platform
 import sys
 import time
@@ -25,7 +26,7 @@ from ifm.models import DISPLAY_NAMES, PRETRAINED_WITH_FM, build_model
 torch.sparse.check_sparse_tensor_invariants.disable()
 
 # Bump when a change alters what a given config trains to; run caches key on it.
-TRAINING_VERSION = 1
+TRAINING_VERSION = 2   # 2: per-feature computation, libFM batch 8, divergence stop
 EVAL_BATCH = 16384
 
 
@@ -167,7 +168,7 @@ def train(config: TrainConfig, dataset, *, pretrained: dict | None = None, progr
     valid, test = (_to(split, device) for split in (dataset.valid, dataset.test))
     n = len(x_train)
     monitor = MONITOR[task]
-    history, best, best_state, bad_epochs = [], float("inf"), None, 0
+    history, best, best_state, bad_epochs, diverged = [], float("inf"), None, 0, False
     train_seconds, started = 0.0, time.perf_counter()
     bar = tqdm(range(1, config.epochs + 1), desc=f"{DISPLAY_NAMES[config.model]} on {dataset.name}",
                disable=not progress, file=sys.stderr, leave=False)
@@ -197,6 +198,9 @@ def train(config: TrainConfig, dataset, *, pretrained: dict | None = None, progr
         history.append(row)
         bar.set_postfix({monitor: f"{row['valid_' + monitor]:.4f}"})
 
+        if not math.isfinite(row["valid_" + monitor]):
+            diverged = True           # NaN or inf: nothing later can recover; keep the best finite epoch
+            break
         if row["valid_" + monitor] < best:
             best, best_state, bad_epochs = row["valid_" + monitor], copy.deepcopy(model.state_dict()), 0
         else:
@@ -206,7 +210,8 @@ def train(config: TrainConfig, dataset, *, pretrained: dict | None = None, progr
     bar.close()
     if best_state is not None:
         model.load_state_dict(best_state)
-    best_epoch = min(history, key=lambda r: r["valid_" + monitor])["epoch"]
+    finite = [r for r in history if math.isfinite(r["valid_" + monitor])]
+    best_epoch = min(finite, key=lambda r: r["valid_" + monitor])["epoch"] if finite else None
     record = {
         "config": config.to_dict(),
         "dataset": {"name": dataset.name, "task": task, "num_features": dataset.num_features,
@@ -214,6 +219,7 @@ def train(config: TrainConfig, dataset, *, pretrained: dict | None = None, progr
         "training_version": TRAINING_VERSION,
         "epochs_run": len(history),
         "best_epoch": best_epoch,
+        "diverged": diverged,
         "valid": score(model, valid, task, label_range),
         "test": score(model, test, task, label_range),
         "history": history,

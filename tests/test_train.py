@@ -162,3 +162,9 @@ def test_cli_saves_a_state_and_starts_ifm_from_it(tmp_path, capsys):
     record = json.loads(out.read_text())
     assert record["pretrain"] == {"from_file": str(state)}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fm.pt", "ifm.json"]
+
+
+def test_a_diverging_run_stops_and_says_so(synthetic):
+    run = train(small("fm", optimizer="sgd", learning_rate=50.0, epochs=10), synthetic, progress=False)
+    assert run.record["diverged"] is True
+    assert len(run.record["history"]) < 10
