@@ -6,18 +6,25 @@ from ifm.models.layers import FMBase, linear_weights, mlp
 
 
 class WideDeep(FMBase):
-    def __init__(self, num_features, num_fields, embedding_size, *, hidden=(1024, 512, 256), dropout: float = 0.5,
+    default_hidden = (1024, 512, 256)
+
+    def __init__(self, num_features, num_fields, embedding_size, *, hidden=None, dropout: float = 0.5,
                  activation: str = "relu", sparse: bool = False):
         super().__init__(num_features, num_fields, embedding_size, sparse)
+        hidden = tuple(hidden or self.default_hidden)
         self.dnn = mlp(num_fields * embedding_size, hidden, activation=activation, dropout=dropout)
         self.out = nn.Linear(hidden[-1], 1)
 
     def stacked_input_layer(self):
         return self.dnn[0]
 
-    def forward(self, x):
+    def wide_and_deep(self, x, v):
+        """w0 + sum_i w_i plus the MLP's output; v is stacked_embeddings(x)."""
         wide = self.linear.bias + self.linear(x).sum(dim=1)
-        return wide + self.out(self.mlp_on_stacked(self.dnn, x, self.stacked_embeddings(x))).squeeze(-1)
+        return wide + self.out(self.mlp_on_stacked(self.dnn, x, v)).squeeze(-1)
+
+    def forward(self, x):
+        return self.wide_and_deep(x, self.stacked_embeddings(x))
 
     def regularized(self):
         return linear_weights(self.dnn) + [self.out.weight]
