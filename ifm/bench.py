@@ -13,7 +13,7 @@ import time
 import torch
 
 from ifm.settings import paper_config
-from ifm.train import build_for, loss_sum, make_optimizer, seed_everything
+from ifm.train import build_for, loss_sum, make_optimizer, seed_everything, train_step
 
 
 class PeakMemory:
@@ -113,10 +113,7 @@ def bench_ours(dataset, model_name: str, device, max_batches=None, per_feature: 
     model.train()
 
     def step(x, y):
-        loss = loss_sum(model(x), y, dataset.task)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(model, optimizer, x, y, dataset.task)
 
     batches = epoch_batches(dataset, config.batch_size, device, max_batches=max_batches)
     result = _measure(step, batches, device, f"{model_name} (this package)", config)

@@ -130,6 +130,15 @@ def build_for(config: TrainConfig, dataset, device) -> torch.nn.Module:
     return model
 
 
+def train_step(model, optimizer, x: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+    """One optimiser step on one batch; returns the batch's summed loss (detached)."""
+    loss = loss_sum(model(x), y, task)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 @torch.no_grad()
 def predict(model, x: torch.Tensor) -> torch.Tensor:
     model.eval()
@@ -164,8 +173,8 @@ def train(config: TrainConfig, dataset, *, pretrained: dict | None = None, progr
             p.requires_grad_(False)
     optimizer = make_optimizer(model, config)
 
-    x_train, y_train = dataset.train.x.to(device), dataset.train.y.to(device)
-    valid, test = (_to(split, device) for split in (dataset.valid, dataset.test))
+    train_split, valid, test = (_to(split, device) for split in (dataset.train, dataset.valid, dataset.test))
+    x_train, y_train = train_split.x, train_split.y
     n = len(x_train)
     monitor = MONITOR[task]
     history, best, best_state, bad_epochs, diverged = [], float("inf"), None, 0, False
@@ -179,11 +188,7 @@ def train(config: TrainConfig, dataset, *, pretrained: dict | None = None, progr
         loss_total = torch.zeros((), device=device, dtype=torch.float64)
         for start in range(0, n, config.batch_size):
             idx = order[start:start + config.batch_size]
-            loss = loss_sum(model(x_train[idx]), y_train[idx], task)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_total += loss.detach()
+            loss_total += train_step(model, optimizer, x_train[idx], y_train[idx], task)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_seconds += time.perf_counter() - epoch_start
@@ -191,7 +196,7 @@ def train(config: TrainConfig, dataset, *, pretrained: dict | None = None, progr
         mean_loss = loss_total.item() / n
         row = {"epoch": epoch, "train_loss": mean_loss, "seconds": time.perf_counter() - epoch_start}
         if config.eval_train:
-            row.update({f"train_{k}": v for k, v in score(model, _to(dataset.train, device), task, label_range).items()})
+            row.update({f"train_{k}": v for k, v in score(model, train_split, task, label_range).items()})
         elif task == "regression":
             row["train_rmse"] = mean_loss ** 0.5   # running RMSE over the epoch, dropout on
         row.update({f"valid_{k}": v for k, v in score(model, valid, task, label_range).items()})
