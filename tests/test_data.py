@@ -160,7 +160,7 @@ def test_mirror_files_have_the_registered_blob_ids(tmp_path):
             for f in DATASETS[name][kind].values():
                 src = Path(MIRROR, f["local"])
                 if src.is_file():
-                    fetch_verified(src.as_uri(), tmp_path / f["local"], f["blob_id"])
+                    fetch_verified(src.resolve().as_uri(), tmp_path / f["local"], f["blob_id"])
                     checked += 1
     assert checked == 4
 
