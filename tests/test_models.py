@@ -164,3 +164,23 @@ def test_per_feature_path_declines_shared_ids_sparse_tables_and_models_without_a
     assert not IFM(N_FEATURES, H, K, fen_width=16).use_feature_fields(shared)
     assert not IFM(N_FEATURES, H, K, fen_width=16, sparse=True).use_feature_fields(batch())
     assert not FM(N_FEATURES, H, K).use_feature_fields(batch())
+
+
+def test_afm_attention_pooling_is_the_plain_formula_with_its_gradients(monkeypatch):
+    """The chunked hand-written backward of AFM's attention pooling against plain autograd,
+    with chunks that do not divide the batch, and against finite differences."""
+    from ifm.models import afm
+
+    monkeypatch.setattr(afm, "_chunk_size", lambda v: 7)
+    torch.manual_seed(0)
+    args = [torch.randn(30, 6, 5, dtype=torch.float64, requires_grad=True),
+            torch.randn(4, 5, dtype=torch.float64, requires_grad=True),
+            torch.randn(4, dtype=torch.float64, requires_grad=True),
+            torch.randn(4, dtype=torch.float64, requires_grad=True)]
+    ours, plain = afm.attention_pooling(*args), afm.attention_pooling_reference(*args)
+    assert torch.allclose(ours, plain)
+    weights = torch.randn_like(ours)
+    for g_ours, g_plain in zip(torch.autograd.grad(ours, args, weights), torch.autograd.grad(plain, args, weights)):
+        assert torch.allclose(g_ours, g_plain)
+    assert torch.autograd.gradcheck(afm.attention_pooling, [a[:9].detach().requires_grad_() if a.dim() == 3 else a
+                                                            for a in args])
