@@ -256,6 +256,21 @@ class RunCache:
     def __init__(self, directory: str | os.PathLike, force: bool | float = False):
         self.directory = Path(directory)
         self.force_since = time.time() if force is True else (float(force) if force else None)
+        self._records = None
+
+    def records(self) -> list[dict]:
+        """Every run record of the current training version in the directory (read once)."""
+        if self._records is None:
+            self._records = []
+            for path in sorted(self.directory.glob("*.json")):
+                try:
+                    record = read_json(path)
+                except (OSError, ValueError) as err:
+                    warnings.warn(f"ignoring unreadable run record {path}: {err}")
+                    continue
+                if "config" in record and "cache" in record and record.get("training_version") == TRAINING_VERSION:
+                    self._records.append(record)
+        return self._records
 
     def stem(self, key: str, config: TrainConfig, dataset_name: str) -> str:
         return f"{config.model}-{dataset_name}-{key}"
@@ -290,6 +305,18 @@ class RunCache:
     def load_state(self, stem: str) -> dict:
         return torch.load(self.paths(stem)[1], map_location="cpu", weights_only=True)
 
+    def derived_path(self, kind: str, dataset_name: str, key: str) -> Path:
+        """Where a result computed from trained models (not a training run) is kept, e.g. Table 1's."""
+        return self.directory / f"{kind}-{dataset_name}-{key}.json"
+
+
+def _without_device(config_id: dict) -> dict:
+    return {k: v for k, v in config_id.items() if k != "device"}
+
+
+def _identity_text(identity: dict) -> str:
+    return json.dumps(identity, sort_keys=True, separators=(",", ":"))
+
 
 # --------------------------------------------------------------------------- experiments
 class Experiment:
@@ -298,8 +325,15 @@ class Experiment:
 
     def __init__(self, profile: str | Profile = "smoke", *, datasets=None, seeds=None, device=None,
                  data_dir=None, overrides=None, force: bool | float = False, results_dir=None,
-                 progress: bool = False, log=sys.stdout):
+                 train_missing: bool = True, progress: bool = False, log=sys.stdout):
+        """``train_missing=False`` only reads the records already in the results directory (what
+        the book does): it loads no data, trains nothing, and lists what is missing in
+        ``self.missing``. A record then matches on its configuration, whatever device made it."""
         self.profile = get_profile(profile, overrides)
+        self.train_missing = bool(train_missing) if not isinstance(train_missing, str) \
+            else train_missing.strip().lower() in ("1", "true", "yes")
+        self.missing: list[str] = []
+        self._data_identity = {}
         datasets, seeds = parse_list(datasets), parse_list(seeds)
         self.datasets = tuple(str(d) for d in datasets) if datasets else None
         self.seeds = tuple(int(s) for s in seeds) if seeds else None
@@ -311,7 +345,7 @@ class Experiment:
         self.progress = progress
         self.log = log
         self._datasets = {}
-        self.stats = {"reused": 0, "trained": 0, "pretrained": 0, "seconds": 0.0}   # since the last report
+        self.stats = {"reused": 0, "trained": 0, "pretrained": 0, "missing": 0, "seconds": 0.0}   # since the last report
         self.totals = dict(self.stats)                                              # since creation
         self._nesting = 0
 
@@ -326,8 +360,11 @@ class Experiment:
         return self.profile.config(dataset, model, seed, self.device, **changes)
 
     # --- runs
-    def run(self, config: TrainConfig, dataset_name: str, *, save_state: bool = False) -> dict:
-        """The record of `config` on `dataset_name`: from the cache, else trained and stored."""
+    def run(self, config: TrainConfig, dataset_name: str, *, save_state: bool = False) -> dict | None:
+        """The record of `config` on `dataset_name`: from the cache, else trained and stored
+        (or, with ``train_missing=False``, None and noted in ``self.missing``)."""
+        if not self.train_missing:
+            return self._committed(config, dataset_name)
         data = self.dataset(dataset_name)
         options = self.profile.dataset_options.get(dataset_name, {})
         key, material = run_key(config, data, options)
@@ -370,6 +407,34 @@ class Experiment:
                   file=self.log, flush=True)
         return record
 
+    def _committed(self, config: TrainConfig, dataset_name: str) -> dict | None:
+        """The stored record of `config` on the data most records of `dataset_name` used."""
+        wanted = _without_device(config_identity(config))
+        candidates = [r for r in self.cache.records() if r["cache"]["material"]["data"]["name"] == dataset_name]
+        if dataset_name not in self._data_identity:
+            counts = {}
+            for r in candidates:   # one dataset version per page, the one with the most runs
+                text = _identity_text(r["cache"]["material"]["data"])
+                counts[text] = counts.get(text, 0) + 1
+            self._data_identity[dataset_name] = max(counts, key=counts.get) if counts else None
+        matches = [r for r in candidates if _identity_text(r["cache"]["material"]["data"]) == self._data_identity[
+            dataset_name] and _without_device(r["cache"]["material"]["config"]) == wanted]
+        if not matches:
+            self.missing.append(self.describe(config, dataset_name))
+            self.stats["missing"] += 1
+            return None
+        self.stats["reused"] += 1
+        return max(matches, key=lambda r: r["cache"].get("written_at", 0))
+
+    def describe(self, config: TrainConfig, dataset_name: str) -> str:
+        """'IFM on frappe, seed 1 (fen_layers=4)': a run in words, with what sets it apart."""
+        base = self.config(dataset_name, config.model, config.seed).to_dict()
+        mine = config.to_dict()
+        changes = [f"{k}={v}" for k, v in mine.items() if k not in ("model_options", "device") and v != base.get(k)]
+        changes += [f"{k}={v}" for k, v in mine["model_options"].items() if v != base["model_options"].get(k)]
+        return (f"{DISPLAY_NAMES.get(config.model, config.model)} on {dataset_name}, seed {config.seed}"
+                + (f" ({', '.join(changes)})" if changes else ""))
+
     def model(self, record: dict, dataset_name: str) -> torch.nn.Module:
         """The trained model of a record that kept its state (see `run(save_state=True)`)."""
         config = TrainConfig(**{**record["config"], "device": "cpu"})
@@ -389,6 +454,9 @@ class Experiment:
         return line
 
     def _report_line(self, what: str, s: dict) -> str:
+        if not self.train_missing:
+            return (f"{what}: {s['reused']} of {s['reused'] + s['missing']} runs read from {self.cache.directory}"
+                    f" (nothing trained), {s['missing']} missing; profile {self.profile.name}")
         extra = f" + {s['pretrained']} FM pre-training(s)" if s["pretrained"] else ""
         return (f"{what}: {s['reused'] + s['trained']} runs, {s['reused']} reused from {self.cache.directory}, "
                 f"{s['trained']} trained now{extra} ({s['seconds']:.0f} s) on {self.device}; "
@@ -396,15 +464,16 @@ class Experiment:
 
     # --- rows
     def row(self, record: dict, dataset_name: str, **extra) -> dict:
-        data = self.dataset(dataset_name)
-        prov = data.provenance
+        """One run as a row; the data's description comes from the record, not from loading it."""
+        prov = record["dataset"]["provenance"]
+        sizes = prov.get("sizes", {})
         env = record.get("environment", {})
         config = record["config"]
         row = {"profile": self.profile.name, "dataset": dataset_name, "dataset_label": dataset_label(prov),
                "model": config["model"], "model_name": DISPLAY_NAMES.get(config["model"], config["model"]),
                "seed": config["seed"], **extra,
-               "train_instances": len(data.train), "valid_instances": len(data.valid),
-               "test_instances": len(data.test), "data_fraction": prov.get("fraction_of_paper"),
+               "train_instances": sizes.get("train"), "valid_instances": sizes.get("valid"),
+               "test_instances": sizes.get("test"), "data_fraction": prov.get("fraction_of_paper"),
                "data_note": data_note(prov), "device": env.get("device"), "device_name": env.get("device_name"),
                "epochs_run": record.get("epochs_run"), "best_epoch": record.get("best_epoch"),
                "wall_seconds": record.get("wall_seconds"), "samples_per_second": record.get("samples_per_second"),
@@ -457,12 +526,17 @@ def _seeds(exp: Experiment, default: tuple) -> tuple:
     return exp.seeds if exp.seeds is not None else tuple(default)
 
 
+# The columns of a study with no runs yet, so that grouping and filtering still work on it.
+EMPTY_COLUMNS = ["dataset", "dataset_label", "model", "model_name", "seed", "data_note", "device", "device_name"]
+
+
 def _frame(rows, exp: Experiment, study: str, seeds) -> pd.DataFrame:
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(rows, columns=None if rows else EMPTY_COLUMNS)
     df.insert(0, "study", study)
+    df.attrs["missing"], exp.missing = exp.missing, []
     df["seeds"] = ",".join(str(s) for s in seeds)
     df["n_seeds"] = len(seeds)
-    df.attrs.update(study=study, profile=exp.profile.name, device=exp.device, seeds=list(seeds),
+    df.attrs.update(study=study, complete=not df.attrs["missing"], profile=exp.profile.name, device=exp.device, seeds=list(seeds),
                     profile_differences=exp.profile.differences(), report=exp.report(study))
     print(df.attrs["report"], file=exp.log, flush=True)
     return df
@@ -477,7 +551,10 @@ def _fen_sweep(study, option, values, profile, kwargs):
         for value in values:
             for seed in seeds:
                 config = exp.config(name, "ifm", seed, model_options={option: value})
-                rows.append(exp.row(exp.run(config, name), name, **{
+                record = exp.run(config, name)
+                if record is None:
+                    continue
+                rows.append(exp.row(record, name, **{
                     "fen_layers": config.model_options["fen_layers"], "dropout": config.model_options["dropout"],
                     "activation": config.model_options["activation"]}))
     return _frame(rows, exp, study, seeds)
@@ -524,6 +601,8 @@ def convergence_study(profile="smoke", *, pretrain_fm: bool | None = None, **kwa
                     changes["pretrain_fm"] = pretrain_fm
                 config = exp.config(name, model, seed, **changes)
                 record = exp.run(config, name)
+                if record is None:
+                    continue
                 base = exp.row(record, name, pretrained=config.uses_pretraining())
                 for epoch in record["history"]:
                     rows.append({**base, **{k: _num(v) if k != "epoch" else v for k, v in epoch.items()}})
@@ -552,18 +631,67 @@ def factor_study(profile="smoke", *, dataset: str = "frappe", fields=(2, 8), **k
     as in the paper, the *same* two features appear in all three), the ones with the largest,
     median and smallest factor of the first field. Errors are |y_hat - y| with predictions
     bounded to the label range, for IFM and for the FM that IFM was pre-trained from.
+
+    The result is kept as a derived record (``factors-<dataset>-<IFM key>.json`` beside the
+    runs: the chosen instances and every test instance's factors), so that the book reads it
+    without the models' weights, which are not committed.
     """
     exp = _experiment(profile, kwargs)
     seed = _seeds(exp, exp.profile.seeds)[0]
-    data = exp.dataset(dataset)
     fields = [int(f) for f in fields]
+    ifm_config, fm_config = exp.config(dataset, "ifm", seed), exp.config(dataset, "fm", seed)
+    ifm_record = exp.run(ifm_config, dataset, save_state=exp.train_missing)
+    fm_record = exp.run(fm_config, dataset, save_state=exp.train_missing)
+    derived = None
+    if ifm_record is not None and fm_record is not None:
+        path = exp.cache.derived_path("factors", dataset, ifm_record["cache"]["key"])
+        derived = read_json(path) if path.is_file() else None
+        if derived is not None and (derived.get("fields") != fields or derived.get("fm_key") != fm_record["cache"]["key"]):
+            derived = None
+        if derived is None and exp.train_missing:
+            write_json_atomic(path, _compute_factors(exp, dataset, fields, ifm_record, fm_record))
+            derived = read_json(path)   # one path for fresh and stored results
+        if derived is None:
+            exp.missing.append(f"Table 1 factors of IFM on {dataset}, seed {seed} (needs its saved weights)")
+    base = exp.row(ifm_record, dataset) if ifm_record is not None else {}
+    common_cols = {k: base.get(k) for k in ("profile", "dataset", "dataset_label", "seed", "train_instances",
+                                            "test_instances", "data_note", "device", "device_name")}
+    common_cols["profile"] = exp.profile.name
+    table = pd.DataFrame([{**common_cols, **r} for r in derived["table"]]) if derived else pd.DataFrame()
+    if derived:
+        table["candidates"] = derived["candidates"]
+        table["fm_test_mae"], table["ifm_test_mae"] = derived["fm_test_mae"], derived["ifm_test_mae"]
+    names = derived["field_names"] if derived else []
+    factors = np.asarray(derived["factors"], dtype=float) if derived else np.zeros((0, 0))   # [field, instance]
+    h, n = factors.shape
+    distribution = pd.DataFrame({"test_index": np.tile(np.arange(n), h), "field": np.repeat(np.arange(1, h + 1), n),
+                                 "field_name": np.repeat(np.asarray(names, dtype=object), n),
+                                 "factor": factors.reshape(-1)})
+    distribution["dataset"] = dataset
+    distribution["profile"] = exp.profile.name
+    distribution["device"], distribution["device_name"] = base.get("device"), base.get("device_name")
+    q = distribution.groupby(["field", "field_name"])["factor"]
+    summary = pd.DataFrame({"mean": q.mean(), "std": q.std(), "p05": q.quantile(0.05), "median": q.median(),
+                            "p95": q.quantile(0.95), "share_far_from_1": q.apply(lambda s: float(
+                                ((s < 0.5) | (s > 2)).mean()))}).reset_index()
+    exp_attrs = {"study": "factors", "profile": exp.profile.name, "device": exp.device, "seeds": [seed],
+                 "fields": fields, "field_names": [names[f] for f in fields] if names else [],
+                 "common_pair": derived["common_pair"] if derived else [],
+                 "profile_differences": exp.profile.differences(), "missing": exp.missing,
+                 "complete": derived is not None, "report": exp.report("factors")}
+    exp.missing = []
+    print(exp_attrs["report"], file=exp.log, flush=True)
+    for frame in (table, distribution, summary):
+        frame.attrs.update(exp_attrs)
+    return FactorStudy(table, distribution, summary, exp_attrs)
+
+
+def _compute_factors(exp: Experiment, dataset: str, fields: list[int], ifm_record: dict, fm_record: dict) -> dict:
+    """Table 1 from the trained IFM and FM: the chosen instances and every test factor."""
+    data = exp.dataset(dataset)
     if max(fields) >= data.num_fields:
         raise ValueError(f"{dataset} has {data.num_fields} fields; fields {fields} are out of range")
-    ifm_config = exp.config(dataset, "ifm", seed)
-    ifm_record = exp.run(ifm_config, dataset, save_state=True)
-    fm_record = exp.run(exp.config(dataset, "fm", seed), dataset, save_state=True)
     ifm, fm = exp.model(ifm_record, dataset), exp.model(fm_record, dataset)
-
     x, y = data.test.x, data.test.y
     with torch.no_grad():
         factors = torch.cat([ifm.factors(x[i:i + 16384]) for i in range(0, len(x), 16384)]).numpy()
@@ -572,7 +700,6 @@ def factor_study(profile="smoke", *, dataset: str = "frappe", fields=(2, 8), **k
     ifm_error = (bounded(predict(ifm, x)) - y).abs().numpy()
     fm_error = (bounded(predict(fm, x)) - y).abs().numpy()
 
-    names = data.provenance.get("fields") or [f"field {j + 1}" for j in range(data.num_fields)]
     xa = x.numpy()
     pair_ids, counts = np.unique(xa[:, fields], axis=0, return_counts=True)
     common = pair_ids[np.argmax(counts)]
@@ -584,7 +711,6 @@ def factor_study(profile="smoke", *, dataset: str = "frappe", fields=(2, 8), **k
         if by_factor[position] not in chosen:
             chosen.append(by_factor[position])
             chosen_as.append(why)
-
     rows = []
     for n, (i, why) in enumerate(zip(chosen, chosen_as), start=1):
         row = {"instance": n, "test_index": int(i), "chosen_as": f"{why} m of x{fields[0] + 1}",
@@ -593,33 +719,13 @@ def factor_study(profile="smoke", *, dataset: str = "frappe", fields=(2, 8), **k
             row[f"feature_x{f + 1}"] = int(xa[i, f])
             row[f"ifm_factor_x{f + 1}"] = float(factors[i, f])
         rows.append(row)
-    base = exp.row(ifm_record, dataset)
-    common_cols = {k: base[k] for k in ("profile", "dataset", "dataset_label", "seed", "train_instances",
-                                        "test_instances", "data_note", "device", "device_name")}
-    table = pd.DataFrame([{**common_cols, **r} for r in rows])
-    table["candidates"] = len(candidates)
-    table["fm_test_mae"] = float(fm_error.mean())
-    table["ifm_test_mae"] = float(ifm_error.mean())
-
-    h = data.num_fields
-    distribution = pd.DataFrame({"test_index": np.repeat(np.arange(len(x)), h),
-                                 "field": np.tile(np.arange(1, h + 1), len(x)),
-                                 "field_name": np.tile(np.asarray(names, dtype=object), len(x)),
-                                 "factor": factors.reshape(-1)})
-    distribution["dataset"] = dataset
-    distribution["profile"] = exp.profile.name
-    distribution["device"], distribution["device_name"] = base["device"], base["device_name"]
-    q = distribution.groupby(["field", "field_name"])["factor"]
-    summary = pd.DataFrame({"mean": q.mean(), "std": q.std(), "p05": q.quantile(0.05), "median": q.median(),
-                            "p95": q.quantile(0.95), "share_far_from_1": q.apply(lambda s: float(
-                                ((s < 0.5) | (s > 2)).mean()))}).reset_index()
-    exp_attrs = {"study": "factors", "profile": exp.profile.name, "device": exp.device, "seeds": [seed],
-                 "fields": fields, "field_names": [names[f] for f in fields], "common_pair": common.tolist(),
-                 "profile_differences": exp.profile.differences(), "report": exp.report("factors")}
-    print(exp_attrs["report"], file=exp.log, flush=True)
-    for frame in (table, distribution, summary):
-        frame.attrs.update(exp_attrs)
-    return FactorStudy(table, distribution, summary, exp_attrs)
+    names = data.provenance.get("fields") or [f"field {j + 1}" for j in range(data.num_fields)]
+    return {"kind": "factors", "dataset": dataset, "fields": fields, "field_names": list(names),
+            "ifm_key": ifm_record["cache"]["key"], "fm_key": fm_record["cache"]["key"],
+            "common_pair": common.tolist(), "candidates": int(len(candidates)),
+            "fm_test_mae": float(fm_error.mean()), "ifm_test_mae": float(ifm_error.mean()), "table": rows,
+            # every test instance's factor of every field, 5 significant digits: the figure's data
+            "factors": [[float(f"{v:.5g}") for v in column] for column in factors.T]}
 
 
 # --------------------------------------------------------------------------- Tables 2-4
@@ -633,11 +739,14 @@ def component_study(profile="smoke", **kwargs) -> pd.DataFrame:
     for name in exp.datasets or exp.profile.datasets:
         for seed in seeds:
             fm = exp.run(exp.config(name, "fm", seed), name, save_state=True)
-            fm_rmse, fm_mae = _num(fm["test"]["rmse"]), _num(fm["test"]["mae"])
-            rows.append(exp.row(fm, name, component="-", fm_test_rmse=fm_rmse, ri_rmse=0.0, ri_mae=0.0))
+            fm_rmse, fm_mae = (_num(fm["test"]["rmse"]), _num(fm["test"]["mae"])) if fm else (math.nan, math.nan)
+            if fm is not None:
+                rows.append(exp.row(fm, name, component="-", fm_test_rmse=fm_rmse, ri_rmse=0.0, ri_mae=0.0))
             for model in exp.profile.component_models:
                 config = exp.config(name, model, seed, pretrain_fm=True, freeze_embeddings=True)
                 record = exp.run(config, name)
+                if record is None or fm is None:
+                    continue
                 row = exp.row(record, name, component=COMPONENTS.get(model, "?"), fm_test_rmse=fm_rmse)
                 row["ri_rmse"] = (fm_rmse - row["test_rmse"]) / fm_rmse
                 row["ri_mae"] = (fm_mae - row["test_mae"]) / fm_mae
@@ -652,9 +761,10 @@ def regression_study(profile="smoke", **kwargs) -> pd.DataFrame:
     """Table 3: test MAE and RMSE of each model; one row per (dataset, model, seed)."""
     exp = _experiment(profile, kwargs)
     seeds = _seeds(exp, exp.profile.seeds)
-    rows = [exp.row(exp.run(exp.config(name, model, seed), name), name)
-            for name in exp.datasets or exp.profile.datasets
-            for model in exp.profile.regression_models for seed in seeds]
+    records = [(name, exp.run(exp.config(name, model, seed), name))
+               for name in exp.datasets or exp.profile.datasets
+               for model in exp.profile.regression_models for seed in seeds]
+    rows = [exp.row(record, name) for name, record in records if record is not None]
     return _frame(rows, exp, "regression", seeds)
 
 
@@ -667,7 +777,10 @@ def ctr_study(profile="smoke", **kwargs) -> pd.DataFrame:
     for name in exp.datasets or exp.profile.ctr_datasets:
         for model in exp.profile.ctr_models:
             for seed in seeds:
-                row = exp.row(exp.run(exp.config(name, model, seed), name), name)
+                record = exp.run(exp.config(name, model, seed), name)
+                if record is None:
+                    continue
+                row = exp.row(record, name)
                 row["test_auc_pct"] = 100 * row.get("test_auc", float("nan"))
                 rows.append(row)
     return _frame(rows, exp, "ctr", seeds)
@@ -831,18 +944,30 @@ def overview(profile="smoke", **kwargs) -> pd.DataFrame:
         rows.append({"item": item, "dataset": dataset, "dataset_label": label, "quantity": quantity,
                      "paper": paper, "ours": ours, "interval": half, "n_seeds": n})
 
-    labels = {}
+    labels, notes, devices, missing = {}, {}, {}, []
+
+    def seen(df):
+        """Remember each dataset's label and note, and what the study found missing."""
+        if len(df):
+            labels.update(dict(zip(df.dataset, df.dataset_label)))
+            notes.update(dict(zip(df.dataset, df.data_note)))
+            for name, device, device_name in zip(df.dataset, df.device, df.device_name):
+                devices.setdefault(name, set()).add(f"{device} ({device_name})")
+        missing.extend(df.attrs.get("missing", []))
+        return df
+
     for item, option, study in (("Fig. 3a / 4a", "fen_layers", depth_study), ("Fig. 3b / 4b", "dropout", dropout_study),
                                 ("Fig. 5", "activation", activation_study)):
-        df = study(experiment=exp)
-        labels.update(dict(zip(df.dataset, df.dataset_label)))
+        df = seen(study(experiment=exp))
+        if df.empty:
+            continue
         best = paper_best(option, rep)
         for metric in ("valid_rmse", "valid_mae"):
             for r in best_by(df, option, metric).itertuples():
                 add(item, labels[r.dataset], f"best {SWEEP_WORDS[option]} by validation {metric.split('_')[1].upper()}",
                     _setting(best.get(r.dataset)), _setting(getattr(r, option)), dataset=r.dataset)
 
-    conv = convergence_study(experiment=exp)
+    conv = seen(convergence_study(experiment=exp))
     for (name, model), group in conv.groupby(["dataset", "model"], sort=False):
         per_seed = group.groupby("seed")["valid_rmse"].min()
         mean, half = t_interval(per_seed)
@@ -852,6 +977,7 @@ def overview(profile="smoke", **kwargs) -> pd.DataFrame:
     datasets = exp.datasets or exp.profile.datasets
     if "frappe" in datasets:
         fs = factor_study(experiment=exp, dataset="frappe")
+        missing.extend(fs.attrs["missing"])
         paper_rows = paper_table("table1", rep)
         for ours_row, paper_row in zip(fs.table.itertuples(), paper_rows.itertuples()):
             for col, what in (("fm_error", "FM |y_hat - y|"), ("ifm_error", "IFM |y_hat - y|"),
@@ -859,41 +985,34 @@ def overview(profile="smoke", **kwargs) -> pd.DataFrame:
                 add("Table 1", ours_row.dataset_label, f"instance {ours_row.instance}: {what}",
                     getattr(paper_row, col), getattr(ours_row, col, float("nan")), dataset="frappe")
 
-    comp = component_study(experiment=exp)
+    comp = seen(component_study(experiment=exp))
     paper2 = paper_table("table2", rep)
-    for (name, model), group in comp[comp.model != "fm"].groupby(["dataset", "model"], sort=False):
+    for (name, model), group in (comp[comp.model != "fm"] if len(comp) else comp).groupby(["dataset", "model"], sort=False):
         mean, half = t_interval(group["ri_rmse"])
         p = paper2[(paper2.dataset == name) & (paper2.model == model)]["RI"]
         add("Table 2", labels.get(name, name), f"{DISPLAY_NAMES[model]} relative improvement of RMSE over FM",
             float(p.iloc[0]) if len(p) else float("nan"), mean, half, len(group), dataset=name)
 
-    reg = regression_study(experiment=exp)
-    paper3 = paper_table("table3", rep)
-    for (name, model), group in reg.groupby(["dataset", "model"], sort=False):
-        for metric, col in (("MAE", "test_mae"), ("RMSE", "test_rmse")):
-            mean, half = t_interval(group[col])
-            p = paper3[(paper3.dataset == name) & (paper3.model == model)][metric]
-            add("Table 3", labels.get(name, name), f"{DISPLAY_NAMES[model]} test {metric}",
-                float(p.iloc[0]) if len(p) else float("nan"), mean, half, len(group), dataset=name)
+    def add_means(item, df, paper, metrics):
+        """Per (dataset, model): mean and interval over seeds of each (metric, column, unit) beside the paper's."""
+        for (name, model), group in df.groupby(["dataset", "model"], sort=False):
+            for metric, col, unit in metrics:
+                mean, half = t_interval(group[col])
+                p = paper[(paper.dataset == name) & (paper.model == model)][metric]
+                add(item, group.dataset_label.iloc[0], f"{DISPLAY_NAMES[model]} test {metric}{unit}",
+                    float(p.iloc[0]) if len(p) else float("nan"), mean, half, len(group), dataset=name)
 
-    ctr = ctr_study(experiment=ctr_exp)
-    paper4 = paper_table("table4", rep)
-    for (name, model), group in ctr.groupby(["dataset", "model"], sort=False):
-        for metric, col in (("AUC", "test_auc_pct"), ("Logloss", "test_logloss")):
-            mean, half = t_interval(group[col])
-            p = paper4[paper4.model == model][metric]
-            add("Table 4", group.dataset_label.iloc[0], f"{DISPLAY_NAMES[model]} test {metric}"
-                + (" (%)" if metric == "AUC" else ""), float(p.iloc[0]) if len(p) else float("nan"),
-                mean, half, len(group), dataset=name)
+    add_means("Table 3", seen(regression_study(experiment=exp)), paper_table("table3", rep),
+              [("MAE", "test_mae", ""), ("RMSE", "test_rmse", "")])
+    # The paper's Table 4 is on the full Avazu; each of our CTR datasets is compared with it.
+    ctr = seen(ctr_study(experiment=ctr_exp))
+    table4 = pd.concat([paper_table("table4", rep).assign(dataset=name) for name in ctr_exp.profile.ctr_datasets])
+    add_means("Table 4", ctr, table4, [("AUC", "test_auc_pct", " (%)"), ("Logloss", "test_logloss", "")])
 
     out = pd.DataFrame(rows)
-    notes = {n: (dataset_label(e.dataset(n).provenance), data_note(e.dataset(n).provenance))
-             for e in (exp, ctr_exp) for n in e._datasets}
-    out["data_note"] = out.dataset.map(lambda n: notes.get(n, ("", ""))[1])
-    out["device"] = [exp.device if d != "avazu" else ctr_exp.device for d in out.dataset]
-    out["device_name"] = out.device.map(lambda d: torch.cuda.get_device_name(0) if d == "cuda"
-                                        else (__import__("platform").processor() or __import__("platform").machine()))
-    out.attrs.update(profile=exp.profile.name, device=exp.device,
+    out["data_note"] = out.dataset.map(lambda n: notes.get(n, ""))
+    out["device"] = out.dataset.map(lambda n: ", ".join(sorted(devices.get(n, ()))))
+    out.attrs.update(profile=exp.profile.name, device=exp.device, missing=missing, complete=not missing,
                      seeds=sorted(set(exp.seeds or exp.profile.seeds) | set(exp.seeds or exp.profile.sweep_seeds)),
                      profile_differences=exp.profile.differences(), report=exp.report("overview", total=True))
     return out

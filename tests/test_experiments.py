@@ -236,10 +236,32 @@ def test_tables_and_factors_on_synthetic(tmp_path, trains):
     assert len(trains) == n + 1                                # the IFM again, to keep its weights; FM reused
     assert 1 <= len(fs.table) <= 3
     per_instance = fs.distribution.groupby("test_index").factor.sum()
-    assert np.allclose(per_instance, 5, atol=1e-4)            # factors of an instance sum to h
-    ex.factor_study("smoke", dataset="synthetic", fields=(0, 1), seeds=[0], overrides=TINY,
-                    results_dir=tmp_path, log=None)
+    # factors of an instance sum to h (kept at 5 significant digits in the derived record)
+    assert np.allclose(per_instance, 5, atol=5e-4)
+    again = ex.factor_study("smoke", dataset="synthetic", fields=(0, 1), seeds=[0], overrides=TINY,
+                            results_dir=tmp_path, log=None)
     assert len(trains) == n + 1                                # now everything is cached
+    pd.testing.assert_frame_equal(again.table, fs.table)
+
+    # The book's mode: read the records only, train nothing, say what is missing.
+    for path in tmp_path.glob("smoke/*.pt"):
+        path.unlink()                                          # weights are not committed
+    read = dict(common, train_missing=False)
+    assert_frame_equal_runs(ex.regression_study("smoke", **read), reg)
+    ro = ex.factor_study("smoke", dataset="synthetic", fields=(0, 1), seeds=[0], overrides=TINY,
+                         results_dir=tmp_path, log=None, train_missing=False)
+    pd.testing.assert_frame_equal(ro.table, fs.table)
+    more = ex.regression_study("smoke", **dict(read, seeds=[0, 1, 5]))
+    assert len(trains) == n + 1 and len(more) == 12
+    assert len(more.attrs["missing"]) == 6 and not more.attrs["complete"]
+    assert "IFM on synthetic, seed 5" in more.attrs["missing"]
+    empty = ex.regression_study("smoke", **dict(read, results_dir=tmp_path / "nothing"))
+    assert empty.empty and len(empty.attrs["missing"]) == 12 and len(trains) == n + 1
+
+
+def assert_frame_equal_runs(a, b):
+    cols = ["dataset", "model", "seed", "test_rmse", "test_mae", "key"]
+    pd.testing.assert_frame_equal(a[cols].reset_index(drop=True), b[cols].reset_index(drop=True))
 
 
 # --------------------------------------------------------------------------- profiles and parameters
