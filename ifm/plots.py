@@ -78,6 +78,11 @@ def caption(df, extra: str = "") -> "IPython.display.Markdown":
         lines.append("Not the paper's settings: " + "; ".join(differences) + ".")
     if df.attrs.get("report"):
         lines.append(f"Cache: {df.attrs['report']}.")
+    missing = df.attrs.get("missing") or []
+    if missing:
+        lines.append(f"**Incomplete:** {len(missing)} run(s) of this page are not in the records yet: "
+                     + "; ".join(missing[:12]) + (f"; and {len(missing) - 12} more" if len(missing) > 12 else "")
+                     + ". `python -m ifm reproduce --profile paper` trains them (the cache resumes).")
     if extra:
         lines.append(extra)
     return Markdown(" ".join(lines))

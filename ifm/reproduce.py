@@ -62,7 +62,7 @@ def add_reproduce_parser(sub):
 
 
 def _parameters(args, started: float) -> dict:
-    params = {"profile": args.profile}
+    params = {"profile": args.profile, "train_missing": True}
     if args.data_dir:
         params["data_dir"] = str(Path(args.data_dir).resolve())
     if args.seeds:
