@@ -653,6 +653,7 @@ def factor_study(profile="smoke", *, dataset: str = "frappe", fields=(2, 8), **k
             derived = read_json(path)   # one path for fresh and stored results
         if derived is None:
             exp.missing.append(f"Table 1 factors of IFM on {dataset}, seed {seed} (needs its saved weights)")
+            exp.stats["missing"] += 1
     base = exp.row(ifm_record, dataset) if ifm_record is not None else {}
     common_cols = {k: base.get(k) for k in ("profile", "dataset", "dataset_label", "seed", "train_instances",
                                             "test_instances", "data_note", "device", "device_name")}
@@ -939,15 +940,22 @@ def overview(profile="smoke", **kwargs) -> pd.DataFrame:
     rep = paper_reported()
     rows = []
 
-    def add(item, df_or_name, quantity, paper, ours, half=float("nan"), n=1, dataset=None):
+    def add(item, df_or_name, quantity, paper, ours, half=float("nan"), n=1, dataset=None, model=None, metric=None):
         label = df_or_name if isinstance(df_or_name, str) else None
         rows.append({"item": item, "dataset": dataset, "dataset_label": label, "quantity": quantity,
-                     "paper": paper, "ours": ours, "interval": half, "n_seeds": n})
+                     "paper": paper, "ours": ours, "interval": half, "n_seeds": n, "model": model,
+                     "metric": metric})
 
     labels, notes, devices, missing = {}, {}, {}, []
 
+    coverage = []
+
     def seen(df):
         """Remember each dataset's label and note, and what the study found missing."""
+        coverage.append({"study": df.attrs.get("study"), "runs": int(df["key"].nunique()) if "key" in df else 0,
+                         "missing": len(df.attrs.get("missing", [])),
+                         "seeds": ",".join(str(v) for v in sorted(df["seed"].unique())) if len(df) else "",
+                         "devices": "; ".join(sorted({f"{d} ({n})" for d, n in zip(df.device, df.device_name)}))})
         if len(df):
             labels.update(dict(zip(df.dataset, df.dataset_label)))
             notes.update(dict(zip(df.dataset, df.data_note)))
@@ -963,8 +971,12 @@ def overview(profile="smoke", **kwargs) -> pd.DataFrame:
             continue
         best = paper_best(option, rep)
         for metric in ("valid_rmse", "valid_mae"):
+            grid = {"fen_layers": exp.profile.depth_grid, "dropout": exp.profile.dropout_grid,
+                    "activation": exp.profile.activation_grid}[option]
             for r in best_by(df, option, metric).itertuples():
-                add(item, labels[r.dataset], f"best {SWEEP_WORDS[option]} by validation {metric.split('_')[1].upper()}",
+                tried = df[df.dataset == r.dataset][option].nunique()
+                add(item, labels[r.dataset], f"best {SWEEP_WORDS[option]} by validation {metric.split('_')[1].upper()}"
+                    f" ({tried} of {len(grid)} settings run)",
                     _setting(best.get(r.dataset)), _setting(getattr(r, option)), dataset=r.dataset)
 
     conv = seen(convergence_study(experiment=exp))
@@ -978,6 +990,10 @@ def overview(profile="smoke", **kwargs) -> pd.DataFrame:
     if "frappe" in datasets:
         fs = factor_study(experiment=exp, dataset="frappe")
         missing.extend(fs.attrs["missing"])
+        coverage.append({"study": "factors", "runs": 2 if fs.attrs["complete"] else 0,
+                         "missing": len(fs.attrs["missing"]), "seeds": ",".join(map(str, fs.attrs["seeds"])),
+                         "devices": "; ".join(sorted({f"{d} ({n})" for d, n in zip(fs.table.get("device", []),
+                                                                                 fs.table.get("device_name", []))}))})
         paper_rows = paper_table("table1", rep)
         for ours_row, paper_row in zip(fs.table.itertuples(), paper_rows.itertuples()):
             for col, what in (("fm_error", "FM |y_hat - y|"), ("ifm_error", "IFM |y_hat - y|"),
@@ -991,7 +1007,8 @@ def overview(profile="smoke", **kwargs) -> pd.DataFrame:
         mean, half = t_interval(group["ri_rmse"])
         p = paper2[(paper2.dataset == name) & (paper2.model == model)]["RI"]
         add("Table 2", labels.get(name, name), f"{DISPLAY_NAMES[model]} relative improvement of RMSE over FM",
-            float(p.iloc[0]) if len(p) else float("nan"), mean, half, len(group), dataset=name)
+            float(p.iloc[0]) if len(p) else float("nan"), mean, half, len(group), dataset=name, model=model,
+            metric="RI")
 
     def add_means(item, df, paper, metrics):
         """Per (dataset, model): mean and interval over seeds of each (metric, column, unit) beside the paper's."""
@@ -1000,7 +1017,8 @@ def overview(profile="smoke", **kwargs) -> pd.DataFrame:
                 mean, half = t_interval(group[col])
                 p = paper[(paper.dataset == name) & (paper.model == model)][metric]
                 add(item, group.dataset_label.iloc[0], f"{DISPLAY_NAMES[model]} test {metric}{unit}",
-                    float(p.iloc[0]) if len(p) else float("nan"), mean, half, len(group), dataset=name)
+                    float(p.iloc[0]) if len(p) else float("nan"), mean, half, len(group), dataset=name,
+                    model=model, metric=metric)
 
     add_means("Table 3", seen(regression_study(experiment=exp)), paper_table("table3", rep),
               [("MAE", "test_mae", ""), ("RMSE", "test_rmse", "")])
@@ -1013,9 +1031,41 @@ def overview(profile="smoke", **kwargs) -> pd.DataFrame:
     out["data_note"] = out.dataset.map(lambda n: notes.get(n, ""))
     out["device"] = out.dataset.map(lambda n: ", ".join(sorted(devices.get(n, ()))))
     out.attrs.update(profile=exp.profile.name, device=exp.device, missing=missing, complete=not missing,
+                     coverage=coverage,
                      seeds=sorted(set(exp.seeds or exp.profile.seeds) | set(exp.seeds or exp.profile.sweep_seeds)),
                      profile_differences=exp.profile.differences(), report=exp.report("overview", total=True))
     return out
+
+
+HIGHER_IS_BETTER = {"AUC", "RI"}
+
+
+def ranking_agreement(ov: pd.DataFrame) -> pd.DataFrame:
+    """Per (item, dataset, metric) of Tables 2-4: the paper's and our order of the models (best
+    first), Kendall's tau between them, and whether both put the same model first."""
+    from scipy import stats
+
+    rows = []
+    tables = ov[ov.model.notna() & ov.ours.map(lambda v: isinstance(v, (int, float)) and not math.isnan(v))]
+    for (item, name, metric), part in tables.groupby(["item", "dataset", "metric"], sort=False):
+        part = part[part.paper.notna()]
+        if len(part) < 2:
+            continue
+        sign = -1 if metric in HIGHER_IS_BETTER else 1
+        paper_order = part.sort_values("paper", key=lambda v: sign * v.astype(float)).model.tolist()
+        our_order = part.sort_values("ours", key=lambda v: sign * v.astype(float)).model.tolist()
+        tau = stats.kendalltau(part.paper.astype(float), part.ours.astype(float)).statistic
+        rows.append({"item": item, "dataset": name, "dataset_label": part.dataset_label.iloc[0], "metric": metric,
+                     "models": len(part), "paper_order": " > ".join(DISPLAY_NAMES[m] for m in paper_order),
+                     "our_order": " > ".join(DISPLAY_NAMES[m] for m in our_order), "kendall_tau": float(tau),
+                     "paper_best": DISPLAY_NAMES[paper_order[0]], "our_best": DISPLAY_NAMES[our_order[0]],
+                     "same_best": paper_order[0] == our_order[0],
+                     "seeds": int(part.n_seeds.min())})
+    return pd.DataFrame(rows, columns=RANKING_COLUMNS)
+
+
+RANKING_COLUMNS = ["item", "dataset", "dataset_label", "metric", "models", "paper_order", "our_order", "kendall_tau",
+                   "paper_best", "our_best", "same_best", "seeds"]
 
 
 def convergence_summary(df: pd.DataFrame) -> pd.DataFrame:

@@ -53,6 +53,8 @@ def _seeds_text(df) -> str:
 def _devices_text(df) -> str:
     if "device" not in df:
         return str(df.attrs.get("device", "?"))
+    if "device_name" not in df:   # the overview: one "device (name)" text per row
+        return "; ".join(sorted({d for d in df.device if d}))
     pairs = df[["device", "device_name"]].drop_duplicates().itertuples(index=False)
     return "; ".join(f"{d} ({n})" for d, n in pairs)
 

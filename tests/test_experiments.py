@@ -354,3 +354,19 @@ def test_side_by_side_puts_paper_and_ours_in_adjacent_columns():
     assert table.loc[("frappe", "nfm"), ("RMSE", "ours")] == "0.4000"        # one finite seed: no interval
     assert table.loc[("frappe", "nfm"), ("", "seeds")] == 1
     assert ("movielens", "ifm") not in table.index                          # only what we ran
+
+
+def test_ranking_agreement_orders_best_first_and_knows_which_metrics_are_higher_is_better():
+    def rows(item, metric, paper, ours):
+        return [{"item": item, "dataset": "frappe", "dataset_label": "Frappe", "metric": metric, "model": m,
+                 "paper": p, "ours": o, "n_seeds": 3} for m, p, o in zip(("nfm", "afm", "ifm"), paper, ours)]
+    ov = pd.DataFrame(rows("Table 3", "RMSE", [0.31, 0.32, 0.29], [0.45, 0.46, 0.44])
+                      + rows("Table 4", "AUC", [80.0, 79.0, 81.0], [70.0, 71.0, 69.0])
+                      + rows("Table 2", "RI", [0.1, 0.2, 0.3], [float("nan")] * 3))
+    ranks = ex.ranking_agreement(ov).set_index("item")
+    assert list(ranks.index) == ["Table 3", "Table 4"]          # no numbers of ours: no ranking
+    assert ranks.loc["Table 3", "paper_order"] == "IFM > NFM > AFM" and ranks.loc["Table 3", "kendall_tau"] == 1
+    assert ranks.loc["Table 3", "same_best"]
+    assert ranks.loc["Table 4", "paper_order"] == "IFM > NFM > AFM"
+    assert ranks.loc["Table 4", "our_order"] == "AFM > NFM > IFM" and ranks.loc["Table 4", "kendall_tau"] == -1
+    assert not ranks.loc["Table 4", "same_best"] and ranks.loc["Table 4", "our_best"] == "AFM"
