@@ -859,7 +859,11 @@ def significance(df: pd.DataFrame, metrics=("test_mae", "test_rmse"), reference:
                              "n_pairs": len(seeds), "reference_mean": ma, "baseline_mean": mb,
                              "mean_difference": _mean(a - b), "t": t, "p_value": p, "better": bool(better),
                              "significant": bool(better and not math.isnan(p) and p < alpha)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=SIGNIFICANCE_COLUMNS)
+
+
+SIGNIFICANCE_COLUMNS = ["dataset", "reference", "baseline", "baseline_name", "metric", "n_pairs", "reference_mean",
+                        "baseline_mean", "mean_difference", "t", "p_value", "better", "significant"]
 
 
 def _mean(values) -> float:

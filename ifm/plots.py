@@ -90,6 +90,17 @@ def caption(df, extra: str = "") -> "IPython.display.Markdown":
     return Markdown(" ".join(lines))
 
 
+def require_runs(df, notebook: str) -> None:
+    """Stop a page early, with the command that fills it, when none of its runs are recorded."""
+    if len(df) == 0:
+        missing = df.attrs.get("missing") or []
+        raise RuntimeError(
+            f"no run of this page is in the records of profile {df.attrs.get('profile', '?')!r} "
+            f"({len(missing)} needed, e.g. {'; '.join(missing[:3]) or 'none listed'}); make them with "
+            f"`python -m ifm reproduce --profile {df.attrs.get('profile', 'paper')} --only {notebook}` "
+            "or re-run this notebook with train_missing=True")
+
+
 def fmt(mean: float, half: float = float("nan"), digits: int = 4) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "n/a"

@@ -370,3 +370,13 @@ def test_ranking_agreement_orders_best_first_and_knows_which_metrics_are_higher_
     assert ranks.loc["Table 4", "paper_order"] == "IFM > NFM > AFM"
     assert ranks.loc["Table 4", "our_order"] == "AFM > NFM > IFM" and ranks.loc["Table 4", "kendall_tau"] == -1
     assert not ranks.loc["Table 4", "same_best"] and ranks.loc["Table 4", "our_best"] == "AFM"
+
+
+def test_a_page_without_any_recorded_run_stops_with_the_command_that_fills_it(tmp_path):
+    from ifm import plots
+
+    df = ex.regression_study("smoke", datasets=["synthetic"], overrides=TINY, results_dir=tmp_path, log=None,
+                             train_missing=False)
+    assert df.empty and "dataset" in df and len(ex.significance(df)) == 0
+    with pytest.raises(RuntimeError, match="reproduce --profile smoke --only regression"):
+        plots.require_runs(df, "regression")
