@@ -132,11 +132,23 @@ def build_for(config: TrainConfig, dataset, device) -> torch.nn.Module:
 
 def train_step(model, optimizer, x: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
     """One optimiser step on one batch; returns the batch's summed loss (detached)."""
+    if _plain_sgd(model, optimizer):
+        return model.sgd_step(x, y, optimizer.param_groups[0]["lr"], task)
     loss = loss_sum(model(x), y, task)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     return loss.detach()
+
+
+def _plain_sgd(model, optimizer) -> bool:
+    """Whether the step is plain SGD of a model that writes that step out (the libFM baseline):
+    one learning rate, no momentum or weight decay, every parameter trained."""
+    if not (type(optimizer) is torch.optim.SGD and hasattr(model, "sgd_step")):
+        return False
+    groups = optimizer.param_groups
+    return (all(g["momentum"] == 0 and g["weight_decay"] == 0 and g["lr"] == groups[0]["lr"] for g in groups)
+            and sum(len(g["params"]) for g in groups) == len(list(model.parameters())))
 
 
 @torch.no_grad()

@@ -168,3 +168,30 @@ def test_a_diverging_run_stops_and_says_so(synthetic):
     run = train(small("fm", optimizer="sgd", learning_rate=50.0, epochs=10), synthetic, progress=False)
     assert run.record["diverged"] is True
     assert len(run.record["history"]) < 10
+
+
+@pytest.mark.parametrize("task", ["regression", "binary"])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_the_written_out_sgd_step_of_fm_is_autograd_plus_torch_sgd(task, sparse):
+    """libFM's baseline trains with FM.sgd_step; it must be the step autograd and torch.optim.SGD
+    make, repeated feature ids in a batch included."""
+    from ifm.train import loss_sum, train_step
+
+    torch.manual_seed(0)
+    config = paper_config("frappe", "libfm", embedding_size=6)
+    written = build_model("libfm", 40, 4, 6, sparse=sparse)
+    torch.nn.init.normal_(written.linear.weight.weight, std=0.1)
+    reference = build_model("libfm", 40, 4, 6, sparse=sparse)
+    reference.load_state_dict(written.state_dict())
+    x = torch.stack([torch.randint(10 * j, 10 * j + 3, (8,)) for j in range(4)], dim=1)   # ids repeat
+    y = torch.randint(0, 2, (8,)).float() if task == "binary" else torch.randn(8)
+    for _ in range(3):
+        loss = train_step(written, make_optimizer(written, config), x, y, task)
+        optimizer = make_optimizer(reference, config)
+        expected = loss_sum(reference(x), y, task)
+        optimizer.zero_grad()
+        expected.backward()
+        optimizer.step()
+        assert torch.allclose(loss, expected.detach(), rtol=1e-5)
+    for name, value in reference.state_dict().items():
+        assert torch.allclose(written.state_dict()[name], value, atol=1e-6), name
