@@ -29,31 +29,33 @@ class _AttentionPooling(torch.autograd.Function):
     On Frappe (45 pairs of 256-wide products per instance) autograd's version is bound by
     memory traffic: it makes about ten [batch, pairs, k] tensors per step, each larger than
     the CPU's cache. This one works through the batch in chunks whose pair tensors stay in
-    cache (about 4 MiB each) and recomputes e in the backward instead of keeping it.
+    cache (about 4 MiB each) and recomputes e in the backward instead of keeping it (the
+    attention net's hidden layer, 16 wide, is kept).
     """
 
     @staticmethod
     def forward(ctx, v, weight, bias, h):
         chunk = _chunk_size(v)
-        pooled, attention = [], []
+        pooled, attention, hiddens = [], [], []
         for vc in v.split(chunk):
             e = pair_products(vc)                                                  # [chunk, n, k]
             hidden = torch.relu(torch.matmul(e, weight.t()).add_(bias))            # [chunk, n, t]
             a = torch.softmax(torch.matmul(hidden, h), dim=1)                      # [chunk, n]
             pooled.append(torch.bmm(a.unsqueeze(1), e).squeeze(1))
             attention.append(a)
-        ctx.save_for_backward(v, weight, bias, h, torch.cat(attention))
+            hiddens.append(hidden)
+        ctx.save_for_backward(v, weight, h, torch.cat(attention), torch.cat(hiddens))
         return torch.cat(pooled)
 
     @staticmethod
     def backward(ctx, grad):
-        v, weight, bias, h, attention = ctx.saved_tensors
+        v, weight, h, attention, hiddens = ctx.saved_tensors
         chunk = _chunk_size(v)
         grad_v = torch.zeros_like(v)
-        grad_weight, grad_bias, grad_h = torch.zeros_like(weight), torch.zeros_like(bias), torch.zeros_like(h)
-        for vc, gc, a, grad_vc in zip(v.split(chunk), grad.split(chunk), attention.split(chunk), grad_v.split(chunk)):
+        grad_weight, grad_bias, grad_h = torch.zeros_like(weight), weight.new_zeros(weight.shape[0]), torch.zeros_like(h)
+        for vc, gc, a, hidden, grad_vc in zip(v.split(chunk), grad.split(chunk), attention.split(chunk),
+                                              hiddens.split(chunk), grad_v.split(chunk)):
             e = pair_products(vc)
-            hidden = torch.relu(torch.matmul(e, weight.t()).add_(bias))
             grad_a = torch.bmm(e, gc.unsqueeze(2)).squeeze(2)                      # [chunk, n]
             grad_score = a * (grad_a - (a * grad_a).sum(dim=1, keepdim=True))      # softmax backward
             grad_h += torch.einsum("bn,bnt->t", grad_score, hidden)
