@@ -402,9 +402,7 @@ class Experiment:
         self.cache.store(stem, record, result.model.state_dict() if keep_state else None)
         self.stats["pretrained" if self._nesting else "trained"] += 1
         self.stats["seconds"] += seconds
-        if self.log is not None:
-            print(f"  trained {stem} ({config.model} on {dataset_name}, seed {config.seed}) in {seconds:.1f} s",
-                  file=self.log, flush=True)
+        self.say(f"  trained {stem} ({config.model} on {dataset_name}, seed {config.seed}) in {seconds:.1f} s")
         return record
 
     def _committed(self, config: TrainConfig, dataset_name: str) -> dict | None:
@@ -452,6 +450,11 @@ class Experiment:
         if not total:
             self.stats = {k: 0 if k != "seconds" else 0.0 for k in self.stats}
         return line
+
+    def say(self, line: str) -> None:
+        """Print a progress line to the log (none when log=None)."""
+        if self.log is not None:
+            print(line, file=self.log, flush=True)
 
     def _report_line(self, what: str, s: dict) -> str:
         if not self.train_missing:
@@ -538,7 +541,7 @@ def _frame(rows, exp: Experiment, study: str, seeds) -> pd.DataFrame:
     df["n_seeds"] = len(seeds)
     df.attrs.update(study=study, complete=not df.attrs["missing"], profile=exp.profile.name, device=exp.device, seeds=list(seeds),
                     profile_differences=exp.profile.differences(), report=exp.report(study))
-    print(df.attrs["report"], file=exp.log, flush=True)
+    exp.say(df.attrs["report"])
     return df
 
 
@@ -681,7 +684,7 @@ def factor_study(profile="smoke", *, dataset: str = "frappe", fields=(2, 8), **k
                  "profile_differences": exp.profile.differences(), "missing": exp.missing,
                  "complete": derived is not None, "report": exp.report("factors")}
     exp.missing = []
-    print(exp_attrs["report"], file=exp.log, flush=True)
+    exp.say(exp_attrs["report"])
     for frame in (table, distribution, summary):
         frame.attrs.update(exp_attrs)
     return FactorStudy(table, distribution, summary, exp_attrs)
