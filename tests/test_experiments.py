@@ -380,3 +380,17 @@ def test_a_page_without_any_recorded_run_stops_with_the_command_that_fills_it(tm
     assert df.empty and "dataset" in df and len(ex.significance(df)) == 0
     with pytest.raises(RuntimeError, match="reproduce --profile smoke --only regression"):
         plots.require_runs(df, "regression")
+
+
+def test_overview_trains_once_then_reads_the_same_numbers_back_without_training(tmp_path, trains):
+    over = {**TINY, "ctr_datasets": []}
+    common = dict(datasets=["synthetic"], seeds=[0, 1], overrides=over, results_dir=tmp_path, log=None)
+    trained = ex.overview("smoke", **common)
+    n = len(trains)
+    read = ex.overview("smoke", **common, train_missing=False)
+    assert len(trains) == n and read.attrs["complete"] and not read.attrs["missing"]
+    cols = ["item", "dataset", "quantity", "paper", "ours", "n_seeds"]
+    pd.testing.assert_frame_equal(read[cols], trained[cols])
+    assert {"Fig. 3a / 4a", "Fig. 6", "Table 2", "Table 3"} <= set(read["item"])
+    assert {c["study"] for c in read.attrs["coverage"]} >= {"depth", "convergence", "components", "regression"}
+    assert all(c["missing"] == 0 for c in read.attrs["coverage"])
