@@ -43,11 +43,13 @@ def metric_label(column: str) -> str:
 
 
 def _seeds_text(df) -> str:
-    seeds = df.attrs.get("seeds")
-    if seeds is None and "seed" in df:
-        seeds = sorted(df["seed"].unique().tolist())
-    seeds = list(seeds or [])
-    return f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(str(s) for s in seeds)})"
+    """The seeds behind the numbers shown (those of the rows), and those asked for when more."""
+    asked = list(df.attrs.get("seeds") or [])
+    seeds = sorted(df["seed"].unique().tolist()) if "seed" in df and len(df) else asked
+    text = f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(str(s) for s in seeds)})"
+    if "seed" in df and set(asked) - set(seeds):
+        text += f" of the {len(asked)} asked for ({', '.join(str(s) for s in asked)})"
+    return text
 
 
 def _devices_text(df) -> str:
