@@ -863,12 +863,15 @@ def significance(df: pd.DataFrame, metrics=("test_mae", "test_rmse"), reference:
                              "baseline_name": DISPLAY_NAMES.get(model, model), "metric": metric,
                              "n_pairs": len(seeds), "reference_mean": ma, "baseline_mean": mb,
                              "mean_difference": _mean(a - b), "t": t, "p_value": p, "better": bool(better),
-                             "significant": bool(better and not math.isnan(p) and p < alpha)})
+                             "significant": bool(better and not math.isnan(p) and p < alpha),
+                             "verdict": "not testable (< 2 pairs)" if math.isnan(p) else
+                             f"{reference.upper()} {'better' if better else 'worse'}, p < {alpha:g}" if p < alpha
+                             else "no significant difference"})
     return pd.DataFrame(rows, columns=SIGNIFICANCE_COLUMNS)
 
 
 SIGNIFICANCE_COLUMNS = ["dataset", "reference", "baseline", "baseline_name", "metric", "n_pairs", "reference_mean",
-                        "baseline_mean", "mean_difference", "t", "p_value", "better", "significant"]
+                        "baseline_mean", "mean_difference", "t", "p_value", "better", "significant", "verdict"]
 
 
 def _mean(values) -> float:
