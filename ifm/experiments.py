@@ -451,6 +451,13 @@ class Experiment:
             self.stats = {k: 0 if k != "seconds" else 0.0 for k in self.stats}
         return line
 
+    def where(self) -> str:
+        """The results directory, relative to the repository when inside it (as the book shows it)."""
+        try:
+            return str(self.cache.directory.resolve().relative_to(REPO_ROOT))
+        except ValueError:
+            return str(self.cache.directory)
+
     def say(self, line: str) -> None:
         """Print a progress line to the log (none when log=None)."""
         if self.log is not None:
@@ -458,10 +465,10 @@ class Experiment:
 
     def _report_line(self, what: str, s: dict) -> str:
         if not self.train_missing:
-            return (f"{what}: {s['reused']} of {s['reused'] + s['missing']} runs read from {self.cache.directory}"
+            return (f"{what}: {s['reused']} of {s['reused'] + s['missing']} runs read from {self.where()}"
                     f" (nothing trained), {s['missing']} missing; profile {self.profile.name}")
         extra = f" + {s['pretrained']} FM pre-training(s)" if s["pretrained"] else ""
-        return (f"{what}: {s['reused'] + s['trained']} runs, {s['reused']} reused from {self.cache.directory}, "
+        return (f"{what}: {s['reused'] + s['trained']} runs, {s['reused']} reused from {self.where()}, "
                 f"{s['trained']} trained now{extra} ({s['seconds']:.0f} s) on {self.device}; "
                 f"profile {self.profile.name}")
 
