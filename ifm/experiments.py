@@ -256,21 +256,28 @@ class RunCache:
     def __init__(self, directory: str | os.PathLike, force: bool | float = False):
         self.directory = Path(directory)
         self.force_since = time.time() if force is True else (float(force) if force else None)
-        self._records = None
+        self._index = None
 
-    def records(self) -> list[dict]:
-        """Every run record of the current training version in the directory (read once)."""
-        if self._records is None:
-            self._records = []
+    def index(self) -> dict:
+        """{dataset name: {data identity: {configuration without device: newest record}}} of the
+        current training version's records in the directory, read and keyed once."""
+        if self._index is None:
+            self._index = {}
             for path in sorted(self.directory.glob("*.json")):
                 try:
                     record = read_json(path)
                 except (OSError, ValueError) as err:
                     warnings.warn(f"ignoring unreadable run record {path}: {err}")
                     continue
-                if "config" in record and "cache" in record and record.get("training_version") == TRAINING_VERSION:
-                    self._records.append(record)
-        return self._records
+                if "config" not in record or "cache" not in record or record.get("training_version") != TRAINING_VERSION:
+                    continue
+                material = record["cache"]["material"]
+                configs = self._index.setdefault(material["data"]["name"], {}).setdefault(
+                    _identity_text(material["data"]), {})
+                key = _identity_text(_without_device(material["config"]))
+                if record["cache"].get("written_at", 0) >= configs.get(key, {}).get("cache", {}).get("written_at", 0):
+                    configs[key] = record
+        return self._index
 
     def stem(self, key: str, config: TrainConfig, dataset_name: str) -> str:
         return f"{config.model}-{dataset_name}-{key}"
@@ -333,7 +340,6 @@ class Experiment:
         self.train_missing = bool(train_missing) if not isinstance(train_missing, str) \
             else train_missing.strip().lower() in ("1", "true", "yes")
         self.missing: list[str] = []
-        self._data_identity = {}
         datasets, seeds = parse_list(datasets), parse_list(seeds)
         self.datasets = tuple(str(d) for d in datasets) if datasets else None
         self.seeds = tuple(int(s) for s in seeds) if seeds else None
@@ -407,22 +413,16 @@ class Experiment:
 
     def _committed(self, config: TrainConfig, dataset_name: str) -> dict | None:
         """The stored record of `config` on the data most records of `dataset_name` used."""
-        wanted = _without_device(config_identity(config))
-        candidates = [r for r in self.cache.records() if r["cache"]["material"]["data"]["name"] == dataset_name]
-        if dataset_name not in self._data_identity:
-            counts = {}
-            for r in candidates:   # one dataset version per page, the one with the most runs
-                text = _identity_text(r["cache"]["material"]["data"])
-                counts[text] = counts.get(text, 0) + 1
-            self._data_identity[dataset_name] = max(counts, key=counts.get) if counts else None
-        matches = [r for r in candidates if _identity_text(r["cache"]["material"]["data"]) == self._data_identity[
-            dataset_name] and _without_device(r["cache"]["material"]["config"]) == wanted]
-        if not matches:
+        versions = self.cache.index().get(dataset_name, {})
+        # One dataset version per page: the one with the most runs.
+        data = max(versions, key=lambda v: len(versions[v])) if versions else None
+        record = versions.get(data, {}).get(_identity_text(_without_device(config_identity(config))))
+        if record is None:
             self.missing.append(self.describe(config, dataset_name))
             self.stats["missing"] += 1
             return None
         self.stats["reused"] += 1
-        return max(matches, key=lambda r: r["cache"].get("written_at", 0))
+        return record
 
     def describe(self, config: TrainConfig, dataset_name: str) -> str:
         """'IFM on frappe, seed 1 (fen_layers=4)': a run in words, with what sets it apart."""
@@ -989,9 +989,9 @@ def overview(profile="smoke", **kwargs) -> pd.DataFrame:
         if df.empty:
             continue
         best = paper_best(option, rep)
+        grid = {"fen_layers": exp.profile.depth_grid, "dropout": exp.profile.dropout_grid,
+                "activation": exp.profile.activation_grid}[option]
         for metric in ("valid_rmse", "valid_mae"):
-            grid = {"fen_layers": exp.profile.depth_grid, "dropout": exp.profile.dropout_grid,
-                    "activation": exp.profile.activation_grid}[option]
             for r in best_by(df, option, metric).itertuples():
                 tried = df[df.dataset == r.dataset][option].nunique()
                 add(item, labels[r.dataset], f"best {SWEEP_WORDS[option]} by validation {metric.split('_')[1].upper()}"
