@@ -1,12 +1,14 @@
 """Check the built book (run after `jupyter-book build`): exit 1 with a list of problems.
 
-    python tests/check_book.py [_build/html]
+    python tests/check_book.py [_build/html] [--allow-incomplete]
 
 * every page of _toc.yml was built (each notebook of the figures and tables in particular);
 * every image a page references exists in the build;
 * no page shows a Python traceback or an error output of a notebook cell;
 * every notebook page shows at least one figure or table, and says which profile produced it
-  (the book's default build shows the committed `paper` records).
+  (the book's default build shows the committed `paper` records);
+* no page says that runs are missing from the records ("Incomplete: ..."): the committed book is
+  complete. `--allow-incomplete` skips this for a local build from partial records.
 """
 from __future__ import annotations
 
@@ -47,7 +49,10 @@ def toc_files(toc_path: Path) -> list[str]:
     return [re.sub(r"\.(md|ipynb)$", "", n) for n in names]
 
 
-def check(build: Path, root: Path = ROOT, profile: str = "paper") -> list[str]:
+INCOMPLETE = re.compile(r"Incomplete:(?:\s*</strong>)?\s*(\d+) run")
+
+
+def check(build: Path, root: Path = ROOT, profile: str = "paper", allow_incomplete: bool = False) -> list[str]:
     problems = []
     if not (build / "index.html").is_file():
         return [f"{build / 'index.html'} is missing: was the book built?"]
@@ -79,13 +84,19 @@ def check(build: Path, root: Path = ROOT, profile: str = "paper") -> list[str]:
                 problems.append(f"{page.relative_to(build)}: a notebook page without any figure or table")
             if not re.search(rf"profile\s*(?:<[^>]+>\s*)*{profile}\b", html):
                 problems.append(f"{page.relative_to(build)}: does not say that profile {profile} produced it")
+        missing = INCOMPLETE.search(html)
+        if missing and not allow_incomplete:
+            problems.append(f"{page.relative_to(build)}: {missing.group(1)} run(s) are not in the records "
+                            f"(fill them with `python -m ifm reproduce --profile {profile}`)")
     return problems
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    build = Path(argv[0]) if argv else ROOT / "_build" / "html"
-    problems = check(build)
+    allow_incomplete = "--allow-incomplete" in argv
+    paths = [a for a in argv if not a.startswith("--")]
+    build = Path(paths[0]) if paths else ROOT / "_build" / "html"
+    problems = check(build, allow_incomplete=allow_incomplete)
     pages = len(toc_files(ROOT / "_toc.yml"))
     if problems:
         print(f"book check FAILED ({len(problems)} problem(s)) in {build}:")
