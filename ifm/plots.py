@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from ifm.experiments import DATASET_NAMES, best_by, summarize
+from ifm.experiments import ALPHA, DATASET_NAMES, best_by, paired_t_test, summarize
 
 OURS = "#0173b2"      # seaborn colorblind blue
 PAPER = "#de8f05"     # seaborn colorblind orange
@@ -154,7 +154,8 @@ def rename_index(table: pd.DataFrame, names: dict | None = None) -> pd.DataFrame
 
 def best_setting_table(df: pd.DataFrame, option: str, paper_best: dict,
                        metrics=("valid_rmse", "valid_mae")) -> pd.DataFrame:
-    """Per dataset: the paper's best setting, ours by each metric, and our error at both."""
+    """Per dataset: the paper's best setting, ours by each metric, our error at both, and (with
+    two or more seeds at both) a paired t-test over seeds of our best against the paper's best."""
     rows = []
     for name in _datasets(df):
         part = df[df.dataset == name]
@@ -163,25 +164,43 @@ def best_setting_table(df: pd.DataFrame, option: str, paper_best: dict,
             best = best_by(part, option, metric)
             row[f"our best by {metric_label(metric)}"] = best[option].iloc[0] if len(best) else "n/a"
         means = part.groupby(option, sort=False)[metrics[0]].mean()
-        pb = paper_best.get(name)
+        pb, ours = paper_best.get(name), row[f"our best by {metric_label(metrics[0])}"]
         row[f"our {metric_label(metrics[0])} at the paper's best"] = fmt(means.get(pb, float("nan")))
         row[f"our {metric_label(metrics[0])} at our best"] = fmt(means.min())
+        # Seeds pair naturally: one seed shares the FM pre-training and batch order across settings.
+        at = {value: part[part[option] == value].set_index("seed")[metrics[0]] for value in (ours, pb)}
+        seeds = sorted(set(at[ours].index) & set(at[pb].index)) if pb in means.index else []
+        p = paired_t_test(at[ours].loc[seeds], at[pb].loc[seeds])[1] if ours != pb and seeds else float("nan")
+        row["seeds"] = int(part.groupby(option)["seed"].nunique().min())
+        row["p (ours vs paper's best)"] = float(f"{p:.2g}") if not math.isnan(p) else "n/a"
         rows.append(row)
     return pd.DataFrame(rows).set_index("dataset")
 
 
 def best_setting_verdict(table: pd.DataFrame, what: str) -> "IPython.display.Markdown":
-    """One sentence per dataset: does our best setting match the paper's?"""
+    """One sentence per dataset: does our best setting match the paper's, and if not, is our best
+    measurably better than the paper's best (paired t-test over seeds, alpha 0.05)?"""
     from IPython.display import Markdown
 
     rmse_col = [c for c in table.columns if c.startswith("our best by")][0]
     parts = []
     for name, row in table.iterrows():
-        ours, paper = row[rmse_col], row["paper's best"]
-        same = "the same as" if str(ours) == str(paper) else "not"
-        parts.append(f"on {name} our best {what} (by validation RMSE) is **{ours}**, {same} the paper's "
-                     f"{paper}" if same != "not" else
-                     f"on {name} our best {what} (by validation RMSE) is **{ours}**; the paper's is {paper}")
+        ours, paper, p = row[rmse_col], row["paper's best"], row["p (ours vs paper's best)"]
+        if str(ours) == str(paper):
+            parts.append(f"on {name} our best {what} (by validation RMSE) is **{ours}**, the same as the paper's")
+            continue
+        at_paper, at_ours = (row[c] for c in table.columns if c.startswith("our validation RMSE at"))
+        sentence = (f"on {name} our best {what} (by validation RMSE) is **{ours}**; the paper's is {paper} "
+                    f"(validation RMSE {at_ours} vs {at_paper})")
+        if p == "n/a":
+            sentence += f" (with {row['seeds']} seed(s) per setting no test is possible)"
+        elif p < ALPHA:
+            sentence += (f", and ours is better by more than seed noise (paired t-test over {row['seeds']} seeds, "
+                         f"p = {p:.2g})")
+        else:
+            sentence += (f", but the two are within seed noise (paired t-test over {row['seeds']} seeds, "
+                         f"p = {p:.2g}): our sweep does not contradict the paper's choice")
+        parts.append(sentence)
     return Markdown("**What we got:** " + "; ".join(parts) + ".")
 
 

@@ -394,3 +394,33 @@ def test_overview_trains_once_then_reads_the_same_numbers_back_without_training(
     assert {"Fig. 3a / 4a", "Fig. 6", "Table 2", "Table 3"} <= set(read["item"])
     assert {c["study"] for c in read.attrs["coverage"]} >= {"depth", "convergence", "components", "regression"}
     assert all(c["missing"] == 0 for c in read.attrs["coverage"])
+
+
+def sweep_frame(valid_rmse: dict) -> pd.DataFrame:
+    """A depth sweep on one dataset: {fen_layers: [valid RMSE of seed 0, 1, ...]}."""
+    return pd.DataFrame([{"dataset": "frappe", "dataset_label": "Frappe", "fen_layers": depth, "seed": seed,
+                          "valid_rmse": v, "valid_mae": v / 2}
+                         for depth, values in valid_rmse.items() for seed, v in enumerate(values)])
+
+
+def test_best_setting_is_tested_against_the_papers_best_over_paired_seeds():
+    from ifm import plots
+
+    # Depth 3 beats the paper's depth 2 by 0.010 on every seed: a real difference.
+    clear = plots.best_setting_table(sweep_frame({2: [0.470, 0.475, 0.480], 3: [0.460, 0.4655, 0.470]}),
+                                     "fen_layers", {"frappe": 2})
+    row = clear.loc["Frappe"]
+    assert row["our best by validation RMSE"] == 3 and row["seeds"] == 3
+    assert row["p (ours vs paper's best)"] < 0.05
+    assert "better by more than seed noise" in plots.best_setting_verdict(clear, "depth").data
+    # Depth 3 wins on average but loses on one seed: within noise.
+    noisy = plots.best_setting_table(sweep_frame({2: [0.470, 0.460, 0.480], 3: [0.462, 0.468, 0.470]}),
+                                     "fen_layers", {"frappe": 2})
+    assert noisy.loc["Frappe", "p (ours vs paper's best)"] > 0.05
+    assert "within seed noise" in plots.best_setting_verdict(noisy, "depth").data
+    # One seed: no test; the same best as the paper: nothing to test.
+    single = plots.best_setting_table(sweep_frame({2: [0.47], 3: [0.46]}), "fen_layers", {"frappe": 2})
+    assert single.loc["Frappe", "p (ours vs paper's best)"] == "n/a"
+    assert "no test is possible" in plots.best_setting_verdict(single, "depth").data
+    same = plots.best_setting_table(sweep_frame({2: [0.46, 0.46], 3: [0.47, 0.47]}), "fen_layers", {"frappe": 2})
+    assert "the same as the paper's" in plots.best_setting_verdict(same, "depth").data
