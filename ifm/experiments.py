@@ -895,6 +895,11 @@ def best_by(df: pd.DataFrame, option: str, metric: str = "valid_rmse") -> pd.Dat
     return means.loc[idx.dropna()].reset_index(drop=True)
 
 
+def seeds_per_setting(df: pd.DataFrame, option: str) -> int:
+    """The seeds behind every setting of a sweep: the fewest any setting has."""
+    return int(df.groupby(option)["seed"].nunique().min())
+
+
 # --------------------------------------------------------------------------- the paper's numbers
 def paper_reported(path: str | os.PathLike | None = None) -> dict:
     """The paper's published numbers (a copy of shared/paper/reported.json kept in the book)."""
@@ -998,7 +1003,7 @@ def overview(profile="smoke", **kwargs) -> pd.DataFrame:
                 add(item, labels[r.dataset], f"best {SWEEP_WORDS[option]} by validation {metric.split('_')[1].upper()}"
                     f" ({tried} of {len(grid)} settings run)",
                     _setting(best.get(r.dataset)), _setting(getattr(r, option)), dataset=r.dataset,
-                    n=int(runs.groupby(option)["seed"].nunique().min()))   # seeds behind every setting
+                    n=seeds_per_setting(runs, option))
 
     conv = seen(convergence_study(experiment=exp))
     for (name, model), group in conv.groupby(["dataset", "model"], sort=False):

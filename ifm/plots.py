@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from ifm.experiments import ALPHA, DATASET_NAMES, best_by, paired_t_test, summarize
+from ifm.experiments import ALPHA, DATASET_NAMES, best_by, paired_t_test, seeds_per_setting, summarize
 
 OURS = "#0173b2"      # seaborn colorblind blue
 PAPER = "#de8f05"     # seaborn colorblind orange
@@ -171,7 +171,7 @@ def best_setting_table(df: pd.DataFrame, option: str, paper_best: dict,
         at = {value: part[part[option] == value].set_index("seed")[metrics[0]] for value in (ours, pb)}
         seeds = sorted(set(at[ours].index) & set(at[pb].index)) if pb in means.index else []
         p = paired_t_test(at[ours].loc[seeds], at[pb].loc[seeds])[1] if ours != pb and seeds else float("nan")
-        row["seeds"] = int(part.groupby(option)["seed"].nunique().min())
+        row["seeds"] = seeds_per_setting(part, option)
         row["p (ours vs paper's best)"] = p if not math.isnan(p) else "n/a"   # unrounded: the verdict tests it
         rows.append(row)
     return pd.DataFrame(rows).set_index("dataset")
