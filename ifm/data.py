@@ -1,13 +1,20 @@
 """Datasets: registry, source resolution, splits and provenance.
 
-``load_dataset(name)`` looks for the data in this order and records what it used:
-  1. a data directory (``data_dir`` argument, else ``IFM_DATA_DIR``), laid out like
-     the project's mirror (see data/README.md), then the user cache (``cache_dir``,
-     else ``IFM_CACHE_DIR``, else ``~/.cache/ifm``); in these, a complete set of the
-     authors' libfm files beats partial files, which beat a raw release to build from;
-  2. otherwise, with ``download=True``, the IFM authors' files (then NFM's) fetched
-     into the cache, each verified byte for byte against its pinned git blob id.
-Files in a data directory are never modified; their hashes go into the provenance.
+``load_dataset(name)`` looks in a data directory (``data_dir`` argument, else
+``IFM_DATA_DIR``, laid out like the project's mirror: see data/README.md), then in the user
+cache (``cache_dir``, else ``IFM_CACHE_DIR``, else ``~/.cache/ifm``), and takes the best
+source it finds, in this order (``provenance["data_kind"]`` says which):
+  1. ``exact``: a complete set of split files: the IFM authors' three; for Frappe, NFM's
+     three plus the authors' valid and test, which give the authors' train exactly; else
+     NFM's three pooled and re-split 8:1:1;
+  2. ``reconstructed`` (Frappe): the authors' split rebuilt from the raw release and the
+     four public valid/test files (``ifm.frappe_split``);
+  3. ``raw``: a raw public release built by NFM's processing and split 8:1:1 by seed
+     (MovieLens from tags alone is a ``stand-in``: it is never the paper's MovieLens);
+  4. with ``download=True``, the same files fetched into the cache, each verified byte for
+     byte (git blob id, or sha256 for the raw Frappe zip), then 1-3 again;
+  5. ``partial``: whatever split files there are, pooled and re-split, with a warning.
+Files in a data directory are never modified or deleted; their hashes go into the provenance.
 """
 from __future__ import annotations
 
@@ -24,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import raw
+from . import frappe_split, raw
 from .download import fetch_verified, file_digests
 from .libfm import DataFormatError, read_libfm
 from .synthetic import SYNTHETIC_DEFAULTS, make_synthetic
@@ -60,7 +67,7 @@ class Dataset:
         p = self.provenance
         sizes = p.get("sizes", {})
         lines = [f"{self.name} ({self.task}): {self.num_fields} fields, {self.num_features:,} features",
-                 f"source: {p.get('source')}", f"split: {p.get('split_rule')}",
+                 f"data: {p.get('data_kind')} (source {p.get('source')})", f"split: {p.get('split_rule')}",
                  "sizes: " + " | ".join(f"{k} {sizes.get(k, 0):,}" for k in ("train", "valid", "test"))
                  + f" (total {sizes.get('total', 0):,})"]
         if p.get("fraction_of_paper") is not None:
@@ -100,7 +107,14 @@ DATASETS: dict = {
             "train": ("frappe.train.libfm", "176b2aaf1f63dd13d3e66a5c17c8ec8186e91893"),
             "validation": ("frappe.validation.libfm", "50b9c04bcf58dcb46d0b0070d3d6f88b45c9baab"),
             "test": ("frappe.test.libfm", "d7cdd03f0e2415c97618de617f20bedd50e8fce7")}),
-        raw=["frappe-raw/frappe.csv"]),
+        raw=["frappe/raw/Mobile_Frappe.zip", "frappe/raw/frappe.csv", "frappe-raw/frappe.csv"],
+        # The official release; other dataset loaders pin this sha256 for this download.
+        raw_download=dict(
+            local="frappe/raw/Mobile_Frappe.zip",
+            url="https://www.baltrunas.info/_files/archives/be17b7_474755a5e9684a749a012516d04fb456.zip"
+                "?dn=Mobile_Frappe.zip",
+            sha256="4adc616de57170f282397f6e6e30215f97fa7ad1b7f40bd12ef5dceaaf3e9b4e",
+            blob_id="0ea24a03e4ded5be53e80c28299c1cdacb5edb43")),
     "movielens": dict(
         task="regression", num_fields=3, fields=raw.MOVIELENS_FIELDS, num_features=90_445,
         paper_instances=2_006_859,
@@ -113,20 +127,31 @@ DATASETS: dict = {
             "train": ("ml-tag.train.libfm", "45c9017ca7cb14b3df2b7378f3a935577a8a102f"),
             "validation": ("ml-tag.validation.libfm", "0950186b80ca3158f40c3734e28d236785ad77ac"),
             "test": ("ml-tag.test.libfm", "aef8f29a1a396d6ea34e692d26eec9bba2f7ae8b")}),
-        raw=["movielens-raw/*.csv"]),
+        # GroupLens tags files; the largest one found wins (the paper's has 668,953 applications).
+        raw=["movielens-raw/*.csv", "movielens-raw/*.dat"]),
     "avazu": dict(
         task="binary", num_fields=22, fields=raw.AVAZU_FIELDS, num_features=None,
         paper_instances=40_428_967, raw=["avazu/train.gz", "avazu/train", "avazu/train.csv"],
-        sample=["avazu-sample/avazu_sample.txt"],
+        sample=["avazu-sample/avazu_head_10k.csv", "avazu-sample/avazu_sample.txt"],
         url="https://www.kaggle.com/c/avazu-ctr-prediction/data"),
     "synthetic": dict(task="regression", num_fields=SYNTHETIC_DEFAULTS["num_fields"],
                       fields=None, num_features=None, paper_instances=None,
                       options=dict(SYNTHETIC_DEFAULTS)),
 }
 
-# The mirror's MovieLens file is a filtered subset; results on it must never pass as the paper's.
-_STAND_IN_SHA256 = "4a94cc4ba1705ca8ec63649bd5cb504f4658202d19aeb82c7d04fa6dfd0e2081"
-_STAND_IN_NOTE = "MovieLens stand-in (25,758-tag subset of ml-20m tags.csv), not the paper's MovieLens"
+# The mirror's MovieLens files are not the paper's data; results on them must never pass as it.
+_STAND_IN_NOTES = {
+    "4a94cc4ba1705ca8ec63649bd5cb504f4658202d19aeb82c7d04fa6dfd0e2081":
+        "MovieLens stand-in (25,758-tag subset of ml-20m tags.csv), not the paper's MovieLens",
+    "2ac9b3706900ce183af8085a167635128234253ee6b82664184e7f55a962b6ec":
+        "MovieLens stand-in (the complete ml-10M100K tags.dat, 95,580 tag applications), "
+        "not the paper's MovieLens (ml-latest, 668,953)",
+}
+_AVAZU_SAMPLE_NOTES = {
+    "avazu-sample/avazu_head_10k.csv": "Avazu 9,999-row head (the first hour of the competition's train "
+                                       "file), a pipeline check, not the paper's 40M rows",
+    "avazu-sample/avazu_sample.txt": "Avazu 100-row sample, not the paper's 40M rows",
+}
 _OPTIONS = {"frappe": {"sample_seed", "opener"}, "movielens": {"sample_seed", "opener"},
             "avazu": {"min_count", "nrows", "sample"}, "synthetic": set(SYNTHETIC_DEFAULTS)}
 
@@ -138,8 +163,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, split_
     ``split_seed`` only drives random splits (never model initialisation). Options:
     frappe/movielens: ``sample_seed`` (negative sampling when building from a raw
     release, default 0), ``opener`` (URL opener for the download); avazu: ``min_count``
-    (20), ``nrows`` (read at most this many rows), ``sample`` (True: the 100-row sample
-    even if the full file is present); synthetic: see :func:`ifm.synthetic.make_synthetic`.
+    (20), ``nrows`` (read at most this many rows), ``sample`` (True: the mirror's 9,999-row
+    head, else its 100-row sample, even if the full file is present); synthetic: see :func:`ifm.synthetic.make_synthetic`.
     """
     name = name.lower()
     if name not in DATASETS:
@@ -150,75 +175,143 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, split_
     if name == "synthetic":
         return _load_synthetic(split_seed, options)
     data_dir = data_dir or os.environ.get("IFM_DATA_DIR") or None
-    if data_dir and not Path(data_dir).is_dir():
-        warnings.warn(f"data directory {data_dir} does not exist; trying the cache and download")
-    cache_dir = Path(cache_dir or os.environ.get("IFM_CACHE_DIR") or Path.home() / ".cache" / "ifm")
-    roots = ([(f"mirror:{Path(data_dir).resolve()}", Path(data_dir))] if data_dir else []) + \
+    if data_dir:
+        data_dir = Path(data_dir).expanduser()
+        if data_dir.exists() and not data_dir.is_dir():
+            raise DataNotFoundError(f"data directory {data_dir} is a file, not a directory")
+        if not data_dir.is_dir():
+            warnings.warn(f"data directory {data_dir} does not exist; trying the cache and download")
+    cache_dir = Path(cache_dir or os.environ.get("IFM_CACHE_DIR") or Path.home() / ".cache" / "ifm").expanduser()
+    if data_dir and _overlap(data_dir, cache_dir):
+        # The cache replaces files it finds corrupted; a user's data files must never be touched.
+        raise ValueError(f"cache directory {cache_dir} and data directory {data_dir} overlap: the cache "
+                         "rewrites the files it manages, and a data directory is never modified. Give "
+                         "IFM_CACHE_DIR (cache_dir) a directory of its own.")
+    roots = ([(f"mirror:{data_dir.resolve()}", data_dir)] if data_dir else []) + \
         [(f"cache:{cache_dir.resolve()}", cache_dir)]
     if name == "avazu":
         return _load_avazu(roots, cache_dir, split_seed, options)
     return _load_regression(name, roots, cache_dir, split_seed, download, options)
 
 
+def _overlap(data_dir: Path, cache_dir: Path) -> bool:
+    """Whether a file the cache manages could be a file of the data directory."""
+    data_dir, cache_dir = data_dir.resolve(), cache_dir.resolve()
+    return data_dir == cache_dir or cache_dir in data_dir.parents
+
+
 def _load_regression(name, roots, cache_dir, split_seed, download, options):
     spec = DATASETS[name]
-    cache_label = roots[-1][0]
-    # 1. a complete set of the authors' files, the IFM authors' before NFM's
-    for kind in ("ifm_authors", "nfm"):
-        for label, root in roots:
-            paths = _present(spec[kind], root, verify=label == cache_label)
-            if len(paths) == 3:
-                return _from_libfm(name, label, kind, paths, split_seed)
-    # 2. partial libfm files: NFM's if any (the IFM authors' valid/test are subsets of
-    #    NFM's validation + test, so pooling both would duplicate instances)
-    for label, root in roots:
-        for kind in ("nfm", "ifm_authors"):
-            paths = _present(spec[kind], root, verify=label == cache_label)
-            if paths:
-                return _from_libfm(name, label, kind, paths, split_seed)
-    # 3. a raw public release to build from
-    for label, root in roots:
-        for pattern in spec["raw"]:
-            found = sorted(root.glob(pattern))
-            if found:
-                return _from_raw(name, label, found[0], cache_dir, split_seed, options)
-    # 4. the public download, verified
+    loaded = _load_local(name, roots, split_seed, options, cache_dir)
+    if loaded is not None:
+        return loaded
     failures = []
     if download:
-        for kind in ("ifm_authors", "nfm"):
+        opener = options.get("opener", urllib.request.urlopen)
+        wanted = [(kind, dict(spec[kind])) for kind in ("ifm_authors", "nfm")]
+        if spec.get("raw_download"):
+            wanted.append(("raw", {"raw": spec["raw_download"]}))
+        for kind, files in wanted:
             try:
-                paths = {split: fetch_verified(f["url"], cache_dir / f["local"], f["blob_id"],
-                                               opener=options.get("opener", urllib.request.urlopen))
-                         for split, f in spec[kind].items()}
-                return _from_libfm(name, "download", kind, paths, split_seed)
-            except (urllib.error.URLError, OSError) as err:  # network trouble: try the next source
+                for f in files.values():
+                    if _verified_path(f, cache_dir) is None:
+                        fetch_verified(f["url"], cache_dir / f["local"], f["blob_id"], opener=opener)
+                loaded = _load_local(name, roots, split_seed, options, cache_dir)
+                if loaded is not None:
+                    return loaded
+            except (urllib.error.URLError, OSError, ValueError) as err:  # network trouble or bad bytes: next source
                 failures.append(f"{kind}: {err}")
+    partial = _load_partial(name, roots, split_seed)
+    if partial is not None:
+        return partial
     raise DataNotFoundError(_how_to_get(name, roots, download, failures))
 
 
-def _present(files, root, verify):
-    """Split -> path of the files present under ``root``. Cached copies must still match
-    their blob id (a corrupted one is deleted, so that it can be fetched again)."""
-    paths = {}
+def _verified_path(f, cache_dir):
+    """The cached copy of an upstream file if its bytes are right, else None (a wrong copy is
+    left for the download to replace atomically)."""
+    path = Path(cache_dir) / f["local"]
+    return path if path.is_file() and file_digests(path)[1] == f["blob_id"] else None
+
+
+def _find(files, roots, cache_dir):
+    """Split -> (root label, path) of each file found, the first root first. Cached copies must
+    match their blob id; a directory or a broken link where a file belongs is reported."""
+    found = {}
     for split, f in files.items():
-        path = root / f["local"]
-        if path.is_file():
-            if verify and file_digests(path)[1] != f["blob_id"]:
-                warnings.warn(f"deleting corrupted cache file {path}")
-                path.unlink()
-                continue
-            paths[split] = path
-    return paths
+        for label, root in roots:
+            path = root / f["local"]
+            if path.is_symlink() and not path.exists():
+                warnings.warn(f"{path} is a broken link: ignored")
+            elif path.is_dir():
+                warnings.warn(f"{path} is a directory where the {split} file belongs: ignored")
+            elif path.is_file():
+                if label.startswith("cache:") and _verified_path(f, cache_dir) is None:
+                    warnings.warn(f"ignoring corrupted or partial cache file {path} (it will be fetched again)")
+                    continue
+                found[split] = (label, path)
+                break
+    return found
 
 
-def _from_libfm(name, source, kind, paths, split_seed):
+def _raw_files(name, roots):
+    """(label, path) of raw releases, best first: for MovieLens the largest tags file."""
+    found = [(label, path) for pattern in DATASETS[name]["raw"] for label, root in roots
+             for path in sorted(root.glob(pattern)) if path.is_file()]
+    if name == "movielens":
+        found.sort(key=lambda lp: -lp[1].stat().st_size)
+    return found
+
+
+def _load_local(name, roots, split_seed, options, cache_dir):
+    """Sources 1-3 of the module docstring, from files already on disk; None if none applies."""
     spec = DATASETS[name]
-    arrays = {s: read_libfm(p, spec["num_fields"], spec["num_features"]) for s, p in paths.items()}
+    authors = _find(spec["ifm_authors"], roots, cache_dir)
+    nfm = _find(spec["nfm"], roots, cache_dir)
+    if len(authors) == 3:
+        return _from_libfm(name, "ifm_authors", authors, split_seed)
+    if name == "frappe" and len(nfm) == 3 and {"valid", "test"} <= set(authors):
+        return _frappe_from_nfm_and_authors(nfm, authors)
+    if len(nfm) == 3:
+        return _from_libfm(name, "nfm", nfm, split_seed)
+    raws = _raw_files(name, roots)
+    seed = options.get("sample_seed", 0)
+    if name == "frappe" and raws and {"valid", "test"} <= set(authors) and {"validation", "test"} <= set(nfm):
+        return _frappe_reconstructed(raws[0], authors, nfm, seed)
+    if raws:
+        return _from_raw(name, *raws[0], cache_dir, split_seed, options)
+    return None
+
+
+def _load_partial(name, roots, split_seed):
+    """Partial split files pooled and re-split: NFM's if any (the IFM authors' valid/test are
+    subsets of NFM's validation + test, so pooling both would duplicate instances)."""
+    spec = DATASETS[name]
+    for label, root in roots:
+        for kind in ("nfm", "ifm_authors"):
+            found = _find(spec[kind], [(label, root)], roots[-1][1])
+            if found:
+                ds = _from_libfm(name, kind, found, split_seed)
+                warnings.warn(f"{name}: only partial data found ({ds.provenance['notes'][0]}); "
+                              "results on it are not comparable with the paper's")
+                return ds
+    return None
+
+
+def _read_split(name, path):
+    spec = DATASETS[name]
+    return read_libfm(path, spec["num_fields"], spec["num_features"])
+
+
+def _from_libfm(name, kind, found, split_seed):
+    spec = DATASETS[name]
+    paths = {s: p for s, (_, p) in found.items()}
+    arrays = {s: _read_split(name, p) for s, p in paths.items()}
     files = [_describe(p, role=s, expected=spec[kind][s]) for s, p in paths.items()]
     for f, s in zip(files, paths):
         f["instances"] = len(arrays[s][1])
     who = "IFM authors'" if kind == "ifm_authors" else "NFM's"
-    notes = []
+    notes, data_kind = [], "exact"
     if kind == "ifm_authors" and len(paths) == 3:
         splits, rule = (arrays["train"], arrays["valid"], arrays["test"]), f"{who} fixed 8:1:1 files"
     else:
@@ -229,11 +322,58 @@ def _from_libfm(name, source, kind, paths, split_seed):
             rule = (f"{who} 7:2:1 files pooled ({len(y):,} instances) and re-split by seeded "
                     f"random 8:1:1 (seed {split_seed}), as the paper did")
         else:
+            data_kind = "partial"
             rule = f"seeded random 8:1:1 of {len(y):,} pooled instances (seed {split_seed})"
             notes.append(f"partial data: only {who} {', '.join(paths)} file(s) present, "
                          f"{len(y):,} of the paper's {spec['paper_instances']:,} instances")
     return _dataset(name, spec["num_features"], splits, dict(
-        source=source, files=files, split_rule=rule, split_seed=split_seed, notes=notes))
+        source=_sources(found), data_kind=data_kind, files=files, split_rule=rule,
+        split_seed=split_seed, notes=notes))
+
+
+def _sources(found) -> str:
+    return " + ".join(dict.fromkeys(label for label, _ in found.values()))
+
+
+def _frappe_from_nfm_and_authors(nfm, authors):
+    """The authors' split exactly: their valid and test, and NFM's train + NFM's validation +
+    test minus the authors' valid + test as train."""
+    spec = DATASETS["frappe"]
+    a = {s: _read_split("frappe", authors[s][1]) for s in ("valid", "test")}
+    n = {s: _read_split("frappe", p) for s, (_, p) in nfm.items()}
+    rest_x, rest_y = frappe_split.nfm_rest(n["validation"], n["test"], a["valid"], a["test"])
+    train = (np.concatenate([n["train"][0], rest_x]), np.concatenate([n["train"][1], rest_y]))
+    files = [_describe(p, role=f"nfm {s}", expected=spec["nfm"][s]) for s, (_, p) in nfm.items()] + \
+        [_describe(authors[s][1], role=s, expected=spec["ifm_authors"][s]) for s in ("valid", "test")]
+    return _dataset("frappe", spec["num_features"], (train, a["valid"], a["test"]), dict(
+        source=_sources({**nfm, **authors}), data_kind="exact", files=files, split_seed=None, notes=[],
+        split_rule=f"IFM authors' 8:1:1 split: their valid and test files; train = NFM's train + the "
+                   f"{len(rest_y):,} lines of NFM's validation + test in neither of them"))
+
+
+def _frappe_reconstructed(raw_found, authors, nfm, seed):
+    spec = DATASETS["frappe"]
+    label, raw_path = raw_found
+    parts = dict(authors_valid=authors["valid"], authors_test=authors["test"],
+                 nfm_validation=nfm["validation"], nfm_test=nfm["test"])
+    arrays = {k: _read_split("frappe", p) for k, (_, p) in parts.items()}
+    files = [_describe(raw_path, "raw", None)] + [
+        _describe(p, role=k, expected=spec["ifm_authors" if k.startswith("authors") else "nfm"][
+            k.split("_")[1]]) for k, (_, p) in parts.items()]
+    official = spec["raw_download"]["sha256"]
+    files[0].update(upstream=spec["raw_download"]["url"], matches_upstream=files[0]["sha256"] == official)
+    upstream = all(f.get("matches_upstream") for f in files[1:])
+    out = frappe_split.reconstruct(raw_path, **arrays, seed=seed,
+                                   expected=frappe_split.PAPER_COUNTS if upstream else None)
+    c = out["counts"]
+    exact = "byte-exact" if upstream else "NOT the upstream bytes"
+    rule = (f"the IFM authors' 8:1:1 split, reconstructed: validation and test are the authors' files "
+            f"({exact}); train: {c['exact_train']:,} lines exact ({c['nfm_rest']:,} of NFM's validation + "
+            f"test in neither of the authors' files, {c['raw_positives']:,} positives of the raw release), "
+            f"{c['resampled_negatives']:,} negatives resampled by NFM's rule (sample seed {seed})")
+    return _dataset("frappe", spec["num_features"], (out["train"], out["valid"], out["test"]), dict(
+        source=_sources({"raw": raw_found, **parts}), data_kind="reconstructed", files=files,
+        split_rule=rule, split_seed=None, sample_seed=seed, reconstruction=c, notes=[]))
 
 
 def _from_raw(name, source, path, cache_dir, split_seed, options):
@@ -246,13 +386,17 @@ def _from_raw(name, source, path, cache_dir, split_seed, options):
     positives = meta["positives"]
     notes = [f"built from the raw release with NFM's processing: {positives:,} positives, "
              f"2 sampled negatives each (sample seed {seed})"]
+    data_kind = "raw"
     if name == "movielens":
-        stand_in = sha256 == _STAND_IN_SHA256 or path.name == "ml-20m-tags-subset.csv"
-        notes.insert(0, _STAND_IN_NOTE if stand_in else
-                     f"MovieLens built from {path.name} ({positives:,} tag applications); the "
-                     "paper's MovieLens has 668,953, so this is not the paper's MovieLens")
+        data_kind = "stand-in"
+        notes.insert(0, _STAND_IN_NOTES.get(sha256) or
+                     ("MovieLens stand-in (25,758-tag subset of ml-20m tags.csv), not the paper's MovieLens"
+                      if path.name == "ml-20m-tags-subset.csv" else
+                      f"MovieLens stand-in: built from {path.name} ({positives:,} tag applications); the "
+                      "paper's MovieLens has 668,953, so this is not the paper's MovieLens"))
     return _dataset(name, int(sum(meta["field_sizes"])), _split(x, y, split_seed), dict(
-        source=source, files=[_describe(path, "raw", None, sha256)], built_from_cache=cached,
+        source=source, data_kind=data_kind, files=[_describe(path, "raw", None, sha256)],
+        built_from_cache=cached, sample_seed=seed,
         split_rule=f"seeded random 8:1:1 of {len(y):,} built instances (seed {split_seed})",
         split_seed=split_seed, field_sizes=meta["field_sizes"], notes=notes))
 
@@ -264,18 +408,19 @@ def _load_avazu(roots, cache_dir, split_seed, options):
     if not found:
         raise DataNotFoundError(_how_to_get("avazu", roots, False, []))
     source, path = found[0]
-    is_sample = str(path).endswith(spec["sample"][0])
+    sample = next((p for p in spec["sample"] if str(path).endswith(p)), None)
     sha256 = file_digests(path)[0]
     params = dict(min_count=options.get("min_count", 20), nrows=options.get("nrows"),
                   split_seed=split_seed)
     built, cached = _cached_build(cache_dir, "avazu", sha256, params, lambda: _flatten_avazu(
         raw.build_avazu(path, params["min_count"], split_seed, params["nrows"])))
     splits = [(built[f"{s}_x"], built[f"{s}_y"]) for s in ("train", "valid", "test")]
-    notes = ["Avazu 100-row sample, not the paper's 40M rows"] if is_sample else []
+    notes = [_AVAZU_SAMPLE_NOTES[sample]] if sample else []
     notes.append("the paper gives no validation split: 10% of the training part is held out "
                  "for early stopping")
     return _dataset("avazu", int(sum(built["field_sizes"])), splits, dict(
-        source=source, files=[_describe(path, "raw", None, sha256)], built_from_cache=cached,
+        source=source, data_kind="sample" if sample else "exact",
+        files=[_describe(path, "raw", None, sha256)], built_from_cache=cached,
         split_rule=f"seeded random 4:1 train/test of {built['rows']:,} rows (seed {split_seed}), "
                    f"then 10% of train held out as validation",
         split_seed=split_seed, min_count=params["min_count"], field_sizes=built["field_sizes"],

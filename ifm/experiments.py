@@ -499,13 +499,19 @@ def _num(value) -> float:
 
 
 def dataset_label(prov: dict) -> str:
-    """Short honest label: 'Frappe (30% of the paper's data)', 'MovieLens stand-in', ..."""
+    """Short honest label: 'Frappe (paper split, reconstructed)', 'Frappe (30% of the paper's
+    data)', 'MovieLens stand-in', ... (records made before ``data_kind`` existed carry notes)."""
     name = prov.get("dataset", "?")
     base = DATASET_NAMES.get(name, name)
     notes = " ".join(prov.get("notes", []))
-    if name == "movielens" and "stand-in" in notes:
+    kind = prov.get("data_kind")
+    if kind == "reconstructed":
+        return f"{base} (paper split, reconstructed)"
+    if kind == "user":
+        return f"{base} (your data)"
+    if name == "movielens" and (kind == "stand-in" or "stand-in" in notes):
         return "MovieLens stand-in"
-    if name == "avazu" and "sample" in notes:
+    if name == "avazu" and (kind == "sample" or "sample" in notes):
         return f"Avazu {prov['sizes']['total']:,}-row sample"
     fraction = prov.get("fraction_of_paper")
     if fraction is not None and fraction < 0.999:

@@ -1,11 +1,15 @@
 """Build datasets from the raw public releases, following NFM's processing.
 
-- Frappe ``frappe.csv`` (tab-separated, one row per logged app use in a context): each
-  log is a positive (+1); two negatives (-1) per log keep the same user and context and
-  swap in apps that user has not used in that context. 10 fields.
-- MovieLens ``tags.csv`` (GroupLens format): each tag application (user, movie, tag) is
-  a positive; two negatives per positive are tags the user has not put on that movie.
-  3 fields.
+- Frappe ``frappe.csv`` (tab-separated, one row per logged app use in a context; read
+  from the official ``Mobile_Frappe.zip`` or extracted): each log is a positive (+1); each
+  log also gives two negatives (-1) with its user and context and an item drawn uniformly
+  from the items that user never used. 10 fields.
+- MovieLens tags (GroupLens ``tags.csv`` with a header, or ml-10M's ``tags.dat`` in
+  ``UserID::MovieID::Tag::Timestamp``): each tag application (user, movie, tag) is a
+  positive; two negatives per positive are tags the user has not put on that movie. 3 fields.
+
+NFM's encoding (which the IFM authors' Frappe files share, checked on the mirror): within
+a field, values are numbered in order of first appearance in the file.
 - Avazu competition CSV: 22 categorical fields (all columns but id and click, hour
   reduced to hour of day), a seeded 4:1 train/test split with 10% of train held out
   for validation, and values seen fewer than ``min_count`` times in the training rows
@@ -17,21 +21,25 @@ offsets the running sum of field sizes, so column j of ``x`` is field j.
 """
 from __future__ import annotations
 
+import io
 import os
+import zipfile
 
 import numpy as np
 import pandas as pd
 
 from .libfm import DataFormatError
 
-__all__ = ["BUILDER_VERSION", "FRAPPE_FIELDS", "MOVIELENS_FIELDS", "AVAZU_FIELDS",
-           "sample_negatives", "build_frappe", "build_movielens_tags", "build_avazu"]
+__all__ = ["BUILDER_VERSION", "FRAPPE_FIELDS", "FRAPPE_FIELD_SIZES", "MOVIELENS_FIELDS", "AVAZU_FIELDS",
+           "sample_negatives", "nfm_negatives", "read_frappe_logs", "encode", "build_frappe", "build_movielens_tags", "build_avazu"]
 
 # Bump whenever a builder's output changes, so cached builds are not reused.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2   # 2: NFM's first-appearance encoding and per-user negatives
 
 FRAPPE_FIELDS = ["user", "item", "daytime", "weekday", "isweekend", "homework", "cost",
                  "weather", "country", "city"]
+# Field sizes of the real release in NFM's encoding (offsets 0, 957, 5039, ..., 5149: 5,382 ids).
+FRAPPE_FIELD_SIZES = [957, 4082, 7, 7, 2, 3, 2, 9, 80, 233]
 MOVIELENS_FIELDS = ["userId", "movieId", "tag"]
 AVAZU_FIELDS = ["hour", "C1", "banner_pos", "site_id", "site_domain", "site_category",
                 "app_id", "app_domain", "app_category", "device_id", "device_ip",
@@ -41,10 +49,19 @@ AVAZU_FIELDS = ["hour", "C1", "banner_pos", "site_id", "site_domain", "site_cate
 
 def _read_csv(path, sep, columns, **kw):
     """Read as strings: every column is a categorical token, and "NA" or "" are values
-    (MovieLens has empty tags), not missing data. With ``chunksize``, returns a reader."""
-    where = os.fspath(path)
+    (MovieLens has empty tags), not missing data. With ``chunksize``, returns a reader.
+    ``path`` may be ``(zip path, member)``: the member is read without extracting it."""
+    if isinstance(path, tuple):
+        archive, member = path
+        where = f"{os.fspath(archive)}:{member}"
+        with zipfile.ZipFile(archive) as z:
+            path = io.BytesIO(z.read(member))
+    else:
+        where = os.fspath(path)
     try:
         header = pd.read_csv(path, sep=sep, nrows=0).columns
+        if hasattr(path, "seek"):
+            path.seek(0)
         missing = [c for c in columns if c not in header]
         if missing:
             raise DataFormatError(f"{where}, line 1: header lacks columns {missing}")
@@ -53,11 +70,11 @@ def _read_csv(path, sep, columns, **kw):
         raise DataFormatError(f"{where}: cannot parse as CSV: {err}") from None
 
 
-def _encode(df: pd.DataFrame, fields: list[str]) -> tuple[np.ndarray, list[int]]:
-    """Local codes per field (sorted values, so the result does not depend on row order)."""
+def encode(df: pd.DataFrame, fields: list[str]) -> tuple[np.ndarray, list[int]]:
+    """Local codes per field, numbered by first appearance (NFM's encoding)."""
     codes, sizes = [], []
     for name in fields:
-        c, uniques = pd.factorize(df[name], sort=True)
+        c, uniques = pd.factorize(df[name], sort=False)
         codes.append(c)
         sizes.append(len(uniques))
     return np.stack(codes, axis=1).astype(np.int64), sizes
@@ -97,18 +114,91 @@ def _with_negatives(codes, sizes, item_col, seed, k=2):
     return x, y
 
 
+def nfm_negatives(users: np.ndarray, used: np.ndarray, num_items: int,
+                  rng: np.random.Generator) -> np.ndarray:
+    """NFM's negative rule: for each entry of ``users``, an item drawn uniformly from the
+    items that user never used. ``used`` holds the keys ``user * num_items + item`` of
+    every logged (user, item). Vectorised rejection sampling; int64 [len(users)]."""
+    used = np.unique(used)
+    free = num_items - np.bincount(used // num_items, minlength=int(users.max(initial=0)) + 1)
+    if len(users) and (free[users] < 1).any():
+        raise ValueError("a user has used every item: no negative can be drawn for them")
+    items = np.empty(len(users), dtype=np.int64)
+    todo = np.arange(len(users))
+    while len(todo):
+        items[todo] = rng.integers(0, num_items, size=len(todo))
+        todo = todo[np.isin(users[todo] * num_items + items[todo], used)]
+    return items
+
+
+FRAPPE_ZIP_MEMBER = "Mobile_Frappe/frappe/frappe.csv"
+
+
+def read_frappe_logs(path: str | os.PathLike) -> tuple[np.ndarray, list[int]]:
+    """The logs of ``frappe.csv`` (or of the official zip) in NFM's encoding: local codes
+    [N, 10] in field order and the field sizes."""
+    source = (path, FRAPPE_ZIP_MEMBER) if os.fspath(path).endswith(".zip") else path
+    if isinstance(source, tuple):
+        try:
+            with zipfile.ZipFile(path) as z:
+                if FRAPPE_ZIP_MEMBER not in z.namelist():
+                    raise DataFormatError(f"{os.fspath(path)}: no {FRAPPE_ZIP_MEMBER} in the archive")
+        except zipfile.BadZipFile as err:
+            raise DataFormatError(f"{os.fspath(path)}: not a readable zip archive ({err})") from None
+    return encode(_read_csv(source, "\t", FRAPPE_FIELDS), FRAPPE_FIELDS)
+
+
+def frappe_negatives(codes: np.ndarray, sizes: list[int], context_rows: np.ndarray,
+                     rng: np.random.Generator) -> np.ndarray:
+    """Negative lines (local codes) for the given rows: each keeps its user and context and
+    takes an item by NFM's rule, with the users' used items read from all logs ``codes``."""
+    item = FRAPPE_FIELDS.index("item")
+    n_items = sizes[item]
+    neg = np.array(context_rows, dtype=np.int64, copy=True)
+    neg[:, item] = nfm_negatives(neg[:, 0], codes[:, 0] * n_items + codes[:, item], n_items, rng)
+    return neg
+
+
 def build_frappe(path: str | os.PathLike, seed: int = 0) -> dict:
-    """Frappe from the raw ``frappe.csv``; NFM's version has 96,203 logs -> 288,609 rows."""
-    df = _read_csv(path, "\t", FRAPPE_FIELDS)
-    codes, sizes = _encode(df, FRAPPE_FIELDS)
-    x, y = _with_negatives(codes, sizes, FRAPPE_FIELDS.index("item"), seed)
-    return dict(x=x, y=y, field_sizes=sizes, positives=len(df), fields=FRAPPE_FIELDS)
+    """Frappe from the raw release by NFM's processing: 96,203 logs -> 288,609 lines, each
+    log followed by its two negatives."""
+    codes, sizes = read_frappe_logs(path)
+    neg = frappe_negatives(codes, sizes, np.repeat(codes, 2, axis=0), np.random.default_rng(seed))
+    rows = np.concatenate([codes[:, None, :], neg.reshape(len(codes), 2, -1)], axis=1)
+    y = np.tile(np.array([1.0, -1.0, -1.0], dtype=np.float32), len(codes))
+    x = rows.reshape(-1, codes.shape[1]) + np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    return dict(x=x, y=y, field_sizes=sizes, positives=len(codes), fields=FRAPPE_FIELDS)
+
+
+def read_tags(path: str | os.PathLike) -> pd.DataFrame:
+    """GroupLens tags as strings: ``tags.csv`` (header userId,movieId,tag,timestamp) or
+    ml-10M's ``tags.dat`` (``UserID::MovieID::Tag::Timestamp``, no header; a tag may itself
+    hold ``::``, so the line splits at its first two and its last separator)."""
+    if not os.fspath(path).endswith(".dat"):
+        return _read_csv(path, ",", MOVIELENS_FIELDS)
+    rows = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                line = line.rstrip("\r\n")
+                user, sep1, rest = line.partition("::")
+                movie, sep2, rest = rest.partition("::")
+                tag, sep3, stamp = rest.rpartition("::")
+                if not (sep1 and sep2 and sep3 and user.isdigit() and movie.isdigit()):
+                    raise DataFormatError(f"{os.fspath(path)}, line {number}: expected "
+                                          f"UserID::MovieID::Tag::Timestamp, got {line[:80]!r}")
+                rows.append((user, movie, tag))
+    except UnicodeDecodeError as err:
+        raise DataFormatError(f"{os.fspath(path)}, line {number + 1}: not UTF-8 text ({err.reason})") from None
+    if not rows:
+        raise DataFormatError(f"{os.fspath(path)}: no tag applications")
+    return pd.DataFrame(rows, columns=MOVIELENS_FIELDS)
 
 
 def build_movielens_tags(path: str | os.PathLike, seed: int = 0) -> dict:
-    """MovieLens-tag from a GroupLens ``tags.csv`` (userId,movieId,tag,timestamp)."""
-    df = _read_csv(path, ",", MOVIELENS_FIELDS)
-    codes, sizes = _encode(df, MOVIELENS_FIELDS)
+    """MovieLens-tag from GroupLens tags (ml-10M: 95,580 applications -> 286,740 lines)."""
+    df = read_tags(path)
+    codes, sizes = encode(df, MOVIELENS_FIELDS)
     x, y = _with_negatives(codes, sizes, MOVIELENS_FIELDS.index("tag"), seed)
     return dict(x=x, y=y, field_sizes=sizes, positives=len(df), fields=MOVIELENS_FIELDS)
 

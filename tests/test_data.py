@@ -118,7 +118,7 @@ def test_download_refuses_altered_files_and_keeps_nothing(tmp_path):
     def opener(url, timeout):
         served.append(url)
         return io.BytesIO(b"1 0:1 1:1 2:1\n")
-    with pytest.raises(IntegrityError):
+    with pytest.raises(DataNotFoundError, match="refused https://raw.githubusercontent.com/gulyfish"):
         load_dataset("movielens", data_dir=tmp_path, cache_dir=tmp_path / "c", opener=opener)
     assert served[0].startswith("https://raw.githubusercontent.com/gulyfish/Input-aware-Factorization"
                                 "-Machine/436d11aa4d3bf4084a782533d4d99703e6ed269c/data/moivelens/")
@@ -145,11 +145,52 @@ def test_not_found_without_download_says_how_to_get_data(tmp_path):
         load_dataset("avazu", data_dir=tmp_path)
 
 
-def test_corrupted_cache_file_is_deleted(tmp_path):
-    bad = write(tmp_path / "c" / "frappe" / "nfm" / "frappe.test.libfm", "1" + " 0:1" * 10 + "\n")
-    with pytest.warns(UserWarning, match="corrupted"), pytest.raises(DataNotFoundError):
-        load_dataset("frappe", cache_dir=tmp_path / "c", download=False)
-    assert not bad.exists()
+def test_corrupted_cache_file_is_never_used_and_is_fetched_again(tmp_path, monkeypatch):
+    good = "".join(f"{(-1) ** i} " + " ".join(f"{o + i % 2}:1" for o in OFFSETS) + "\n" for i in range(30))
+    files = {s: dict(f) for s, f in DATASETS["frappe"]["ifm_authors"].items()}
+    for f in files.values():
+        f["blob_id"] = git_blob_id(good.encode())
+    monkeypatch.setitem(DATASETS["frappe"], "ifm_authors", files)
+    cache = tmp_path / "c"
+    for f in files.values():
+        write(cache / f["local"], good)
+    bad = write(cache / files["test"]["local"], good[: len(good) // 2])        # an interrupted download
+    with pytest.warns(UserWarning) as caught:
+        partial = load_dataset("frappe", cache_dir=cache, download=False)
+    said = " ".join(str(w.message) for w in caught)
+    assert "corrupted or partial cache file" in said and "only partial data" in said
+    assert partial.provenance["data_kind"] == "partial" and partial.provenance["sizes"]["total"] == 60
+    assert bad.read_text() == good[: len(good) // 2]                         # not deleted, not used
+    served = []
+
+    def opener(url, timeout):
+        served.append(url)
+        return io.BytesIO(good.encode())
+    with pytest.warns(UserWarning, match="corrupted"):
+        ds = load_dataset("frappe", cache_dir=cache, opener=opener)
+    assert served == [files["test"]["url"]] and bad.read_text() == good      # fetched again, verified
+    assert ds.provenance["data_kind"] == "exact" and len(ds.test) == 30
+
+
+def test_a_data_directory_is_never_the_cache(tmp_path):
+    d = make_dir(tmp_path / "d", {"frappe/nfm/frappe.test.libfm": 20})
+    with pytest.raises(ValueError, match="overlap"):
+        load_dataset("frappe", d, cache_dir=d, download=False)
+    with pytest.raises(ValueError, match="overlap"):
+        load_dataset("frappe", d / "frappe", cache_dir=d, download=False)
+    assert Path(d, "frappe/nfm/frappe.test.libfm").read_text() == frappe_lines(20, seed=len("frappe/nfm/frappe.test.libfm") + 20)
+
+
+def test_partial_data_is_never_silent(tmp_path):
+    d = make_dir(tmp_path / "d", {"frappe/nfm/frappe.test.libfm": 20})
+    (d / "frappe" / "nfm" / "frappe.validation.libfm").mkdir()
+    (d / "frappe" / "ifm-authors").mkdir(parents=True)
+    (d / "frappe" / "ifm-authors" / "frappe.valid.libfm").symlink_to(d / "nowhere")
+    with pytest.warns(UserWarning) as caught:
+        ds = load_dataset("frappe", d, cache_dir=tmp_path / "c", download=False)
+    said = " ".join(str(w.message) for w in caught)
+    assert "is a directory where the validation file belongs" in said and "is a broken link" in said
+    assert "only partial data" in said and ds.provenance["data_kind"] == "partial"
 
 
 @needs_mirror
@@ -184,19 +225,34 @@ def check_negatives(x, y, item_col):
             assert [v for j, v in enumerate(n) if j != item_col] == [v for j, v in enumerate(p) if j != item_col]
 
 
-def test_build_frappe_from_raw_csv(tmp_path):
+def test_build_frappe_from_raw_csv_follows_nfm(tmp_path):
     f = write(tmp_path / "frappe.csv", FRAPPE_CSV)
     built = raw.build_frappe(f, seed=0)
     x, y = built["x"], built["y"]
     assert x.shape == (18, 10) and built["positives"] == 6
     sizes = built["field_sizes"]
     assert sizes == [3, 4, 4, 1, 1, 1, 1, 1, 1, 2]
-    offsets = np.cumsum([0] + sizes[:-1])
-    assert ((x >= offsets) & (x < offsets + sizes)).all()    # column j holds field j's ids
-    check_negatives(x, y, item_col=1)
-    again = raw.build_frappe(f, seed=0)
-    assert np.array_equal(again["x"], x)
+    # numbered by first appearance: u1 a1 morning ... city 0 is the first of each field
+    assert x[0].tolist() == [0, 3, 7, 11, 12, 13, 14, 15, 16, 17] and x[9].tolist()[:3] == [1, 5, 9]
+    assert y.tolist() == [1, -1, -1] * 6
+    never_used = {0: {5, 6}, 1: {4, 6}, 2: {3, 4, 5}}        # u1 used a1, a2; u2 a3, a1; u3 a5
+    rows = x.reshape(6, 3, 10)
+    for pos, *negs in rows.tolist():
+        for n in negs:                                    # same user and context, an item never used
+            assert n[1] in never_used[n[0]] and n[:1] + n[2:] == pos[:1] + pos[2:]
+    assert np.array_equal(raw.build_frappe(f, seed=0)["x"], x)
     assert not all(np.array_equal(raw.build_frappe(f, seed=s)["x"], x) for s in range(1, 6))
+
+
+def test_build_frappe_reads_the_official_zip(tmp_path):
+    import zipfile
+    with zipfile.ZipFile(tmp_path / "Mobile_Frappe.zip", "w") as z:
+        z.writestr(raw.FRAPPE_ZIP_MEMBER, FRAPPE_CSV)
+    built = raw.build_frappe(tmp_path / "Mobile_Frappe.zip", seed=0)
+    assert np.array_equal(built["x"], raw.build_frappe(write(tmp_path / "f.csv", FRAPPE_CSV), seed=0)["x"])
+    write(tmp_path / "other.zip", "not a zip")
+    with pytest.raises(DataFormatError, match="other.zip: not a readable zip"):
+        raw.build_frappe(tmp_path / "other.zip")
 
 
 TAGS_CSV = "userId,movieId,tag,timestamp\n" + "".join(
@@ -274,9 +330,13 @@ def test_load_avazu_from_a_data_dir(tmp_path):
 
 # ---------------------------------------------------------------- sources and splits
 
+OFFSETS = np.cumsum([0] + raw.FRAPPE_FIELD_SIZES[:-1])
+
+
 def frappe_lines(n, seed):
+    """n libfm lines with one id of each of Frappe's fields."""
     rng = np.random.default_rng(seed)
-    rows = rng.integers(0, 500, size=(n, 10)) + np.arange(10) * 500
+    rows = (rng.random((n, 10)) * raw.FRAPPE_FIELD_SIZES).astype(np.int64) + OFFSETS
     return "".join(f"{rng.choice([-1, 1])} " + " ".join(f"{i}:1" for i in r) + "\n" for r in rows)
 
 
@@ -421,37 +481,35 @@ def test_synthetic_effect_is_beyond_any_factorization_machine():
 # ---------------------------------------------------------------- the local mirror
 
 @needs_mirror
-def test_mirror_frappe(tmp_path):
-    ds = load_dataset("frappe", MIRROR, cache_dir=tmp_path, download=False)
-    assert ds.provenance["sizes"]["total"] == 86_582
-    assert (len(ds.train), len(ds.valid), len(ds.test)) == (69_266, 8_658, 8_658)
-    assert (ds.num_fields, ds.num_features) == (10, 5382)
-    assert ds.provenance["source"].startswith("mirror:")
-    assert all(f["matches_upstream"] for f in ds.provenance["files"])
-    assert set(torch.unique(ds.train.y).tolist()) == {-1.0, 1.0}
-
-
-@needs_mirror
 def test_mirror_frappe_from_cache(tmp_path):
     for rel in ("frappe/nfm/frappe.validation.libfm", "frappe/nfm/frappe.test.libfm"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(Path(MIRROR, rel).read_bytes())
-    ds = load_dataset("frappe", cache_dir=tmp_path, download=False)
+    with pytest.warns(UserWarning, match="only partial data"):
+        ds = load_dataset("frappe", cache_dir=tmp_path, download=False)
     assert ds.provenance["source"] == f"cache:{tmp_path.resolve()}" and len(ds.train) == 69_266
+    assert ds.provenance["data_kind"] == "partial" and all(f["matches_upstream"] for f in ds.provenance["files"])
 
 
 @needs_mirror
-def test_mirror_movielens_is_labelled_stand_in(tmp_path):
+def test_mirror_movielens_is_the_ml10m_stand_in(tmp_path):
     ds = load_dataset("movielens", MIRROR, cache_dir=tmp_path, download=False)
-    assert ds.num_fields == 3 and ds.provenance["sizes"]["total"] == 3 * 25_758
-    assert ds.provenance["notes"][0] == ("MovieLens stand-in (25,758-tag subset of ml-20m tags.csv), "
-                                         "not the paper's MovieLens")
+    p = ds.provenance
+    assert ds.num_fields == 3 and p["sizes"]["total"] == 3 * 95_580 == 286_740
+    assert p["field_sizes"] == [4_009, 7_601, 16_529] and p["data_kind"] == "stand-in"
+    assert p["notes"][0].startswith("MovieLens stand-in (the complete ml-10M100K tags.dat")
     assert "MovieLens stand-in" in ds.summary()
 
 
 @needs_mirror
-def test_mirror_avazu_sample(tmp_path):
+def test_mirror_avazu_head_by_default_and_the_100_row_sample(tmp_path):
     ds = load_dataset("avazu", MIRROR, cache_dir=tmp_path)
-    assert ds.num_fields == 22 and ds.task == "binary" and ds.provenance["sizes"]["total"] == 100
-    assert "Avazu 100-row sample, not the paper's 40M rows" in ds.provenance["notes"]
-    assert set(torch.unique(ds.train.y).tolist()) <= {0.0, 1.0}
+    assert ds.num_fields == 22 and ds.task == "binary" and ds.provenance["sizes"]["total"] == 9_999
+    assert ds.provenance["data_kind"] == "sample" and "9,999-row head" in ds.provenance["notes"][0]
+    assert set(torch.unique(ds.train.y).tolist()) == {0.0, 1.0}
+    only = tmp_path / "d" / "avazu-sample"
+    only.mkdir(parents=True)
+    (only / "avazu_sample.txt").write_bytes(Path(MIRROR, "avazu-sample/avazu_sample.txt").read_bytes())
+    small = load_dataset("avazu", tmp_path / "d", cache_dir=tmp_path / "c")
+    assert small.provenance["sizes"]["total"] == 100
+    assert "Avazu 100-row sample, not the paper's 40M rows" in small.provenance["notes"]
