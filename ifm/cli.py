@@ -18,8 +18,24 @@ def _data_args(parser):
 
 
 def _load(args):
+    if getattr(args, "data", None):
+        from ifm.userdata import load_files
+        if args.dataset:
+            raise ValueError("give --dataset (a registered dataset) or --data (your files), not both")
+        fields = args.fields.split(",") if args.fields else None
+        return load_files(args.data.split(","), target=args.target, fields=fields, split_seed=args.split_seed)
+    if not args.dataset:
+        raise ValueError("say what to train on: --dataset NAME or --data FILE[,VALID,TEST]")
     from ifm.data import load_dataset
     return load_dataset(args.dataset, args.data_dir, split_seed=args.split_seed, download=not args.no_download)
+
+
+def _say_data(dataset) -> None:
+    """What data this is, on stderr before any training: partial or stand-in data is never silent."""
+    p = dataset.provenance
+    print(f"data: {dataset.name}, {p.get('data_kind')}: {p.get('split_rule')}", file=sys.stderr)
+    for note in p.get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
 
 
 def cmd_data(args) -> int:
@@ -33,6 +49,7 @@ def cmd_train(args) -> int:
     from ifm.train import train
 
     dataset = _load(args)
+    _say_data(dataset)
     overrides = {k: v for k, v in {"epochs": args.epochs, "seed": args.seed, "embedding_size": args.embedding_size,
                                    "batch_size": args.batch_size, "device": args.device, "patience": args.patience,
                                    "learning_rate": args.lr}.items() if v is not None}
@@ -59,7 +76,8 @@ def cmd_train(args) -> int:
                       "valid": record["valid"], "test": record["test"],
                       "wall_seconds": round(record["wall_seconds"], 2),
                       "samples_per_second": round(record["samples_per_second"], 1),
-                      "train_instances": len(dataset.train)}))
+                      "train_instances": len(dataset.train),
+                      "data_kind": dataset.provenance.get("data_kind")}))
     return 0
 
 
@@ -107,7 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     data.set_defaults(func=cmd_data)
 
     train = sub.add_parser("train", help="train one model at the paper's settings (override any)")
-    train.add_argument("--dataset", required=True, choices=DATASET_NAMES)
+    train.add_argument("--dataset", choices=DATASET_NAMES, help="a registered dataset (or --data)")
+    train.add_argument("--data", help="your own data instead: one libfm or CSV file (split 8:1:1 by "
+                                      "--split-seed) or three, comma-separated: TRAIN,VALID,TEST")
+    train.add_argument("--target", help="with CSV --data: the label column (0/1 labels: a CTR task)")
+    train.add_argument("--fields", help="with CSV --data: the feature columns, comma-separated "
+                                        "(default: every column but the target)")
     train.add_argument("--model", required=True, choices=list(MODELS))
     for flag, kind in (("--epochs", int), ("--seed", int), ("--embedding-size", int), ("--batch-size", int),
                        ("--patience", int), ("--lr", float), ("--fen-layers", int), ("--dropout", float)):
