@@ -299,8 +299,14 @@ def _load_partial(name, roots, split_seed):
 
 
 def _read_split(name, path):
+    """A split file, checked: the task's labels (-1/+1), and for Frappe each field's id range."""
     spec = DATASETS[name]
-    return read_libfm(path, spec["num_fields"], spec["num_features"])
+    ranges = None
+    if name == "frappe":
+        bounds = np.cumsum([0] + raw.FRAPPE_FIELD_SIZES).tolist()
+        ranges = list(zip(bounds[:-1], bounds[1:]))
+    return read_libfm(path, spec["num_fields"], spec["num_features"], labels=(-1, 1),
+                      field_ranges=ranges, field_names=spec["fields"])
 
 
 def _from_libfm(name, kind, found, split_seed):

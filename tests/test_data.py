@@ -513,3 +513,22 @@ def test_mirror_avazu_head_by_default_and_the_100_row_sample(tmp_path):
     small = load_dataset("avazu", tmp_path / "d", cache_dir=tmp_path / "c")
     assert small.provenance["sizes"]["total"] == 100
     assert "Avazu 100-row sample, not the paper's 40M rows" in small.provenance["notes"]
+
+
+@pytest.mark.parametrize("bad, words", [
+    (lambda l: "0" + l[l.index(" "):], "label 0 is not one of the allowed labels (-1, 1)"),
+    (lambda l: " ".join([l.split()[0], l.split()[2], l.split()[1]] + l.split()[3:]) + "\n",
+     "position 1 holds feature id"),                                     # user and item swapped
+    (lambda l: " ".join(l.split()[:2] + [l.split()[1]] + l.split()[3:]) + "\n", "appears twice"),
+])
+def test_registered_split_files_are_checked_for_labels_and_fields(tmp_path, bad, words):
+    d = make_dir(tmp_path / "d", {"frappe/ifm-authors/frappe.train.libfm": 30,
+                                  "frappe/ifm-authors/frappe.valid.libfm": 10,
+                                  "frappe/ifm-authors/frappe.test.libfm": 10})
+    path = d / "frappe/ifm-authors/frappe.valid.libfm"
+    lines = path.read_text().splitlines(keepends=True)
+    lines[6] = bad(lines[6])
+    path.write_text("".join(lines))
+    with pytest.raises(DataFormatError) as err:
+        load_dataset("frappe", d, cache_dir=tmp_path / "c", download=False)
+    assert str(err.value).startswith(f"{path}, line 7: ") and words in str(err.value)
