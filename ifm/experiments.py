@@ -42,7 +42,7 @@ import torch
 from ifm.data import load_dataset
 from ifm.models import DISPLAY_NAMES
 from ifm.records import read_json, save_state_atomic, write_json_atomic
-from ifm.settings import paper_config
+from ifm.settings import LEGACY_FILL, RECIPES, paper_config
 
 with warnings.catch_warnings():
     # tqdm.auto warns on import inside a notebook without ipywidgets; progress bars are off here.
@@ -53,6 +53,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 PAPER_REPORTED = REPO_ROOT / "book" / "paper_reported.json"
 # Bump when the cache key's layout changes (not when training changes: that is TRAINING_VERSION).
 CACHE_FORMAT = 1
+# The records made before the recipes (results/paper/ until the book is re-made) read as recipe legacy.
+LEGACY_TRAINING_VERSION = 2
 
 DATASET_NAMES = {"frappe": "Frappe", "movielens": "MovieLens", "avazu": "Avazu", "synthetic": "Synthetic"}
 ALPHA = 0.05
@@ -75,6 +77,7 @@ class Profile:
     ctr_datasets: tuple = ("avazu",)               # Table 4
     seeds: tuple = (0, 1, 2)                       # Tables 2-4 and the convergence curves
     sweep_seeds: tuple = (0, 1, 2)                 # each point of Figs. 3-5
+    recipe: str = "paper"                          # the reading of the method: paper, code (legacy: read-only)
     device: str = "auto"                           # "auto": cuda when available, else cpu
     threads: int | None = None                     # torch CPU threads (None: torch's default)
     split_seed: int = 0
@@ -93,7 +96,7 @@ class Profile:
         """The TrainConfig of one run: paper settings <- profile <- explicit changes."""
         options = {**self.model_options.get(model, {}), **changes.pop("model_options", {})}
         fields = {**self.train, **self.model_train.get(model, {}), **changes, "seed": seed, "device": device}
-        return paper_config(dataset, model, model_options=options, **fields)
+        return paper_config(dataset, model, recipe=self.recipe, model_options=options, **fields)
 
     def differences(self) -> list[str]:
         """How this profile departs from the paper, in words (empty for `paper`)."""
@@ -269,12 +272,18 @@ class RunCache:
                 except (OSError, ValueError) as err:
                     warnings.warn(f"ignoring unreadable run record {path}: {err}")
                     continue
-                if "config" not in record or "cache" not in record or record.get("training_version") != TRAINING_VERSION:
+                if "config" not in record or "cache" not in record:
                     continue
                 material = record["cache"]["material"]
+                config = material["config"]
+                if record.get("training_version") == LEGACY_TRAINING_VERSION:
+                    # made before the recipes: its settings are the legacy recipe's
+                    config = canonical({**LEGACY_FILL, **config})
+                elif record.get("training_version") != TRAINING_VERSION:
+                    continue
                 configs = self._index.setdefault(material["data"]["name"], {}).setdefault(
                     _identity_text(material["data"]), {})
-                key = _identity_text(_without_device(material["config"]))
+                key = _identity_text(_without_device(config))
                 if record["cache"].get("written_at", 0) >= configs.get(key, {}).get("cache", {}).get("written_at", 0):
                     configs[key] = record
         return self._index
@@ -330,13 +339,17 @@ class Experiment:
     """A profile bound to a device, a data directory and a results directory; runs
     configs through the cache and turns records into rows."""
 
-    def __init__(self, profile: str | Profile = "smoke", *, datasets=None, seeds=None, device=None,
-                 data_dir=None, overrides=None, force: bool | float = False, results_dir=None,
+    def __init__(self, profile: str | Profile = "smoke", *, recipe: str | None = None, datasets=None, seeds=None,
+                 device=None, data_dir=None, overrides=None, force: bool | float = False, results_dir=None,
                  train_missing: bool = True, progress: bool = False, log=sys.stdout):
         """``train_missing=False`` only reads the records already in the results directory (what
         the book does): it loads no data, trains nothing, and lists what is missing in
         ``self.missing``. A record then matches on its configuration, whatever device made it."""
         self.profile = get_profile(profile, overrides)
+        if recipe not in (None, "", "None"):
+            if recipe not in RECIPES + ("legacy",):
+                raise ValueError(f"recipe must be one of {', '.join(RECIPES)} (or legacy, read-only), got {recipe!r}")
+            self.profile = dataclasses.replace(self.profile, recipe=str(recipe))
         self.train_missing = bool(train_missing) if not isinstance(train_missing, str) \
             else train_missing.strip().lower() in ("1", "true", "yes")
         self.missing: list[str] = []
@@ -371,6 +384,9 @@ class Experiment:
         (or, with ``train_missing=False``, None and noted in ``self.missing``)."""
         if not self.train_missing:
             return self._committed(config, dataset_name)
+        if config.recipe == "legacy":
+            raise ValueError("recipe 'legacy' only reads the records made before the recipes existed; "
+                             "train with recipe 'paper' or 'code'")
         data = self.dataset(dataset_name)
         options = self.profile.dataset_options.get(dataset_name, {})
         key, material = run_key(config, data, options)
@@ -479,7 +495,8 @@ class Experiment:
         sizes = prov.get("sizes", {})
         env = record.get("environment", {})
         config = record["config"]
-        row = {"profile": self.profile.name, "dataset": dataset_name, "dataset_label": dataset_label(prov),
+        row = {"profile": self.profile.name, "recipe": config.get("recipe", "legacy"),
+               "dataset": dataset_name, "dataset_label": dataset_label(prov),
                "model": config["model"], "model_name": DISPLAY_NAMES.get(config["model"], config["model"]),
                "seed": config["seed"], **extra,
                "train_instances": sizes.get("train"), "valid_instances": sizes.get("valid"),
@@ -552,7 +569,8 @@ def _frame(rows, exp: Experiment, study: str, seeds) -> pd.DataFrame:
     df.attrs["missing"], exp.missing = exp.missing, []
     df["seeds"] = ",".join(str(s) for s in seeds)
     df["n_seeds"] = len(seeds)
-    df.attrs.update(study=study, complete=not df.attrs["missing"], profile=exp.profile.name, device=exp.device, seeds=list(seeds),
+    df.attrs.update(study=study, complete=not df.attrs["missing"], profile=exp.profile.name, recipe=exp.profile.recipe,
+                    device=exp.device, seeds=list(seeds),
                     profile_differences=exp.profile.differences(), report=exp.report(study))
     exp.say(df.attrs["report"])
     return df

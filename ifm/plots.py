@@ -62,8 +62,15 @@ def _devices_text(df) -> str:
 
 
 def stamp(df) -> str:
-    """One line for a figure title: profile, device, seeds."""
-    return f"ours: profile {df.attrs.get('profile', '?')} | {_devices_text(df)} | {_seeds_text(df)}"
+    """One line for a figure title: profile, recipe, device, seeds."""
+    return (f"ours: profile {df.attrs.get('profile', '?')}, recipe {df.attrs.get('recipe', '?')} | "
+            f"{_devices_text(df)} | {_seeds_text(df)}")
+
+
+LEGACY_NOTE = ("These records predate the two recipes and the paper's Frappe split: they were trained "
+               "on 30% of Frappe re-split 8:1:1, with the settings of recipe `legacy` (Adagrad accumulator "
+               "0.1, stop after 5 epochs without a new best, NFM's two dropouts swapped); the book re-run "
+               "replaces them with recipes `paper` and `code` on the reconstructed split.")
 
 
 def caption(df, extra: str = "") -> "IPython.display.Markdown":
@@ -71,8 +78,11 @@ def caption(df, extra: str = "") -> "IPython.display.Markdown":
     produced our numbers, and how the profile departs from the paper's settings."""
     from IPython.display import Markdown
 
-    lines = [f"**Ours** — profile `{df.attrs.get('profile', '?')}`, device {_devices_text(df)}, "
+    recipe = df.attrs.get("recipe", "?")
+    lines = [f"**Ours** — profile `{df.attrs.get('profile', '?')}`, recipe `{recipe}`, device {_devices_text(df)}, "
              f"{_seeds_text(df)}."]
+    if recipe == "legacy":
+        lines.append(LEGACY_NOTE)
     if "dataset_label" in df:
         data = df.drop_duplicates("dataset")
         lines.append("Data: " + "; ".join(f"{r.dataset_label}: {getattr(r, 'data_note', '')}"

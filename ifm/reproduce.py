@@ -48,6 +48,9 @@ def add_reproduce_parser(sub):
                        description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="smoke", choices=sorted(PROFILES),
                    help="smoke: minutes on a CPU (default); paper: the paper's settings")
+    p.add_argument("--recipe", default="paper", choices=["paper", "code", "legacy"],
+                   help="paper: the paper's text (default); code: the authors' released code; "
+                        "legacy: only read the records made before the recipes")
     p.add_argument("--only", action="append", choices=[n for n, _ in NOTEBOOKS], metavar="NAME",
                    help="execute only this notebook (repeatable): " + ", ".join(n for n, _ in NOTEBOOKS))
     p.add_argument("--data-dir", help="data directory (default: $IFM_DATA_DIR, then the download cache)")
@@ -62,7 +65,7 @@ def add_reproduce_parser(sub):
 
 
 def _parameters(args, started: float) -> dict:
-    params = {"profile": args.profile, "train_missing": True}
+    params = {"profile": args.profile, "recipe": args.recipe, "train_missing": args.recipe != "legacy"}
     if args.data_dir:
         params["data_dir"] = str(Path(args.data_dir).resolve())
     if args.seeds:

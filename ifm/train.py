@@ -26,37 +26,58 @@ from ifm.models import DISPLAY_NAMES, PRETRAINED_WITH_FM, build_model
 torch.sparse.check_sparse_tensor_invariants.disable()
 
 # Bump when a change alters what a given config trains to; run caches key on it.
-TRAINING_VERSION = 2   # 2: per-feature computation, libFM batch 8, divergence stop
+TRAINING_VERSION = 3   # 3: recipes (paper / code), test metrics every epoch, libFM's clipped step
 EVAL_BATCH = 16384
 
 
 @dataclass
 class TrainConfig:
+    """Everything that decides what a run trains to; `ifm.settings` fills it per recipe and
+    cites the source of every value (the paper's text or the authors' released code)."""
     model: str = "ifm"
+    recipe: str = "paper"                 # which reading of the method set the fields below
     embedding_size: int = 256
     batch_size: int = 2048
     epochs: int = 100
     learning_rate: float = 0.01
     optimizer: str = "adagrad"            # "sgd" is libFM's optimiser
-    # TensorFlow's Adagrad starts its accumulator at 0.1 (the authors' code is TensorFlow); torch's at 0.
-    adagrad_initial_accumulator: float = 0.1
+    adagrad_initial_accumulator: float = 1e-8   # the authors' value in every script
+    loss_scale: float = 1.0               # 1: Eq. 9's summed squared error; 0.5: tf.nn.l2_loss
     l2: float = 1e-5                      # lambda of Eq. 10 on model.regularized()
-    patience: int = 5                     # epochs without validation improvement before stopping
+    l2_half: bool = False                 # lambda/2 ||W||^2 (TensorFlow's l2_regularizer), not lambda ||W||^2
+    l2_biases: bool = False               # the penalty also on the biases of the regularised layers
+    stopping: str = "rises"               # "rises": stop after 4 validation rises in a row; "patience"
+    patience: int = 5                     # with stopping="patience": epochs without a new best
+    monitor_regression: str = "rmse"      # the validation metric that stops and picks the epoch (CTR: logloss)
+    keep_last: bool = False               # keep the last epoch's weights, not the best epoch's
+    batches: str = "permutation"          # or "random_blocks": N // B random contiguous blocks per epoch
     seed: int = 0
     device: str = "cpu"
     pretrain_fm: bool | None = None       # None: the paper's choice (IFM, AFM, DeepFM, Wide&Deep)
+    pretrain: dict = field(default_factory=dict)   # changes of the FM pre-training run (recipe code: FM.py)
     freeze_embeddings: bool = False       # freeze w0, w_i, v_i and train only the extra component
     bound_predictions: bool = True        # clamp regression outputs to the label range before metrics
     eval_train: bool = False              # score the whole train set each epoch (Fig. 6) instead of the running loss
     sparse_embeddings: bool | None = None  # None: sparse when the table has more rows than a batch touches
     model_options: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        if self.stopping not in ("rises", "patience"):
+            raise ValueError(f"stopping must be 'rises' or 'patience', got {self.stopping!r}")
+        if self.batches not in ("permutation", "random_blocks"):
+            raise ValueError(f"batches must be 'permutation' or 'random_blocks', got {self.batches!r}")
+        if self.monitor_regression not in ("rmse", "mae"):
+            raise ValueError(f"monitor_regression must be 'rmse' or 'mae', got {self.monitor_regression!r}")
+
     def uses_pretraining(self) -> bool:
         return self.model in PRETRAINED_WITH_FM if self.pretrain_fm is None else self.pretrain_fm
 
     def sparse_for(self, num_features: int, num_fields: int) -> bool:
         """Sparse row updates win once the table outgrows the rows of one batch (MovieLens, Avazu);
-        below that a dense gradient and Adagrad step is cheaper (Frappe: 5,382 rows vs 20,480)."""
+        below that a dense gradient and Adagrad step is cheaper (Frappe: 5,382 rows vs 20,480).
+        An L2 penalty on the embeddings needs dense gradients (torch's Adagrad decays no sparse ones)."""
+        if self.model_options.get("regularize_embeddings") and self.l2 > 0:
+            return False
         if self.sparse_embeddings is not None:
             return self.sparse_embeddings
         return num_features > self.batch_size * num_fields
@@ -65,9 +86,23 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def pretrain_config(self) -> "TrainConfig":
-        """The FM whose w0, w and v initialise this model."""
-        return dataclasses.replace(self, model="fm", optimizer="adagrad", pretrain_fm=False,
+        """The FM whose w0, w and v initialise this model (with the recipe's `pretrain` changes)."""
+        base = dataclasses.replace(self, model="fm", optimizer="adagrad", pretrain_fm=False, pretrain={},
                                    freeze_embeddings=False, eval_train=False, model_options={})
+        return dataclasses.replace(base, **self.pretrain)
+
+
+def stop_now(values: list[float], rule: str, patience: int) -> bool:
+    """Early stopping on the validation curve so far (lower is better).
+
+    "rises": the authors' rule, stop once the last four epochs each rose
+    (v[-1] > v[-2] > v[-3] > v[-4] > v[-5], with more than 5 epochs; code/IFM.py:316-317);
+    "patience": stop after `patience` epochs without a new best.
+    """
+    if rule == "rises":
+        return len(values) > 5 and all(values[-i] > values[-i - 1] for i in range(1, 5))
+    best = min(range(len(values)), key=values.__getitem__)
+    return len(values) - 1 - best >= patience
 
 
 @dataclass
@@ -96,6 +131,18 @@ def loss_sum(output: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
     return (output - y).square().sum()
 
 
+def batch_indices(n: int, batch_size: int, rule: str, generator: torch.Generator) -> list[torch.Tensor]:
+    """One epoch's batches: a seeded permutation cut in order, or (the released code's rule,
+    code/IFM.py:248-291) N // B blocks of a shuffled copy, each starting at a random offset:
+    drawn with replacement, so blocks overlap and some instances go unseen in an epoch."""
+    order = torch.randperm(n, generator=generator)
+    if rule == "permutation":
+        return list(order.split(batch_size))
+    blocks = max(1, n // batch_size)
+    starts = torch.randint(0, max(1, n - batch_size), (blocks,), generator=generator).tolist()
+    return [order[s:s + batch_size] for s in starts]
+
+
 def make_optimizer(model, config: TrainConfig):
     """One parameter group per kind: sparse embeddings, each L2 group, the rest.
 
@@ -104,10 +151,13 @@ def make_optimizer(model, config: TrainConfig):
     """
     trainable = {id(p): p for p in model.parameters() if p.requires_grad}
     groups = []
-    for params, lam in model.l2_groups(config.l2):
+    for params, lam in model.l2_groups(config.l2, biases=config.l2_biases):
         params = [trainable.pop(id(p)) for p in params if id(p) in trainable]
-        if params:
-            groups.append({"params": params, "weight_decay": 2 * lam})
+        if params and lam > 0:
+            # d/dW of lambda ||W||^2 is 2 lambda W; of TensorFlow's lambda/2 ||W||^2, lambda W.
+            groups.append({"params": params, "weight_decay": (1 if config.l2_half else 2) * lam})
+        elif params:
+            groups.append({"params": params, "weight_decay": 0.0})
     sparse = [m.weight for m in model.modules() if getattr(m, "sparse", False) and id(m.weight) in trainable]
     for p in sparse:
         trainable.pop(id(p))
@@ -130,11 +180,12 @@ def build_for(config: TrainConfig, dataset, device) -> torch.nn.Module:
     return model
 
 
-def train_step(model, optimizer, x: torch.Tensor, y: torch.Tensor, task: str) -> torch.Tensor:
+def train_step(model, optimizer, x: torch.Tensor, y: torch.Tensor, task: str, loss_scale: float = 1.0,
+               label_range=None) -> torch.Tensor:
     """One optimiser step on one batch; returns the batch's summed loss (detached)."""
     if _plain_sgd(model, optimizer):
-        return model.sgd_step(x, y, optimizer.param_groups[0]["lr"], task)
-    loss = loss_sum(model(x), y, task)
+        return model.sgd_step(x, y, optimizer.param_groups[0]["lr"], task, label_range)
+    loss = loss_scale * loss_sum(model(x), y, task)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -188,30 +239,33 @@ def train(config: TrainConfig, dataset, *, pretrained: dict | None = None, progr
     train_split, valid, test = (_to(split, device) for split in (dataset.train, dataset.valid, dataset.test))
     x_train, y_train = train_split.x, train_split.y
     n = len(x_train)
-    monitor = MONITOR[task]
-    history, best, best_state, bad_epochs, diverged = [], float("inf"), None, 0, False
+    monitor = config.monitor_regression if task == "regression" else MONITOR[task]
+    history, best, best_state, diverged = [], float("inf"), None, False
     train_seconds, started = 0.0, time.perf_counter()
     bar = tqdm(range(1, config.epochs + 1), desc=f"{DISPLAY_NAMES[config.model]} on {dataset.name}",
                disable=not progress, file=sys.stderr, leave=False)
     for epoch in bar:
         model.train()
         epoch_start = time.perf_counter()
-        order = torch.randperm(n, generator=generator).to(device)
         loss_total = torch.zeros((), device=device, dtype=torch.float64)
-        for start in range(0, n, config.batch_size):
-            idx = order[start:start + config.batch_size]
-            loss_total += train_step(model, optimizer, x_train[idx], y_train[idx], task)
+        seen = 0
+        for idx in batch_indices(n, config.batch_size, config.batches, generator):
+            idx = idx.to(device)
+            loss_total += train_step(model, optimizer, x_train[idx], y_train[idx], task, config.loss_scale,
+                                     label_range)
+            seen += len(idx)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_seconds += time.perf_counter() - epoch_start
 
-        mean_loss = loss_total.item() / n
+        mean_loss = loss_total.item() / seen
         row = {"epoch": epoch, "train_loss": mean_loss, "seconds": time.perf_counter() - epoch_start}
         if config.eval_train:
             row.update({f"train_{k}": v for k, v in score(model, train_split, task, label_range).items()})
-        elif task == "regression":
+        elif task == "regression" and not (_plain_sgd(model, optimizer) or config.loss_scale != 1.0):
             row["train_rmse"] = mean_loss ** 0.5   # running RMSE over the epoch, dropout on
         row.update({f"valid_{k}": v for k, v in score(model, valid, task, label_range).items()})
+        row.update({f"test_{k}": v for k, v in score(model, test, task, label_range).items()})
         history.append(row)
         bar.set_postfix({monitor: f"{row['valid_' + monitor]:.4f}"})
 
@@ -219,23 +273,25 @@ def train(config: TrainConfig, dataset, *, pretrained: dict | None = None, progr
             diverged = True           # NaN or inf: nothing later can recover; keep the best finite epoch
             break
         if row["valid_" + monitor] < best:
-            best, best_state, bad_epochs = row["valid_" + monitor], copy.deepcopy(model.state_dict()), 0
-        else:
-            bad_epochs += 1
-            if bad_epochs >= config.patience:
-                break
+            best, best_state = row["valid_" + monitor], copy.deepcopy(model.state_dict())
+        if stop_now([r["valid_" + monitor] for r in history], config.stopping, config.patience):
+            break
     bar.close()
-    if best_state is not None:
+    if best_state is not None and not (config.keep_last and not diverged):
         model.load_state_dict(best_state)
     finite = [r for r in history if math.isfinite(r["valid_" + monitor])]
     best_epoch = min(finite, key=lambda r: r["valid_" + monitor])["epoch"] if finite else None
+    kept_epoch = history[-1]["epoch"] if config.keep_last and not diverged else best_epoch
     record = {
         "config": config.to_dict(),
         "dataset": {"name": dataset.name, "task": task, "num_features": dataset.num_features,
                     "num_fields": dataset.num_fields, "provenance": dataset.provenance},
         "training_version": TRAINING_VERSION,
         "epochs_run": len(history),
+        "monitor": monitor,
         "best_epoch": best_epoch,
+        "kept_epoch": kept_epoch,
+        "best_by_metric": best_by_metric(history),
         "diverged": diverged,
         "valid": score(model, valid, task, label_range),
         "test": score(model, test, task, label_range),
@@ -248,6 +304,21 @@ def train(config: TrainConfig, dataset, *, pretrained: dict | None = None, progr
         "pretrain": pretrain_record,
     }
     return Run(model, record)
+
+
+def best_by_metric(history: list[dict]) -> dict:
+    """For each validation metric, the epoch where it is best and the valid and test values there:
+    MAE at its own best epoch, not only at the RMSE-best one."""
+    out = {}
+    for key in [k for k in (history[0] if history else {}) if k.startswith("valid_")]:
+        metric = key[len("valid_"):]
+        rows = [r for r in history if math.isfinite(r[key])]
+        if not rows:
+            continue
+        pick = max if metric == "auc" else min
+        row = pick(rows, key=lambda r: r[key])
+        out[metric] = {"epoch": row["epoch"], "valid": row[key], "test": row.get(f"test_{metric}")}
+    return out
 
 
 def summary_of(record: dict) -> dict:

@@ -8,7 +8,7 @@ projects the weighted sum. L2 on the attention net W is a separate, strong penal
 import torch
 from torch import nn
 
-from ifm.models.layers import FMBase
+from ifm.models.layers import FMBase, glorot_normal_
 
 
 def pair_products(v: torch.Tensor) -> torch.Tensor:
@@ -94,7 +94,7 @@ def attention_pooling_reference(v, weight, bias, h) -> torch.Tensor:
 
 class AFM(FMBase):
     def __init__(self, num_features, num_fields, embedding_size, *, attention_factor: int = 16,
-                 dropout: float = 0.5, attention_l2: float = 2.0, sparse: bool = False):
+                 dropout: float = 0.5, attention_l2: float = 2.0, init: str = "default", sparse: bool = False):
         super().__init__(num_features, num_fields, embedding_size, sparse)
         self.attention = nn.Linear(embedding_size, attention_factor)
         self.attention_h = nn.Linear(attention_factor, 1, bias=False)
@@ -102,12 +102,19 @@ class AFM(FMBase):
         self.p = nn.Linear(embedding_size, 1, bias=False)
         nn.init.ones_(self.p.weight)  # start from FM: p = [1, ..., 1] (Eq. 8)
         self.attention_l2 = attention_l2
+        if init == "code":
+            # hexiangnan/attentional_factorization_machine code/AFM.py:216-234: W and b ~
+            # N(0, sqrt(2/(A+K))), the attention vector h ~ N(0, 1).
+            glorot_normal_(self.attention, attention_factor, embedding_size)
+            nn.init.normal_(self.attention_h.weight, std=1.0)
+        elif init != "default":
+            raise ValueError(f"unknown init {init!r}; choose default or code")
 
     def forward(self, x):
         linear, v = self.fm_parts(x)
         pooled = attention_pooling(v, self.attention.weight, self.attention.bias, self.attention_h.weight[0])
         return linear + self.p(self.dropout(pooled)).squeeze(-1)
 
-    def l2_groups(self, l2):
+    def l2_groups(self, l2, biases=False):
         # The paper applies its lambda to NFM, Wide&Deep, DeepFM and IFM; AFM has its own on the attention net.
         return [([self.attention.weight], self.attention_l2)]

@@ -146,24 +146,54 @@ class Dropout(nn.Module):
         return f"p={self.p}"
 
 
-def mlp(input_size: int, hidden_sizes, *, activation: str = "relu", dropout: float = 0.0,
-        batch_norm: bool = False) -> nn.Sequential:
-    """Fully connected layers input -> hidden_sizes[0] -> ... (Eq. 4); no output layer."""
+def mlp(input_size: int, hidden_sizes, *, activation: str = "relu", dropout=0.0,
+        batch_norm: bool = False, bn_eps: float = 1e-5) -> nn.Sequential:
+    """Fully connected layers input -> hidden_sizes[0] -> ... (Eq. 4); no output layer.
+    Each layer is Linear -> [BatchNorm] -> activation -> [Dropout]; ``dropout`` is one rate
+    or one per layer."""
+    rates = list(dropout) if isinstance(dropout, (list, tuple)) else [dropout] * len(hidden_sizes)
+    if len(rates) != len(hidden_sizes):
+        raise ValueError(f"{len(rates)} dropout rates for {len(hidden_sizes)} layers")
     layers, size = [], input_size
-    for width in hidden_sizes:
+    for width, rate in zip(hidden_sizes, rates):
         layers.append(nn.Linear(size, width))
         if batch_norm:
-            layers.append(nn.BatchNorm1d(width))
+            layers.append(nn.BatchNorm1d(width, eps=bn_eps))
         layers.append(ACTIVATIONS[activation]())
-        if dropout > 0:
-            layers.append(Dropout(dropout))
+        if rate > 0:
+            layers.append(Dropout(rate))
         size = width
     return nn.Sequential(*layers)
+
+
+def glorot_normal_(linear: nn.Linear, fan_in: int, fan_out: int) -> nn.Linear:
+    """W and b ~ N(0, sqrt(2 / (fan_in + fan_out))): the init of the TensorFlow code of IFM, NFM
+    and AFM, biases included (e.g. gulyfish/Input-aware-Factorization-Machine code/IFM.py:201-222).
+    Its callers pass the fan-in that code uses, which is not always the layer's."""
+    std = (2.0 / (fan_in + fan_out)) ** 0.5
+    with torch.no_grad():
+        linear.weight.normal_(0.0, std)
+        if linear.bias is not None:
+            linear.bias.normal_(0.0, std)
+    return linear
+
+
+def glorot_normal_mlp_(layers: nn.Sequential, first_fan_in: int) -> None:
+    """glorot_normal_ on every Linear of an mlp(), the first one with ``first_fan_in``."""
+    fan_in = first_fan_in
+    for linear in (m for m in layers if isinstance(m, nn.Linear)):
+        glorot_normal_(linear, fan_in, linear.out_features)
+        fan_in = linear.out_features
 
 
 def linear_weights(module: nn.Module) -> list[nn.Parameter]:
     """The weight matrices (not biases) of every nn.Linear inside `module`: what L2 regularises."""
     return [m.weight for m in module.modules() if isinstance(m, nn.Linear)]
+
+
+def linear_biases(module: nn.Module) -> list[nn.Parameter]:
+    """The biases of every nn.Linear inside `module` (the released code regularises them too)."""
+    return [m.bias for m in module.modules() if isinstance(m, nn.Linear) and m.bias is not None]
 
 
 class PerFeatureLayout:
@@ -182,6 +212,19 @@ class PerFeatureLayout:
         self.ids, self.sizes = ids, sizes
         self.compact_id = torch.full((num_features,), -1, dtype=torch.long, device=ids.device)
         self.compact_id[ids] = torch.arange(len(ids), device=ids.device)
+        # field_of[f]: the one field feature f was fitted in (-1: never seen)
+        self.field_of = torch.full((num_features,), -1, dtype=torch.long, device=ids.device)
+        self.field_of[ids] = torch.repeat_interleave(torch.arange(len(sizes), device=ids.device),
+                                                     torch.tensor(sizes, device=ids.device))
+
+    def check(self, x: torch.Tensor) -> None:
+        """Refuse ids outside the field they were fitted in: per feature, an id in another column
+        would be projected with the wrong columns of W and give a silently wrong output."""
+        wrong = self.field_of[x] != torch.arange(x.shape[1], device=x.device)
+        if bool(wrong.any()):
+            row, col = (int(i) for i in wrong.nonzero()[0])
+            raise ValueError(f"feature id {int(x[row, col])} in column {col} of row {row} is not a field-{col} id of the "
+                             "data this model's per-feature layout was fitted on (use_feature_fields)")
 
     @classmethod
     def fit(cls, x_all: torch.Tensor, num_features: int):
@@ -198,11 +241,21 @@ class PerFeatureLayout:
 
     def first_layer(self, table: torch.Tensor, linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
         """linear(V_x), computed per feature."""
+        self.check(x)
         k = table.shape[1]
         # One gather of the used rows, split by field: its backward is a single concatenation.
         per_field = table.index_select(0, self.ids).split(self.sizes)
         projected = torch.cat([v @ linear.weight[:, j * k:(j + 1) * k].t() for j, v in enumerate(per_field)])
         return nn.functional.embedding_bag(self.compact_id[x], projected, mode="sum") + linear.bias
+
+    @staticmethod
+    def interaction_vector(table: torch.Tensor, x: torch.Tensor, m: torch.Tensor | None = None) -> torch.Tensor:
+        """sum_{i<j} m_i v_i * m_j v_j, [batch, k], as 1/2 ((sum_j m_j v_j)^2 - sum_j m_j^2 v_j^2), both
+        sums weighted embedding bags."""
+        weighted_sum = nn.functional.embedding_bag(x, table, mode="sum", per_sample_weights=m)
+        squares = nn.functional.embedding_bag(x, table.square(), mode="sum",
+                                              per_sample_weights=None if m is None else m.square())
+        return 0.5 * (weighted_sum.square() - squares)
 
     @staticmethod
     def interaction(table: torch.Tensor, x: torch.Tensor, m: torch.Tensor | None = None) -> torch.Tensor:
@@ -230,6 +283,9 @@ class FMBase(nn.Module):
         self.linear = FeatureWeights(num_features, sparse)
         self.embedding = FeatureEmbeddings(num_features, embedding_size, sparse)
         self.layout: PerFeatureLayout | None = None
+        # What a model does to the pooled interaction vector before summing it (the released
+        # code's dropout and batch norm); None: nothing, and the scalar kernels compute the sum.
+        self.pool: nn.Module | None = None
 
     def fm_parts(self, x: torch.Tensor):
         """(w0 + sum_i w_i, v) for a batch: the FM linear term and the active embeddings [batch, h, k]."""
@@ -260,12 +316,26 @@ class FMBase(nn.Module):
             return self.layout.interaction(self.embedding.weight, x, m)
         return fm_interaction(v) if m is None else weighted_fm_interaction(v, m)
 
-    def regularized(self) -> list[nn.Parameter]:
+    def interaction_vector(self, x: torch.Tensor, v: torch.Tensor | None, m: torch.Tensor | None = None):
+        """sum_{i<j} m_i v_i * m_j v_j, [batch, k] (m = 1 when None), per feature when v is None."""
+        if v is None:
+            return self.layout.interaction_vector(self.embedding.weight, x, m)
+        return bi_interaction(v if m is None else m.unsqueeze(2) * v)
+
+    def pooled_interaction(self, x: torch.Tensor, v: torch.Tensor | None, m: torch.Tensor | None = None):
+        """sum_k pool(sum_{i<j} m_i v_i * m_j v_j)_k: the FM term (Eq. 2 / Eq. 7), with `pool` (dropout,
+        batch norm) on the pooled vector where a model has one."""
+        if self.pool is None:
+            return self.interaction(x, v, m)
+        return self.pool(self.interaction_vector(x, v, m)).sum(dim=1)
+
+    def regularized(self, biases: bool = False) -> list[nn.Parameter]:
+        """The parameters that carry the L2 penalty (with ``biases``: also the biases of those layers)."""
         return []
 
-    def l2_groups(self, l2: float) -> list[tuple[list[nn.Parameter], float]]:
+    def l2_groups(self, l2: float, biases: bool = False) -> list[tuple[list[nn.Parameter], float]]:
         """(parameters, lambda) pairs: the paper's lambda on `regularized()` unless a model says otherwise."""
-        return [(self.regularized(), l2)]
+        return [(self.regularized(biases), l2)]
 
     def fm_state(self) -> dict:
         """The FM part of the parameters (w0, w, v), to copy into another model."""

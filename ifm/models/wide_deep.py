@@ -2,7 +2,7 @@
 the IFM paper) over the concatenated embeddings (deep). No FM interaction term."""
 from torch import nn
 
-from ifm.models.layers import FMBase, linear_weights, mlp
+from ifm.models.layers import FMBase, linear_biases, linear_weights, mlp
 
 
 class WideDeep(FMBase):
@@ -26,5 +26,5 @@ class WideDeep(FMBase):
     def forward(self, x):
         return self.wide_and_deep(x, self.stacked_embeddings(x))
 
-    def regularized(self):
-        return linear_weights(self.dnn) + [self.out.weight]
+    def regularized(self, biases=False):
+        return linear_weights(self.dnn) + [self.out.weight] + (linear_biases(self.dnn) if biases else [])
