@@ -59,7 +59,7 @@ def cmd_train(args) -> int:
         overrides["pretrain_fm"] = False
     if args.freeze_embeddings:
         overrides["freeze_embeddings"] = True
-    config = paper_config(dataset.name, args.model, model_options=options, **overrides)
+    config = paper_config(dataset.name, args.model, recipe=args.recipe, model_options=options, **overrides)
     pretrained = pretrain_record = None
     if args.init_fm:
         import torch
@@ -77,7 +77,8 @@ def cmd_train(args) -> int:
                       "wall_seconds": round(record["wall_seconds"], 2),
                       "samples_per_second": round(record["samples_per_second"], 1),
                       "train_instances": len(dataset.train),
-                      "data_kind": dataset.provenance.get("data_kind")}))
+                      "data_kind": dataset.provenance.get("data_kind"), "recipe": config.recipe,
+                      **({"factors_test": record["factors_test"]} if "factors_test" in record else {})}))
     return 0
 
 
@@ -132,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--fields", help="with CSV --data: the feature columns, comma-separated "
                                         "(default: every column but the target)")
     train.add_argument("--model", required=True, choices=list(MODELS))
+    train.add_argument("--recipe", default="paper", choices=["paper", "code"],
+                       help="paper: the paper's text (default); code: the authors' released code "
+                            "(see the book's method chapter for every setting and its source)")
     for flag, kind in (("--epochs", int), ("--seed", int), ("--embedding-size", int), ("--batch-size", int),
                        ("--patience", int), ("--lr", float), ("--fen-layers", int), ("--dropout", float)):
         train.add_argument(flag, type=kind)

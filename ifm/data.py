@@ -445,7 +445,8 @@ def _load_synthetic(split_seed, options):
     x, y, params = make_synthetic(**options)
     return _dataset("synthetic", params["num_fields"] * params["vocab_per_field"],
                     _split(x, y, split_seed), dict(
-                        source="generated", files=[], generator=params, split_seed=split_seed,
+                        source="generated", data_kind="synthetic", files=[], generator=params,
+                        split_seed=split_seed,
                         split_rule=f"seeded random 8:1:1 of {len(y):,} instances (seed {split_seed})",
                         notes=["synthetic data with a planted input-aware effect: each feature's "
                                f"weight is rescaled by a factor set by the other features; "

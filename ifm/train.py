@@ -303,7 +303,21 @@ def train(config: TrainConfig, dataset, *, pretrained: dict | None = None, progr
         "environment": environment(device),
         "pretrain": pretrain_record,
     }
+    if hasattr(model, "factors"):
+        record["factors_test"] = factor_spread(model, test.x)
     return Run(model, record)
+
+
+@torch.no_grad()
+def factor_spread(model, x: torch.Tensor) -> dict:
+    """Percentiles of IFM's input-aware factors m_x,i over every (instance, field) of x: how far
+    the FEN moves features away from the FM's factor 1 (the paper's Table 1 shows 0.05-3.12)."""
+    model.eval()
+    m = torch.cat([model.factors(x[i:i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)]).flatten().double()
+    q = torch.quantile(m[torch.randperm(len(m), generator=torch.Generator().manual_seed(0))[:1_000_000]].cpu(),
+                       torch.tensor([0.0, 0.05, 0.5, 0.95, 1.0], dtype=torch.float64))
+    return {"min": q[0].item(), "p5": q[1].item(), "median": q[2].item(), "p95": q[3].item(), "max": q[4].item(),
+            "std": m.std().item()}
 
 
 def best_by_metric(history: list[dict]) -> dict:
