@@ -961,6 +961,29 @@ def paper_table(item: str, reported: dict | None = None) -> pd.DataFrame:
     raise ValueError(f"unknown paper item {item!r}")
 
 
+def cli_runs(directory: str | os.PathLike) -> pd.DataFrame:
+    """The `python -m ifm train --out` records of a folder as rows beside the paper's Table 3:
+    model, recipe, seed, data, device, test RMSE / MAE (at the kept epoch), epochs, and for IFM
+    the 5th-95th percentile of its factors on the test set."""
+    paper = paper_table("table3").set_index(["dataset", "model"])
+    rows = []
+    for path in sorted(Path(directory).glob("*.json")):
+        r = read_json(path)
+        c, env, prov = r["config"], r.get("environment", {}), r["dataset"]["provenance"]
+        # The paper's Table 3 has no plain FM row: its FM is LibFM.
+        model = "libfm" if c["model"] == "fm" else c["model"]
+        ref = paper.loc[(prov["dataset"], model)] if (prov["dataset"], model) in paper.index else None
+        factors = r.get("factors_test")
+        rows.append({"model": DISPLAY_NAMES.get(c["model"], c["model"]), "recipe": c.get("recipe", "legacy"),
+                     "seed": c["seed"], "data": dataset_label(prov), "device": env.get("device_name"),
+                     "test RMSE": r["test"]["rmse"], "paper RMSE": None if ref is None else ref["RMSE"],
+                     "test MAE": r["test"]["mae"], "paper MAE": None if ref is None else ref["MAE"],
+                     "kept epoch / run": f"{r.get('kept_epoch', r['best_epoch'])} / {r['epochs_run']}",
+                     "factors p5-p95": "" if not factors else f"{factors['p5']:.2g}-{factors['p95']:.3g}"})
+    return pd.DataFrame(rows).sort_values(["recipe", "model", "seed"], ascending=[False, True, True],
+                                          ignore_index=True)
+
+
 def paper_best(option: str, reported: dict | None = None) -> dict:
     """{dataset: the paper's best value of a FEN option} ('fen_layers', 'dropout', 'activation')."""
     best = paper_table("best", reported)
