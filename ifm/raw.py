@@ -177,19 +177,20 @@ def read_tags(path: str | os.PathLike) -> pd.DataFrame:
     if not os.fspath(path).endswith(".dat"):
         return _read_csv(path, ",", MOVIELENS_FIELDS)
     rows = []
-    try:
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                line = line.rstrip("\r\n")
-                user, sep1, rest = line.partition("::")
-                movie, sep2, rest = rest.partition("::")
-                tag, sep3, stamp = rest.rpartition("::")
-                if not (sep1 and sep2 and sep3 and user.isdigit() and movie.isdigit()):
-                    raise DataFormatError(f"{os.fspath(path)}, line {number}: expected "
-                                          f"UserID::MovieID::Tag::Timestamp, got {line[:80]!r}")
-                rows.append((user, movie, tag))
-    except UnicodeDecodeError as err:
-        raise DataFormatError(f"{os.fspath(path)}, line {number + 1}: not UTF-8 text ({err.reason})") from None
+    with open(path, "rb") as f:
+        for number, raw_line in enumerate(f, 1):
+            try:
+                line = raw_line.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as err:
+                raise DataFormatError(f"{os.fspath(path)}, line {number}: not UTF-8 text ({err.reason} "
+                                      f"at byte {err.start})") from None
+            user, sep1, rest = line.partition("::")
+            movie, sep2, rest = rest.partition("::")
+            tag, sep3, _ = rest.rpartition("::")
+            if not (sep1 and sep2 and sep3 and user.isdigit() and movie.isdigit()):
+                raise DataFormatError(f"{os.fspath(path)}, line {number}: expected "
+                                      f"UserID::MovieID::Tag::Timestamp, got {line[:80]!r}")
+            rows.append((user, movie, tag))
     if not rows:
         raise DataFormatError(f"{os.fspath(path)}: no tag applications")
     return pd.DataFrame(rows, columns=MOVIELENS_FIELDS)

@@ -532,3 +532,31 @@ def test_registered_split_files_are_checked_for_labels_and_fields(tmp_path, bad,
     with pytest.raises(DataFormatError) as err:
         load_dataset("frappe", d, cache_dir=tmp_path / "c", download=False)
     assert str(err.value).startswith(f"{path}, line 7: ") and words in str(err.value)
+
+
+def test_build_movielens_from_ml10m_tags_dat_with_separators_inside_a_tag(tmp_path):
+    f = write(tmp_path / "tags.dat", "15::4973::excellent!::1215184630\n20::1747::politics::1188263867\n"
+                                     "20::1747::a::b::1188263880\n65::208::dark hero::1368150078\n")
+    df = raw.read_tags(f)
+    assert df.values.tolist() == [["15", "4973", "excellent!"], ["20", "1747", "politics"],
+                                  ["20", "1747", "a::b"], ["65", "208", "dark hero"]]
+    built = raw.build_movielens_tags(f, seed=0)
+    assert built["x"].shape == (12, 3) and built["field_sizes"] == [3, 3, 4]
+    check_negatives(built["x"], built["y"], item_col=2)
+    bad = write(tmp_path / "bad.dat", "15::4973::ok::1\n15;4973;ok;1\n")
+    with pytest.raises(DataFormatError, match=r"bad\.dat, line 2: expected UserID::MovieID::Tag::Timestamp"):
+        raw.read_tags(bad)
+    latin = tmp_path / "latin.dat"
+    latin.write_bytes(b"1::2::ok::3\n1::2::caf\xe9::3\n")
+    with pytest.raises(DataFormatError, match=r"latin\.dat, line 2: not UTF-8"):
+        raw.read_tags(latin)
+
+
+def test_the_largest_movielens_tags_file_wins_and_is_a_stand_in(tmp_path):
+    d = tmp_path / "d"
+    write(d / "movielens-raw" / "small.csv", TAGS_CSV)
+    write(d / "movielens-raw" / "bigger.dat", "".join(f"{u}::{m}::t{(u * m) % 7}::1\n"
+                                                      for u in range(1, 8) for m in range(1, 6)))
+    ds = load_dataset("movielens", d, cache_dir=tmp_path / "c", download=False)
+    assert ds.provenance["files"][0]["path"].endswith("bigger.dat") and ds.provenance["sizes"]["total"] == 105
+    assert ds.provenance["data_kind"] == "stand-in" and "not the paper's MovieLens" in ds.provenance["notes"][0]
