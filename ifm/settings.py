@@ -111,7 +111,8 @@ RECIPE_TABLE = {
     "validation metric (stopping, best epoch)": {
         "paper": ("RMSE (Fig. 3-5 plot it); every metric is also reported at its own best epoch",
                   "paper section 5.2"),
-        "code": ("MAE", f"{_IFM}:22,365-370; {_FM}:24"),
+        "code": ("MAE for IFM and its FM; RMSE for NFM and AFM", f"{_IFM}:22,365-370; {_FM}:24; "
+                 f"{_NFM}:297-306"),
     },
     "metrics": {
         "paper": ("MAE, RMSE on predictions clipped to the label range", "paper section 5.1"),
@@ -125,14 +126,20 @@ RECIPE_TABLE = {
     "NFM": {
         "paper": ("BN + dropout 0.5 on the pooled vector, hidden 512 with BN + dropout 0.2, L2 1e-5 on "
                   "the MLP", "paper section 5.1; NFM's run command read as NeuralFM.py:123-132"),
-        "code": ("as paper, with NeuralFM.py's init and no L2 (its default lamda is 0)",
-                 f"{_NFM}:123-132,143-144,204-217"),
+        "code": ("as paper, with NeuralFM.py's init, no L2 (its default lamda is 0) and its loop (RMSE "
+                 "stopping)", f"{_NFM}:123-132,143-144,204-217,297-306"),
     },
     "AFM": {
         "paper": ("attention 16, dropout 0.5 on the pooled vector, L2 2 on the attention net",
                   "paper section 5.1"),
-        "code": ("as paper, with AFM.py's init (W, b ~ N(0, sqrt(2/(A+K))), h ~ N(0, 1))",
-                 f"{_AFM}:134,143,157-160,216-234"),
+        "code": ("as paper, with AFM.py's init (W, b ~ N(0, sqrt(2/(A+K))), h ~ N(0, 1)), its loop (RMSE "
+                 "stopping) and its FM.py pre-training (batch norm, dropout 0.3, no L2, last epoch)",
+                 f"{_AFM}:134,143,157-160,216-234,332-336; its code/FM.py:33-51"),
+    },
+    "DeepFM, Wide&Deep": {
+        "paper": ("the paper's sizes (200-200-200; 1024-512-256), dropout 0.5, L2 1e-5 on the MLP, FM "
+                  "pre-training", "paper section 5.1"),
+        "code": ("the same: no released code", "none released"),
     },
     "LibFM": {
         "paper": ("libFM's per-instance SGD step (clip(y_hat) - y), init_stdev 0.1, no regularisation; "
@@ -147,28 +154,29 @@ def _recipe_fields(recipe: str, model: str, dataset: str) -> dict:
     """TrainConfig fields (and model options) of a recipe beyond the paper's numbers."""
     if recipe == "legacy":
         return {"adagrad_initial_accumulator": 0.1, "stopping": "patience", "patience": 5}
-    if recipe == "paper" or model == "libfm":      # libFM is libFM's own code in both readings
-        return {}
+    if recipe == "paper" or model in ("libfm", "deepfm", "wide_deep"):
+        return {}      # libFM is its own code in both readings; DeepFM and Wide&Deep have none released
     if recipe != "code":
         raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
-    fields = {"loss_scale": 0.5, "l2_half": True, "monitor_regression": "mae", "batches": "random_blocks"}
+    # Every released script: tf.nn.l2_loss, l2_regularizer, random block batches, the 4-rises rule.
+    fields = {"loss_scale": 0.5, "l2_half": True, "batches": "random_blocks"}
     options = {}
+    fm_py = {"batch_norm": True, "interaction_dropout": 0.3}           # code/FM.py:30,93-96
     if model == "ifm":
-        fields.update(l2=0.01, l2_biases=True)
+        fields.update(l2=0.01, l2_biases=True, monitor_regression="mae",   # IFM.py:22,28
+                      pretrain={"l2": 0.01, "l2_biases": False, "keep_last": True,
+                                "model_options": {**fm_py, "regularize_embeddings": True}})
         options = {"batch_norm": True, "init": "code", "interaction_dropout": 0.2,
                    "dropout": [round(1 - k, 10) for k in CODE_FEN_KEEP]}
-    elif model == "fm":
-        fields.update(l2=0.01, keep_last=True)
-        options = {"batch_norm": True, "interaction_dropout": 0.3, "regularize_embeddings": True}
-    elif model == "nfm":
+    elif model == "fm":                                                     # IFM's code/FM.py
+        fields.update(l2=0.01, keep_last=True, monitor_regression="mae")
+        options = {**fm_py, "regularize_embeddings": True}
+    elif model == "nfm":                                                    # NeuralFM.py: lamda 0, RMSE
         fields.update(l2=0.0)
         options = {"init": "code"}
-    elif model == "afm":
+    elif model == "afm":                                                    # AFM.py; its FM.py: lamda 0
+        fields.update(pretrain={"l2": 0.0, "keep_last": True, "model_options": dict(fm_py)})
         options = {"init": "code"}
-    if model in ("ifm", "afm", "deepfm", "wide_deep"):
-        fields["pretrain"] = {"l2": 0.01, "l2_biases": False, "keep_last": True,
-                              "model_options": {"batch_norm": True, "interaction_dropout": 0.3,
-                                                "regularize_embeddings": True}}
     if options:
         fields["model_options"] = options
     return fields
