@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .data import Dataset, Split, _split
+from .registry import Dataset, Split, random_split
 from .download import file_digests
 from .libfm import DataFormatError, read_libfm
 
@@ -45,7 +45,7 @@ def load_files(paths, *, target: str | None = None, fields=None, split_seed: int
     task = "binary" if set(labels.tolist()) <= {0.0, 1.0} else "regression"
     x_all = np.concatenate([x for x, _ in arrays])
     num_features = int(x_all.max()) + 1
-    splits = arrays if len(arrays) == 3 else _split(*arrays[0], split_seed)
+    splits = arrays if len(arrays) == 3 else random_split(*arrays[0], split_seed)
     tensors = [Split(*_tensors(x, y)) for x, y in splits]
     num_fields = x_all.shape[1]
     rule = ("your train, validation and test files" if len(paths) == 3 else
