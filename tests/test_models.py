@@ -5,7 +5,8 @@ import torch
 from ifm.models import MODELS, build_model
 from ifm.models.ifm import IFM
 from ifm.models.fm import FM
-from ifm.models.layers import _GatherRows, fm_interaction, fm_interaction_quadratic, weighted_fm_interaction
+from ifm.models.equations import fm_interaction, fm_interaction_quadratic, weighted_fm_interaction_reference
+from ifm.models.kernels import PerFeatureInputs, StackedInputs, _GatherRows, weighted_fm_interaction
 
 H, K, N_FEATURES = 6, 8, 60
 
@@ -50,7 +51,7 @@ def test_fm_forward_equals_eq1():
 def test_weighted_interaction_equals_interaction_of_reweighted_embeddings():
     v = torch.randn(16, H, K, dtype=torch.float64)
     m = torch.rand(16, H, dtype=torch.float64) * 3
-    assert torch.allclose(weighted_fm_interaction(v, m), fm_interaction_quadratic(m.unsqueeze(-1) * v))
+    assert torch.allclose(weighted_fm_interaction(v, m), weighted_fm_interaction_reference(v, m))
 
 
 def test_ifm_with_unit_factors_is_fm_on_the_same_parameters():
@@ -126,7 +127,7 @@ def test_weighted_interaction_gradients_match_finite_differences():
 
 
 def test_dropout_drops_at_its_rate_keeps_the_mean_and_is_off_in_eval():
-    from ifm.models.layers import Dropout
+    from ifm.models.kernels import Dropout
     torch.manual_seed(0)
     layer = Dropout(0.3)
     x = torch.ones(400, 500)
@@ -146,7 +147,7 @@ def test_per_feature_path_is_the_same_function_with_the_same_gradients(name):
     fast = build_model(name, N_FEATURES, H, K, **options)
     fast.load_state_dict(general.state_dict())
     x = batch(64)
-    assert fast.use_feature_fields(x) and fast.stacked_embeddings(x) is None
+    assert fast.use_feature_fields(x) and isinstance(fast.inputs(x), PerFeatureInputs)
     if name == "ifm":
         assert torch.allclose(fast.factors(x), general.factors(x), atol=1e-5)
     out_fast, out_general = fast(x), general(x)
@@ -156,7 +157,7 @@ def test_per_feature_path_is_the_same_function_with_the_same_gradients(name):
     for (param, a), b in zip(fast.named_parameters(), general.parameters()):
         assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-4), param
     # A small batch (fewer stacked rows than features) takes the general path.
-    assert fast.stacked_embeddings(x[:2]) is not None
+    assert isinstance(fast.inputs(x[:2]), StackedInputs)
 
 
 def test_per_feature_path_declines_shared_ids_sparse_tables_and_models_without_an_mlp():

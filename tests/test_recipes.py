@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ifm.models import build_model
-from ifm.models.layers import Dropout
+from ifm.models.kernels import Dropout, PerFeatureInputs
 from ifm.settings import RECIPE_TABLE, paper_config, recipe_table
 from ifm.train import TrainConfig, batch_indices, make_optimizer, stop_now, train
 
@@ -125,7 +125,7 @@ def test_whole_model_equals_its_equations_on_both_paths_with_gradients(name):
     if model.stacked_input_layer() is not None:          # the per-feature path: same function, same gradients
         fast = randomised(build_model(name, N_FEATURES, H, K, **options))
         fast.load_state_dict(model.state_dict())
-        assert fast.use_feature_fields(x) and fast.stacked_embeddings(x) is None
+        assert fast.use_feature_fields(x) and isinstance(fast.inputs(x), PerFeatureInputs)
         out = fast(x)
         assert torch.allclose(out, expected, atol=1e-10)
         grads = torch.autograd.grad(out.sum(), list(fast.parameters()), allow_unused=True)

@@ -111,7 +111,8 @@ class AFM(FMBase):
             raise ValueError(f"unknown init {init!r}; choose default or code")
 
     def forward(self, x):
-        linear, v = self.fm_parts(x)
+        """w0 + sum_i w_i + p^T sum_{i<j} a_ij (v_i * v_j) (AFM's Eq. 5)."""
+        linear, v = self.linear_term(x), self.embedding(x)
         pooled = attention_pooling(v, self.attention.weight, self.attention.bias, self.attention_h.weight[0])
         return linear + self.p(self.dropout(pooled)).squeeze(-1)
 

@@ -8,5 +8,5 @@ class DeepFM(WideDeep):
     default_hidden = (200, 200, 200)
 
     def forward(self, x):
-        v = self.stacked_embeddings(x)
-        return self.wide_and_deep(x, v) + self.interaction(x, v)
+        inputs = self.inputs(x)
+        return self.wide_and_deep(x, inputs) + inputs.interaction()

@@ -7,7 +7,8 @@ dropout (keep 0.7) on the pooled interaction vector before summing it (FM.py:93-
 import torch
 from torch import nn
 
-from ifm.models.layers import Dropout, FMBase
+from ifm.models.kernels import Dropout
+from ifm.models.layers import FMBase
 
 
 class FM(FMBase):
@@ -24,8 +25,8 @@ class FM(FMBase):
             self.pool = nn.Sequential(*layers)
 
     def forward(self, x):
-        linear, v = self.fm_parts(x)
-        return linear + self.pooled_interaction(x, v)
+        """Eq. 1: w0 + sum_i w_i + sum_{i<j} <v_i, v_j> (in Eq. 2's linear time)."""
+        return self.linear_term(x) + self.pooled_interaction(self.inputs(x))
 
     def regularized(self, biases=False):
         # The paper's FM has no L2; the released FM.py puts it on the embeddings V (FM.py:106-107).

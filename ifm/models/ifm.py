@@ -12,7 +12,8 @@ Factorization-Machine, code/IFM.py at 00e3703): batch norm after each FEN layer
 import torch
 from torch import nn
 
-from ifm.models.layers import Dropout, FMBase, glorot_normal_, glorot_normal_mlp_, linear_biases, linear_weights, mlp
+from ifm.models.kernels import Dropout
+from ifm.models.layers import FMBase, glorot_normal_, glorot_normal_mlp_, linear_biases, linear_weights, mlp
 
 
 class IFM(FMBase):
@@ -41,20 +42,21 @@ class IFM(FMBase):
     def stacked_input_layer(self):
         return self.fen[0] if len(self.fen) else None
 
-    def _factors(self, x, v):
-        """m_x = h * softmax(U_x P) (Eq. 5), [batch, h]; the factors of each instance sum to h."""
-        return self.num_fields * torch.softmax(self.P(self.mlp_on_stacked(self.fen, x, v)), dim=1)
+    def _factors(self, inputs):
+        """m_x = h * softmax(U_x P) (Eq. 5) with U_x = FEN(V_x) (Eq. 4), [batch, h]: each instance's sum to h."""
+        return self.num_fields * torch.softmax(self.P(inputs.mlp(self.fen)), dim=1)
 
     def factors(self, x: torch.Tensor) -> torch.Tensor:
         """Input-aware factors m_x,i of the active features of each instance in x (Table 1)."""
-        return self._factors(x, self.stacked_embeddings(x))
+        return self._factors(self.inputs(x))
 
     def forward_with_factors(self, x, m=None):
-        """Prediction given factors m (computed by the FEN when None): Eqs. 6 and 7."""
-        v = self.stacked_embeddings(x)
+        """Eq. 6 and 7: w0 + sum_i m_x,i w_i + sum_{i<j} <m_x,i v_i, m_x,j v_j>, with the FEN's factors
+        m (or the given ones)."""
+        inputs = self.inputs(x)
         if m is None:
-            m = self._factors(x, v)
-        return self.linear.bias + (m * self.linear(x)).sum(dim=1) + self.pooled_interaction(x, v, m)
+            m = self._factors(inputs)
+        return self.linear.bias + (m * self.linear(x)).sum(dim=1) + self.pooled_interaction(inputs, m)
 
     def forward(self, x):
         return self.forward_with_factors(x)

@@ -9,8 +9,8 @@ Bi-Interaction layer (NeuralFM.py:123-124), the others to the hidden layers in o
 """
 from torch import nn
 
-from ifm.models.layers import FMBase, bi_interaction, glorot_normal_, glorot_normal_mlp_, linear_biases, \
-    linear_weights, mlp
+from ifm.models.equations import bi_interaction
+from ifm.models.layers import FMBase, glorot_normal_, glorot_normal_mlp_, linear_biases, linear_weights, mlp
 
 
 class NFM(FMBase):
@@ -32,8 +32,8 @@ class NFM(FMBase):
             raise ValueError(f"unknown init {init!r}; choose default or code")
 
     def forward(self, x):
-        linear, v = self.fm_parts(x)
-        return linear + self.out(self.dnn(self.pool(bi_interaction(v)))).squeeze(-1)
+        """w0 + sum_i w_i + h^T MLP(pool(f_BI(V_x))), f_BI = sum_{i<j} v_i * v_j (NFM's Eqs. 3-4)."""
+        return self.linear_term(x) + self.out(self.dnn(self.pool(bi_interaction(self.embedding(x))))).squeeze(-1)
 
     def regularized(self, biases=False):
         return linear_weights(self.dnn) + [self.out.weight] + (linear_biases(self.dnn) if biases else [])

@@ -18,13 +18,12 @@ class WideDeep(FMBase):
     def stacked_input_layer(self):
         return self.dnn[0]
 
-    def wide_and_deep(self, x, v):
-        """w0 + sum_i w_i plus the MLP's output; v is stacked_embeddings(x)."""
-        wide = self.linear.bias + self.linear(x).sum(dim=1)
-        return wide + self.out(self.mlp_on_stacked(self.dnn, x, v)).squeeze(-1)
+    def wide_and_deep(self, x, inputs):
+        """w0 + sum_i w_i (wide) plus out(MLP(concatenated v)) (deep)."""
+        return self.linear_term(x) + self.out(inputs.mlp(self.dnn)).squeeze(-1)
 
     def forward(self, x):
-        return self.wide_and_deep(x, self.stacked_embeddings(x))
+        return self.wide_and_deep(x, self.inputs(x))
 
     def regularized(self, biases=False):
         return linear_weights(self.dnn) + [self.out.weight] + (linear_biases(self.dnn) if biases else [])
