@@ -187,34 +187,6 @@ def best_setting_table(df: pd.DataFrame, option: str, paper_best: dict,
     return pd.DataFrame(rows).set_index("dataset")
 
 
-def best_setting_verdict(table: pd.DataFrame, what: str) -> "IPython.display.Markdown":
-    """One sentence per dataset: does our best setting match the paper's, and if not, is our best
-    measurably better than the paper's best (paired t-test over seeds, alpha 0.05)?"""
-    from IPython.display import Markdown
-
-    rmse_col = [c for c in table.columns if c.startswith("our best by")][0]
-    parts = []
-    for name, row in table.iterrows():
-        ours, paper, p = row[rmse_col], row["paper's best"], row["p (ours vs paper's best)"]
-        if str(ours) == str(paper):
-            parts.append(f"on {name} our best {what} (by validation RMSE) is **{ours}**, the same as the paper's")
-            continue
-        at_paper, at_ours = (row[c] for c in table.columns if c.startswith("our validation RMSE at"))
-        sentence = (f"on {name} our best {what} (by validation RMSE) is **{ours}**; the paper's is {paper} "
-                    f"(validation RMSE {at_ours} vs {at_paper})")
-        if p == "n/a":
-            sentence += f" (with {row['seeds']} seed(s) per setting no test is possible)"
-        elif p < ALPHA:
-            sentence += (f", and ours is better by more than seed noise (paired t-test over {row['seeds']} seeds, "
-                         f"p = {p:.2g})")
-        else:
-            sentence += (f", but the two are within seed noise (paired t-test over {row['seeds']} seeds, "
-                         f"p = {p:.2g}): our sweep does not contradict the paper's choice")
-        parts.append(sentence)
-    return Markdown("**What we got:** " + "; ".join(parts) + ".")
-
-
-# --------------------------------------------------------------------------- figures
 def _datasets(df):
     return list(dict.fromkeys(df["dataset"].tolist()))
 

@@ -342,7 +342,7 @@ def test_paper_numbers_are_the_published_ones():
 
 # --------------------------------------------------------------------------- the book's tables
 def test_side_by_side_puts_paper_and_ours_in_adjacent_columns():
-    from ifm import plots
+    from ifm import plots, verdicts
 
     ours = pd.DataFrame({"dataset": ["frappe"] * 4, "model": ["ifm", "ifm", "nfm", "nfm"], "seed": [0, 1, 0, 1],
                          "test_rmse": [0.30, 0.32, 0.40, float("nan")]})
@@ -373,7 +373,7 @@ def test_ranking_agreement_orders_best_first_and_knows_which_metrics_are_higher_
 
 
 def test_a_page_without_any_recorded_run_stops_with_the_command_that_fills_it(tmp_path):
-    from ifm import plots
+    from ifm import plots, verdicts
 
     df = ex.regression_study("smoke", datasets=["synthetic"], overrides=TINY, results_dir=tmp_path, log=None,
                              train_missing=False)
@@ -404,7 +404,7 @@ def sweep_frame(valid_rmse: dict) -> pd.DataFrame:
 
 
 def test_best_setting_is_tested_against_the_papers_best_over_paired_seeds():
-    from ifm import plots
+    from ifm import plots, verdicts
 
     # Depth 3 beats the paper's depth 2 by 0.010 on every seed: a real difference.
     clear = plots.best_setting_table(sweep_frame({2: [0.470, 0.475, 0.480], 3: [0.460, 0.4655, 0.470]}),
@@ -412,15 +412,15 @@ def test_best_setting_is_tested_against_the_papers_best_over_paired_seeds():
     row = clear.loc["Frappe"]
     assert row["our best by validation RMSE"] == 3 and row["seeds"] == 3
     assert row["p (ours vs paper's best)"] < 0.05
-    assert "better by more than seed noise" in plots.best_setting_verdict(clear, "depth").data
+    assert "better by more than seed noise" in verdicts.best_setting(clear, "depth").data
     # Depth 3 wins on average but loses on one seed: within noise.
     noisy = plots.best_setting_table(sweep_frame({2: [0.470, 0.460, 0.480], 3: [0.462, 0.468, 0.470]}),
                                      "fen_layers", {"frappe": 2})
     assert noisy.loc["Frappe", "p (ours vs paper's best)"] > 0.05
-    assert "within seed noise" in plots.best_setting_verdict(noisy, "depth").data
+    assert "within seed noise" in verdicts.best_setting(noisy, "depth").data
     # One seed: no test; the same best as the paper: nothing to test.
     single = plots.best_setting_table(sweep_frame({2: [0.47], 3: [0.46]}), "fen_layers", {"frappe": 2})
     assert single.loc["Frappe", "p (ours vs paper's best)"] == "n/a"
-    assert "no test is possible" in plots.best_setting_verdict(single, "depth").data
+    assert "no test is possible" in verdicts.best_setting(single, "depth").data
     same = plots.best_setting_table(sweep_frame({2: [0.46, 0.46], 3: [0.47, 0.47]}), "fen_layers", {"frappe": 2})
-    assert "the same as the paper's" in plots.best_setting_verdict(same, "depth").data
+    assert "the same as the paper's" in verdicts.best_setting(same, "depth").data

@@ -1,0 +1,69 @@
+"""The pages' "What we got" sentences on constructed frames: each must say what the numbers say."""
+from types import SimpleNamespace
+
+import pandas as pd
+
+from ifm import verdicts
+
+
+def test_components_names_the_largest_improvement_and_ifms_when_it_is_not_the_largest():
+    df = pd.DataFrame([{"dataset_label": d, "model": m.lower(), "model_name": m, "ri_rmse": ri}
+                       for d, rows in {"Frappe": {"IFM": 0.30, "NFM": 0.10},
+                                       "MovieLens": {"IFM": 0.05, "NFM": 0.20}}.items()
+                       for m, ri in rows.items()] + [{"dataset_label": "Frappe", "model": "fm", "model_name": "FM",
+                                                      "ri_rmse": 9.0}])       # FM itself never counts
+    text = verdicts.components(df).data
+    assert "on Frappe the largest improvement is IFM's (30.0%)" in text
+    assert "on MovieLens the largest improvement is NFM's (20.0%), IFM's is 5.0%" in text
+
+
+def test_convergence_says_lower_or_not_lower():
+    summary = pd.DataFrame([
+        {"dataset_label": "Frappe", "model": "fm", "valid_rmse": 0.34, "best_epoch": 90},
+        {"dataset_label": "Frappe", "model": "ifm", "valid_rmse": 0.30, "best_epoch": 40},
+        {"dataset_label": "MovieLens", "model": "fm", "valid_rmse": 0.40, "best_epoch": 10},
+        {"dataset_label": "MovieLens", "model": "ifm", "valid_rmse": 0.41, "best_epoch": 12}])
+    text = verdicts.convergence(summary).data
+    assert "on Frappe IFM's best validation RMSE is 0.3000 against FM's 0.3400 (lower, reached at epoch 40 vs 90)" in text
+    assert "on MovieLens IFM's best validation RMSE is 0.4100 against FM's 0.4000 (not lower" in text
+
+
+def test_regression_counts_significant_comparisons_both_ways():
+    df = pd.DataFrame([{"dataset_label": "Frappe", "model_name": m, "test_rmse": v}
+                       for m, v in (("IFM", 0.30), ("NFM", 0.29), ("LibFM", 0.33))])
+    sig = pd.DataFrame([{"significant": True, "verdict": "IFM better", "p_value": 0.01},
+                        {"significant": False, "verdict": "IFM significantly worse", "p_value": 0.02},
+                        {"significant": False, "verdict": "no difference", "p_value": None}])
+    text = verdicts.regression(df, sig).data
+    assert "the lowest mean test RMSE is NFM's (0.2900; IFM 0.3000)" in text
+    assert "Of 2 tested comparisons (of 3" in text and "better in 1 and significantly worse in 1" in text
+
+
+def test_factors_counts_wins_and_quotes_the_spread():
+    table = pd.DataFrame({"ifm_error": [0.1, 0.5, 0.2], "fm_error": [0.2, 0.3, 0.4], "candidates": [120] * 3,
+                          "fm_test_mae": [0.15] * 3, "ifm_test_mae": [0.07] * 3})
+    summary = pd.DataFrame({"field": [3, 9], "p05": [0.01, 0.2], "p95": [9.5, 1.3]})
+    fs = SimpleNamespace(table=table, summary=summary,
+                         attrs={"fields": [2, 8], "field_names": ["daytime", "country"], "common_pair": (5041, 5100)})
+    text = verdicts.factors(fs).data
+    assert "below FM's in 2 of our 3 instances" in text
+    assert "x3 ranges from 0.01 to 9.50" in text and "x9 from 0.20 to 1.30" in text
+    caption = verdicts.factors_caption(fs)
+    assert "x3 = daytime, x9 = country" in caption and "0.1500 for FM and 0.0700 for IFM" in caption
+
+
+def test_rankings_agree_disagree_and_sweeps():
+    ranks = pd.DataFrame([
+        {"item": "Table 3", "dataset_label": "Frappe", "metric": "RMSE", "seeds": 3, "models": 6,
+         "kendall_tau": 1.0, "same_best": True, "paper_best": "IFM", "our_best": "IFM"},
+        {"item": "Table 3", "dataset_label": "MovieLens", "metric": "RMSE", "seeds": 1, "models": 6,
+         "kendall_tau": 0.2, "same_best": False, "paper_best": "IFM", "our_best": "NFM"}])
+    ov = pd.DataFrame([{"item": "Fig. 3a", "dataset_label": "Frappe", "quantity": "best depth", "paper": 2,
+                        "ours": 3, "n_seeds": 3}, {"item": "Table 3", "dataset_label": "Frappe",
+                                                    "quantity": "x", "paper": 1, "ours": 1, "n_seeds": 3}])
+    text = verdicts.rankings(ranks, ov).data
+    assert "Table 3, Frappe, RMSE (3 seeds, 6 models): our ranking **agrees**" in text
+    assert "(1 seed, 6 models): our ranking **disagrees**: the paper's best is IFM, ours is NFM" in text
+    assert "Fig. 3a, Frappe, best depth: paper 2, ours 3 (**different**; 3 seeds per setting)" in text
+    assert "Table 3, Frappe, x" not in text
+    assert verdicts.rankings(ranks.iloc[:0], ov.iloc[:0]).data.startswith("No table")
