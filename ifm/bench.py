@@ -78,11 +78,16 @@ def median(values):
 
 
 def epoch_batches(dataset, batch_size: int, device, seed: int = 0, max_batches: int | None = None):
+    if max_batches is not None and max_batches < 1:
+        raise ValueError(f"max_batches must be at least 1, got {max_batches}")
+    if len(dataset.train) < batch_size:
+        raise ValueError(f"{dataset.name} has {len(dataset.train):,} training instances, fewer than one "
+                         f"batch of {batch_size:,}: nothing to time")
     x, y = dataset.train.x.to(device), dataset.train.y.to(device)
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)).to(device)
     starts = range(0, len(x) - batch_size + 1, batch_size)   # full batches only: every step the same shape
     batches = [(x[order[s:s + batch_size]], y[order[s:s + batch_size]]) for s in starts]
-    return batches[:max_batches] if max_batches else batches
+    return batches[:max_batches]
 
 
 def fen_gemm_bound(batch_size: int, layer_sizes: list[tuple[int, int]], device, repeats: int = 15) -> dict:

@@ -1,20 +1,205 @@
-"""`python -m ifm ...`: inspect data, train one model, benchmark training speed."""
+"""`python -m ifm ...`: inspect data, train one model, benchmark training speed.
+
+Every input is checked before any work starts (each command's --help gives the accepted
+ranges); a bad one ends the command with a one-line error and exit code 2."""
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import math
+import os
 import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
 
 from ifm.models import MODELS
 
 DATASET_NAMES = ("frappe", "movielens", "avazu", "synthetic")
+SEED_MAX = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class Range:
+    """The accepted values of one numeric setting: an int or a finite float within bounds."""
+    kind: type
+    low: float | None = None
+    high: float | None = None
+    above: bool = False     # strictly above low
+    below: bool = False     # strictly below high
+
+    def __str__(self) -> str:
+        what = "an integer" if self.kind is int else "a number"
+        if self.high is not None:
+            if self.kind is int:
+                return f"{what} from {self.low} to {self.high}"
+            return f"{what} in {'(' if self.above else '['}{self.low:g}, {self.high:g}{')' if self.below else ']'}"
+        return f"{what} {'>' if self.above else '>='} {self.low:g}"
+
+    def accepts(self, value) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int if self.kind is int else (int, float)):
+            return False
+        return (math.isfinite(value) and (value > self.low if self.above else value >= self.low)
+                and (self.high is None or (value < self.high if self.below else value <= self.high)))
+
+
+# Every numeric setting a user can give (flag, notebook override or profile field), by its name.
+LIMITS = {
+    "epochs": Range(int, 1), "batch_size": Range(int, 1), "embedding_size": Range(int, 1),
+    "patience": Range(int, 1), "learning_rate": Range(float, 0, above=True),
+    "seed": Range(int, 0, SEED_MAX), "split_seed": Range(int, 0, SEED_MAX),
+    "fen_layers": Range(int, 0), "dropout": Range(float, 0, 1, below=True),
+    "max_batches": Range(int, 1), "threads": Range(int, 1), "timeout": Range(int, 1),
+}
+
+
+def check(name: str, value, setting: str | None = None):
+    """`value` of the setting `setting` (default: `name`), or a ValueError naming `name` and the range."""
+    limit = LIMITS[setting or name]
+    if not limit.accepts(value):
+        raise ValueError(f"{name} must be {limit}, got {value!r}")
+    return limit.kind(value)
+
+
+def number_arg(setting: str):
+    """An argparse type for a numeric setting: its range checked, its range in the error."""
+    limit = LIMITS[setting]
+
+    def parse(text: str):
+        try:
+            value = limit.kind(text)
+        except ValueError:
+            value = None
+        if value is None or not limit.accepts(value):
+            raise argparse.ArgumentTypeError(f"must be {limit}, got {text!r}")
+        return value
+    return parse
+
+
+def device_problem(text: str) -> str | None:
+    """Why `text` names no device of this machine (None: it does)."""
+    try:
+        device = torch.device(text)
+    except (RuntimeError, TypeError):
+        return f"{text!r} is not a device; use cpu, cuda or cuda:N"
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            return f"{text!r}: this machine has no CUDA device (torch.cuda.is_available() is False); use cpu"
+        if (device.index or 0) >= count:
+            return f"{text!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            return f"{text!r}: this machine has no MPS device; use cpu"
+    elif device.type != "cpu":
+        return f"{text!r} is not supported; use cpu, cuda or cuda:N"
+    return None
+
+
+def device_arg(text: str) -> str:
+    problem = device_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+def path_arg(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path")
+    return os.path.expanduser(text)
+
+
+def _output_problem(path: str) -> str | None:
+    """Why a new file cannot be written at `path` (None: it can; missing parents are created)."""
+    target = Path(path)
+    if target.exists() and not target.is_file():
+        return f"{path} is {'a directory' if target.is_dir() else 'not a regular file'}; give a file path"
+    parent = target.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is a file, not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot write in {parent} (permission denied)"
+    return None
 
 
 def _data_args(parser):
-    parser.add_argument("--data-dir", help="directory laid out like the local mirror (default: $IFM_DATA_DIR, "
-                                           "then the cache, then the public download)")
-    parser.add_argument("--split-seed", type=int, default=0, help="seed of the random 8:1:1 split where one is made")
+    parser.add_argument("--data-dir", type=path_arg,
+                        help="directory laid out like the local mirror (default: $IFM_DATA_DIR, "
+                             "then the cache, then the public download)")
+    parser.add_argument("--split-seed", type=number_arg("split_seed"), default=0,
+                        help=f"seed of the random 8:1:1 split where one is made: {LIMITS['split_seed']}")
     parser.add_argument("--no-download", action="store_true", help="never go to the network")
+
+
+# The numbers `train` takes: flag, TrainConfig field or model option, what it sets.
+TRAIN_NUMBERS = (
+    ("--epochs", "epochs", "at most this many epochs"),
+    ("--seed", "seed", "the model's seed (initialisation, dropout, batch order)"),
+    ("--embedding-size", "embedding_size", "the embedding size k"),
+    ("--batch-size", "batch_size", "instances per optimiser step"),
+    ("--patience", "patience", "stop after this many epochs without a new best validation score "
+                               "(instead of the recipes' rule: after 4 rises in a row)"),
+    ("--lr", "learning_rate", "the learning rate"),
+    ("--fen-layers", "fen_layers", "the FEN's hidden layers"),
+    ("--dropout", "dropout", "the dropout rate of the FEN (IFM), the hidden layers (NFM), the pooled "
+                             "vector (AFM) or the MLP (DeepFM, Wide&Deep)"),
+)
+MODEL_OPTIONS = ("fen_layers", "dropout", "activation")
+
+
+def _takes(model: str, option: str) -> bool:
+    return option in inspect.signature(MODELS[model]).parameters
+
+
+def _check_train_args(args) -> None:
+    """Refuse, before any work, flags the model would ignore and outputs that could not be written."""
+    from ifm.models import PRETRAINED_WITH_FM
+
+    for option in MODEL_OPTIONS:
+        if getattr(args, option) is not None and not _takes(args.model, option):
+            takers = ", ".join(m for m in MODELS if _takes(m, option))
+            raise ValueError(f"--{option.replace('_', '-')} does not apply to --model {args.model} "
+                             f"(it applies to {takers})")
+    if args.init_fm is not None:
+        if args.no_pretrain or args.model not in PRETRAINED_WITH_FM:
+            raise ValueError(f"--init-fm: --model {args.model}{' with --no-pretrain' if args.no_pretrain else ''} "
+                             f"starts from no FM (those that do: {', '.join(PRETRAINED_WITH_FM)})")
+        if not Path(args.init_fm).is_file():
+            raise FileNotFoundError(f"--init-fm {args.init_fm}: no such file")
+    for flag, path in (("--out", args.out), ("--save-state", args.save_state)):
+        problem = path is not None and _output_problem(path)
+        if problem:
+            raise ValueError(f"{flag}: {problem}")
+    if args.out is not None and args.save_state is not None and Path(args.out).resolve() == Path(args.save_state).resolve():
+        raise ValueError("--out and --save-state name the same file")
+
+
+def _read_fm_state(path: str) -> dict:
+    """w0, w and v (the `linear.*` and `embedding.*` tensors) of the state saved at `path`."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:   # torch raises many kinds (pickle, zip, EOF...) for a file that is no state
+        raise ValueError(f"--init-fm {path}: not a saved model state ({type(err).__name__})") from None
+    fm = {k: v for k, v in state.items() if isinstance(k, str) and k.startswith(("linear.", "embedding."))
+          and isinstance(v, torch.Tensor)} if isinstance(state, dict) else {}
+    if not fm:
+        raise ValueError(f"--init-fm {path}: not an FM state (no linear.* and embedding.* tensors)")
+    return fm
+
+
+def _check_fm_shapes(state: dict, path: str, dataset, config) -> None:
+    from ifm.models import FM
+
+    wanted = FM(dataset.num_features, dataset.num_fields, config.embedding_size).fm_state()
+    wrong = [f"{k} {list(state[k].shape) if k in state else 'missing'} (needs {list(v.shape)})"
+             for k, v in wanted.items() if k not in state or state[k].shape != v.shape]
+    if wrong:
+        raise ValueError(f"--init-fm {path}: does not fit {dataset.name} at embedding size "
+                         f"{config.embedding_size}: {'; '.join(wrong)}")
 
 
 def _load(args):
@@ -24,6 +209,8 @@ def _load(args):
             raise ValueError("give --dataset (a registered dataset) or --data (your files), not both")
         fields = args.fields.split(",") if args.fields else None
         return load_files(args.data.split(","), target=args.target, fields=fields, split_seed=args.split_seed)
+    if getattr(args, "target", None) or getattr(args, "fields", None):
+        raise ValueError("--target and --fields go with --data (a CSV file of yours)")
     if not args.dataset:
         raise ValueError("say what to train on: --dataset NAME or --data FILE[,VALID,TEST]")
     from ifm.data import load_dataset
@@ -44,55 +231,55 @@ def cmd_data(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from ifm.records import save_state_atomic, write_json_atomic
+    from ifm.records import clean_json, save_state_atomic, write_json_atomic
     from ifm.settings import paper_config
     from ifm.train import train
 
+    _check_train_args(args)
+    pretrained = _read_fm_state(args.init_fm) if args.init_fm is not None else None
     dataset = _load(args)
     _say_data(dataset)
-    overrides = {k: v for k, v in {"epochs": args.epochs, "seed": args.seed, "embedding_size": args.embedding_size,
-                                   "batch_size": args.batch_size, "device": args.device, "patience": args.patience,
-                                   "learning_rate": args.lr}.items() if v is not None}
-    options = {k: v for k, v in {"fen_layers": args.fen_layers, "dropout": args.dropout,
-                                 "activation": args.activation}.items() if v is not None}
+    overrides = {s: getattr(args, s) for _, s, _ in TRAIN_NUMBERS
+                 if s not in MODEL_OPTIONS and getattr(args, s) is not None}
+    options = {o: getattr(args, o) for o in MODEL_OPTIONS if getattr(args, o) is not None}
+    if args.patience is not None:
+        overrides["stopping"] = "patience"
+    if args.device is not None:
+        overrides["device"] = args.device
     if args.no_pretrain:
         overrides["pretrain_fm"] = False
     if args.freeze_embeddings:
         overrides["freeze_embeddings"] = True
     config = paper_config(dataset.name, args.model, recipe=args.recipe, model_options=options, **overrides)
-    pretrained = pretrain_record = None
-    if args.init_fm:
-        import torch
-        pretrained = {k: v for k, v in torch.load(args.init_fm).items() if k.startswith(("linear.", "embedding."))}
+    pretrain_record = None
+    if pretrained is not None:
+        _check_fm_shapes(pretrained, args.init_fm, dataset, config)
         pretrain_record = {"from_file": args.init_fm}
     run = train(config, dataset, progress=not args.quiet, pretrained=pretrained, pretrain_record=pretrain_record)
     record = run.record
-    if args.out:
+    if args.out is not None:
         write_json_atomic(args.out, record)
-    if args.save_state:
+    if args.save_state is not None:
         save_state_atomic(run.model.state_dict(), args.save_state)
-    print(json.dumps({"model": args.model, "dataset": dataset.name, "seed": config.seed,
-                      "best_epoch": record["best_epoch"], "epochs_run": record["epochs_run"],
-                      "valid": record["valid"], "test": record["test"],
-                      "wall_seconds": round(record["wall_seconds"], 2),
-                      "samples_per_second": round(record["samples_per_second"], 1),
-                      "train_instances": len(dataset.train),
-                      "data_kind": dataset.provenance.get("data_kind"), "recipe": config.recipe,
-                      **({"factors_test": record["factors_test"]} if "factors_test" in record else {})}))
+    print(json.dumps(clean_json({
+        "model": args.model, "dataset": dataset.name, "seed": config.seed,
+        "best_epoch": record["best_epoch"], "epochs_run": record["epochs_run"],
+        "valid": record["valid"], "test": record["test"], "wall_seconds": round(record["wall_seconds"], 2),
+        "samples_per_second": round(record["samples_per_second"], 1), "train_instances": len(dataset.train),
+        "data_kind": dataset.provenance.get("data_kind"), "recipe": config.recipe,
+        **({"factors_test": record["factors_test"]} if "factors_test" in record else {})}), allow_nan=False))
     return 0
 
 
 def cmd_bench(args) -> int:
-    import torch
-
     from ifm.bench import bench_deepctr, bench_ours
 
+    if args.compare and args.model != "ifm":
+        raise ValueError("--compare deepctr-torch compares IFM only; use --model ifm")
     dataset = _load(args)
     device = torch.device(args.device)
     rows = [bench_ours(dataset, args.model, device, max_batches=args.batches, per_feature=not args.per_instance)]
     if args.compare:
-        if args.model != "ifm":
-            raise SystemExit("--compare deepctr-torch compares IFM only; use --model ifm")
         rows.append(bench_deepctr(dataset, device, max_batches=args.batches))
     print(f"dataset {dataset.name}: {len(dataset.train):,} training instances, device {device}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}")
@@ -116,8 +303,14 @@ def cmd_bench(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """One line, naming the flag and the problem (argparse adds the whole usage)."""
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ifm", description=__doc__)
+    parser = _Parser(prog="python -m ifm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="show a dataset's provenance and split sizes")
@@ -136,16 +329,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--recipe", default="paper", choices=["paper", "code"],
                        help="paper: the paper's text (default); code: the authors' released code "
                             "(see the book's method chapter for every setting and its source)")
-    for flag, kind in (("--epochs", int), ("--seed", int), ("--embedding-size", int), ("--batch-size", int),
-                       ("--patience", int), ("--lr", float), ("--fen-layers", int), ("--dropout", float)):
-        train.add_argument(flag, type=kind)
-    train.add_argument("--activation", choices=["relu", "sigmoid", "tanh", "identity"])
-    train.add_argument("--device", default=None, help="cpu or cuda")
+    for flag, setting, what in TRAIN_NUMBERS:
+        train.add_argument(flag, dest=setting, type=number_arg(setting), metavar=flag[2:].upper().replace("-", "_"),
+                           help=f"{what}: {LIMITS[setting]} (default: the recipe's)")
+    train.add_argument("--activation", choices=["relu", "sigmoid", "tanh", "identity"],
+                       help="the activation of the FEN (IFM) or the hidden layers (NFM, DeepFM, Wide&Deep)")
+    train.add_argument("--device", type=device_arg, help="cpu, cuda or cuda:N (one this machine has; default cpu)")
     train.add_argument("--no-pretrain", action="store_true", help="skip the FM pre-training of the embeddings")
     train.add_argument("--freeze-embeddings", action="store_true", help="train only the model's extra component")
-    train.add_argument("--out", help="write the full run record (JSON) here")
-    train.add_argument("--save-state", help="write the trained model's state_dict (torch.save) here")
-    train.add_argument("--init-fm", help="take w0, w and v from this saved FM state instead of pre-training one")
+    train.add_argument("--out", type=path_arg, help="write the full run record (JSON) to this file")
+    train.add_argument("--save-state", type=path_arg, help="write the trained model's state_dict (torch.save) to this file")
+    train.add_argument("--init-fm", type=path_arg, help="take w0, w and v from this saved FM state instead of "
+                                                     "pre-training one (its shapes must fit the data)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     _data_args(train)
     train.set_defaults(func=cmd_train)
@@ -154,8 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--dataset", default="frappe", choices=DATASET_NAMES)
     bench.add_argument("--model", default="ifm", choices=list(MODELS))
     bench.add_argument("--compare", choices=["deepctr-torch"], help="also time a peer library's IFM")
-    bench.add_argument("--batches", type=int, help="time only this many batches (default: one epoch)")
-    bench.add_argument("--device", default="cpu")
+    bench.add_argument("--batches", type=number_arg("max_batches"),
+                       help=f"time only this many batches: {LIMITS['max_batches']} (default: one epoch)")
+    bench.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N (default cpu)")
     bench.add_argument("--per-instance", action="store_true",
                        help="time IFM's general path (as on MovieLens and Avazu), not the per-feature one")
     bench.add_argument("--json", action="store_true", help="also print the rows as JSON")
@@ -168,7 +364,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as done:      # --help, or a bad flag (already reported)
+        return done.code
     try:
         return args.func(args)
     except (FileNotFoundError, ValueError) as error:   # data and config errors: a message, not a traceback

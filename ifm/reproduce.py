@@ -11,6 +11,7 @@ exactly what papermill computed. The runs themselves go through the run cache of
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
@@ -42,10 +43,11 @@ def repo_root() -> Path:
 
 
 def add_reproduce_parser(sub):
+    from ifm.cli import LIMITS, device_arg, number_arg, path_arg
     from ifm.experiments import PROFILES
 
     p = sub.add_parser("reproduce", help="execute the notebooks (papermill) and build the book",
-                       description=__doc__, formatter_class=__import__("argparse").RawDescriptionHelpFormatter)
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="smoke", choices=sorted(PROFILES),
                    help="smoke: minutes on a CPU (default); paper: the paper's settings")
     p.add_argument("--recipe", default="paper", choices=["paper", "code", "legacy"],
@@ -53,13 +55,18 @@ def add_reproduce_parser(sub):
                         "legacy: only read the records made before the recipes")
     p.add_argument("--only", action="append", choices=[n for n, _ in NOTEBOOKS], metavar="NAME",
                    help="execute only this notebook (repeatable): " + ", ".join(n for n, _ in NOTEBOOKS))
-    p.add_argument("--data-dir", help="data directory (default: $IFM_DATA_DIR, then the download cache)")
-    p.add_argument("--seeds", type=int, nargs="+", help="seeds for every study (default: the profile's)")
-    p.add_argument("--device", help="cpu, cuda, auto (default: the profile's)")
-    p.add_argument("--results-dir", help="run cache directory (default: $IFM_RESULTS_DIR, then results/)")
+    p.add_argument("--data-dir", type=path_arg,
+                   help="data directory (default: $IFM_DATA_DIR, then the download cache)")
+    p.add_argument("--seeds", type=number_arg("seed"), nargs="+",
+                   help=f"seeds for every study, each {LIMITS['seed']} (default: the profile's)")
+    p.add_argument("--device", type=lambda text: text if text == "auto" else device_arg(text),
+                   help="cpu, cuda, cuda:N or auto (default: the profile's)")
+    p.add_argument("--results-dir", type=path_arg,
+                   help="run cache directory (default: $IFM_RESULTS_DIR, then results/)")
     p.add_argument("--force", action="store_true", help="retrain every run instead of reusing the cache")
     p.add_argument("--no-book", action="store_true", help="execute the notebooks only")
-    p.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds (default: none)")
+    p.add_argument("--timeout", type=number_arg("timeout"), default=None,
+                   help=f"per-cell timeout in seconds: {LIMITS['timeout']} (default: none)")
     p.set_defaults(func=cmd_reproduce)
     return p
 
@@ -154,7 +161,7 @@ def cmd_reproduce(args) -> int:
     for var in ("IFM_RESULTS_DIR", "IFM_DATA_DIR", "IFM_CACHE_DIR"):
         # The kernels inherit these but run in the notebooks' folder: make relative paths absolute.
         if os.environ.get(var):
-            os.environ[var] = str(Path(os.environ[var]).resolve())
+            os.environ[var] = str(Path(os.environ[var]).expanduser().resolve())
     stage = root / "_build" / "reproduce" / args.profile
     names = args.only or [n for n, _ in NOTEBOOKS]
     params = _parameters(args, started)

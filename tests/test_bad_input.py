@@ -1,0 +1,192 @@
+"""Every bad input gets a one-line error naming the flag, file or parameter and the problem,
+before any work starts (issue 12): the command line, the run cache, notebook parameters."""
+import json
+import os
+
+import pytest
+import torch
+
+from ifm.cli import main
+
+TRAIN = ["train", "--dataset", "synthetic", "--quiet", "--epochs", "1", "--embedding-size", "4"]
+
+
+def cli(*argv) -> int:
+    return main([str(a) for a in argv])
+
+
+def refused(capsys, argv, *words):
+    """Exit code 2, nothing on stdout, no data loaded, and one line on stderr holding `words`."""
+    rc = cli(*argv)
+    out = capsys.readouterr()
+    lines = out.err.strip().splitlines()
+    assert rc == 2, out.err
+    assert out.out == "" and "data:" not in out.err          # no data loaded, no result line
+    assert len(lines) == 1, out.err
+    for word in words:
+        assert word in lines[0]
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- numbers
+@pytest.mark.parametrize("flag, value, words", [
+    ("--epochs", "0", "an integer >= 1"), ("--epochs", "-3", "an integer >= 1"),
+    ("--batch-size", "-5", "an integer >= 1"), ("--batch-size", "0", "an integer >= 1"),
+    ("--embedding-size", "0", "an integer >= 1"), ("--embedding-size", "-1", "an integer >= 1"),
+    ("--dropout", "-0.1", "a number in [0, 1)"), ("--dropout", "nan", "a number in [0, 1)"),
+    ("--dropout", "1", "a number in [0, 1)"), ("--fen-layers", "-1", "an integer >= 0"),
+    ("--lr", "inf", "a number > 0"), ("--lr", "nan", "a number > 0"), ("--lr", "0", "a number > 0"),
+    ("--seed", str(2**64), "an integer from 0 to 4294967295"), ("--seed", "1.5", "an integer"),
+    ("--split-seed", "-1", "an integer from 0 to 4294967295"), ("--patience", "0", "an integer >= 1"),
+])
+def test_numbers_out_of_range_are_refused_with_the_flag_and_its_range(capsys, flag, value, words):
+    refused(capsys, [*TRAIN, "--model", "ifm", flag, value], f"argument {flag}", words, repr(value))
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "x"])
+def test_bench_refuses_a_number_of_batches_below_one(capsys, value):
+    refused(capsys, ["bench", "--dataset", "synthetic", "--batches", value], "argument --batches", "an integer >= 1")
+
+
+def test_bench_times_exactly_the_batches_asked_for():
+    from ifm.bench import epoch_batches
+    from ifm.data import load_dataset
+
+    data = load_dataset("synthetic", n=1000)
+    assert len(epoch_batches(data, 100, torch.device("cpu"), max_batches=3)) == 3
+    with pytest.raises(ValueError, match="max_batches must be at least 1, got 0"):
+        epoch_batches(data, 100, torch.device("cpu"), max_batches=0)
+    with pytest.raises(ValueError, match="fewer than one batch of 5,000"):
+        epoch_batches(data, 5000, torch.device("cpu"))
+
+
+def test_every_help_states_the_accepted_ranges(capsys):
+    for command in (["train"], ["bench"], ["data"], ["reproduce"]):
+        assert main([*command, "--help"]) == 0
+        assert "an integer" in " ".join(capsys.readouterr().out.split())
+    assert main(["--help"]) == 0
+    assert "--help gives the accepted ranges" in " ".join(capsys.readouterr().out.split())
+
+
+def test_the_result_line_is_strict_json_when_a_run_diverges(capsys):
+    assert cli(*TRAIN, "--model", "libfm", "--lr", "1e6") == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    result = json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in the result line"))
+    assert result["test"]["rmse"] is None and result["best_epoch"] is None
+
+
+def test_patience_sets_the_patience_rule_instead_of_being_ignored(tmp_path, capsys):
+    out = tmp_path / "run.json"
+    assert cli(*TRAIN, "--model", "fm", "--patience", "3", "--out", out) == 0
+    config = json.loads(out.read_text())["config"]
+    assert config["stopping"] == "patience" and config["patience"] == 3
+
+
+# --------------------------------------------------------------------------- configuration
+@pytest.mark.parametrize("device", ["cuda", "cuda:1", "gpu", "mps", "tpu:0"])
+def test_a_device_this_machine_lacks_is_refused_before_loading_data(capsys, device):
+    if device.startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    refused(capsys, [*TRAIN, "--model", "fm", "--device", device], "argument --device", repr(device))
+
+
+def test_a_cuda_index_beyond_the_devices_is_refused(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    refused(capsys, [*TRAIN, "--model", "fm", "--device", "cuda:5"], "argument --device", "'cuda:5'",
+            "has 1 CUDA device(s), cuda:0 to cuda:0")
+    refused(capsys, ["bench", "--device", "cuda:5"], "argument --device", "1 CUDA device(s)")
+
+
+@pytest.mark.parametrize("flag, value", [("--dropout", "0.2"), ("--fen-layers", "1"), ("--activation", "tanh")])
+def test_ifm_only_flags_are_refused_for_fm(capsys, flag, value):
+    refused(capsys, [*TRAIN, "--model", "fm", flag, value], flag, "does not apply to --model fm", "ifm")
+
+
+def test_fen_layers_applies_to_ifm_only_but_nfm_takes_dropout_and_activation(capsys, tmp_path):
+    refused(capsys, [*TRAIN, "--model", "nfm", "--fen-layers", "1"], "--fen-layers does not apply to --model nfm")
+    refused(capsys, [*TRAIN, "--model", "afm", "--activation", "tanh"], "--activation does not apply to --model afm")
+    out = tmp_path / "nfm.json"
+    assert cli(*TRAIN, "--model", "nfm", "--dropout", "0.1", "--activation", "tanh", "--out", out) == 0
+    assert json.loads(out.read_text())["config"]["model_options"] == {"dropout": 0.1, "activation": "tanh"}
+
+
+@pytest.fixture(scope="module")
+def fm_state(tmp_path_factory):
+    """A real FM state of the synthetic data at embedding size 4."""
+    path = tmp_path_factory.mktemp("state") / "fm.pt"
+    assert cli(*TRAIN, "--model", "fm", "--save-state", str(path)) == 0
+    return path
+
+
+def test_init_fm_refuses_a_file_that_is_not_a_state(capsys, tmp_path, fm_state):
+    text = tmp_path / "notes.txt"
+    text.write_text("not a state\n")
+    refused(capsys, [*TRAIN, "--model", "ifm", "--init-fm", text], f"--init-fm {text}: not a saved model state")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(fm_state.read_bytes()[:200])
+    refused(capsys, [*TRAIN, "--model", "ifm", "--init-fm", truncated], f"--init-fm {truncated}: not a saved model state")
+    other = tmp_path / "other.pt"
+    torch.save({"weight": torch.zeros(3)}, other)
+    refused(capsys, [*TRAIN, "--model", "ifm", "--init-fm", other], "not an FM state (no linear.* and embedding.*")
+    refused(capsys, [*TRAIN, "--model", "ifm", "--init-fm", tmp_path / "absent.pt"], "--init-fm", "no such file")
+
+
+def test_init_fm_refuses_a_state_of_other_shapes_before_training(capsys, fm_state):
+    rc = cli(*TRAIN, "--model", "ifm", "--embedding-size", "8", "--init-fm", fm_state)
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert f"error: --init-fm {fm_state}: does not fit synthetic at embedding size 8: embedding.weight" in err
+    assert "(needs [" in err
+
+
+def test_init_fm_is_refused_where_no_fm_is_used(capsys, fm_state):
+    refused(capsys, [*TRAIN, "--model", "nfm", "--init-fm", fm_state], "--init-fm: --model nfm starts from no FM")
+    refused(capsys, [*TRAIN, "--model", "ifm", "--no-pretrain", "--init-fm", fm_state], "with --no-pretrain")
+
+
+def test_target_and_fields_need_data(capsys):
+    refused(capsys, [*TRAIN, "--model", "fm", "--target", "click"], "--target and --fields go with --data")
+
+
+def test_compare_other_than_ifm_is_refused_before_loading(capsys):
+    refused(capsys, ["bench", "--model", "fm", "--compare", "deepctr-torch"], "--compare", "--model ifm")
+
+
+# --------------------------------------------------------------------------- output paths
+@pytest.mark.parametrize("flag", ["--out", "--save-state"])
+def test_an_output_that_cannot_be_written_is_refused_before_training(capsys, tmp_path, flag):
+    (tmp_path / "a-file").write_text("x")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    refused(capsys, [*TRAIN, "--model", "fm", flag, tmp_path], flag, f"{tmp_path} is a directory")
+    refused(capsys, [*TRAIN, "--model", "fm", flag, tmp_path / "a-file" / "run.json"], flag,
+            f"{tmp_path / 'a-file'} is a file, not a directory")
+    refused(capsys, [*TRAIN, "--model", "fm", flag, ""], f"argument {flag}", "an empty path")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_an_output_in_a_read_only_directory_is_refused(capsys, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    refused(capsys, [*TRAIN, "--model", "fm", "--out", locked / "run.json"], "--out", f"cannot write in {locked}")
+
+
+def test_out_and_save_state_may_not_be_one_file(capsys, tmp_path):
+    refused(capsys, [*TRAIN, "--model", "fm", "--out", tmp_path / "x", "--save-state", tmp_path / "x"],
+            "--out and --save-state name the same file")
+
+
+def test_a_tilde_in_an_output_path_is_the_home_directory(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert cli(*TRAIN, "--model", "fm", "--out", "~/runs/r.json") == 0
+    assert (tmp_path / "runs" / "r.json").is_file() and not (tmp_path / "~").exists()
+
+
+def test_reproduce_checks_its_numbers_and_device(capsys):
+    refused(capsys, ["reproduce", "--seeds", "0", "-1"], "argument --seeds", "an integer from 0 to 4294967295")
+    refused(capsys, ["reproduce", "--timeout", "0"], "argument --timeout", "an integer >= 1")
+    refused(capsys, ["reproduce", "--device", "gpu"], "argument --device", "'gpu' is not a device")
