@@ -39,9 +39,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ifm.cli import LIMITS, check, device_problem
 from ifm.data import load_dataset
-from ifm.models import DISPLAY_NAMES
-from ifm.records import read_json, save_state_atomic, write_json_atomic
+from ifm.models import DISPLAY_NAMES, MODELS
+from ifm.records import exclusive, read_json, remove_stale_temporaries, save_state_atomic, write_json_atomic
 from ifm.settings import LEGACY_FILL, RECIPES, paper_config
 
 with warnings.catch_warnings():
@@ -151,33 +152,66 @@ def get_profile(profile: str | Profile = "smoke", overrides: dict | None = None)
     TrainConfig fields (``epochs``, ``embedding_size``...: applied to every run), or
     ``model_options`` as ``{model: {option: value}}`` (merged per model).
     """
-    if isinstance(profile, str):
-        if profile not in PROFILES:
-            raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    if isinstance(profile, str) and profile in PROFILES:
         profile = PROFILES[profile]
-    if isinstance(overrides, str):   # papermill -p passes strings
-        overrides = json.loads(overrides) if overrides.strip() not in ("", "None") else None
+    elif not isinstance(profile, Profile):
+        raise ValueError(f"unknown profile {profile!r}: profile must be one of {', '.join(PROFILES)}")
+    overrides = parse_overrides(overrides)
     if not overrides:
         return profile
-    profile_fields = {f.name for f in dataclasses.fields(Profile)}
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"model", "seed", "device", "model_options"}
+    profile_fields = {f.name: f for f in dataclasses.fields(Profile)}
+    train_fields = {f.name: f for f in dataclasses.fields(TrainConfig)
+                    if f.name not in ("model", "seed", "device", "model_options")}
     changes, train_changes = {}, dict(profile.train)
     model_options = {m: dict(o) for m, o in profile.model_options.items()}
     for key, value in overrides.items():
         if key == "model_options":
+            if not (isinstance(value, dict) and set(value) <= set(MODELS)
+                    and all(isinstance(o, dict) for o in value.values())):
+                raise ValueError(f"overrides: model_options must map models ({', '.join(MODELS)}) to their "
+                                 f'options, e.g. {{"ifm": {{"fen_layers": 1}}}}, got {value!r}')
             for model, options in value.items():
                 model_options.setdefault(model, {}).update(options)
         elif key in profile_fields and key != "name":
-            changes[key] = tuple(value) if isinstance(value, list) else value
+            changes[key] = _checked_override(key, value, profile_fields[key])
         elif key in train_fields:
-            train_changes[key] = value
+            train_changes[key] = _checked_override(key, value, train_fields[key])
         else:
             raise ValueError(f"unknown override {key!r}: not a Profile field ({', '.join(sorted(profile_fields))}) "
                              f"nor a TrainConfig field ({', '.join(sorted(train_fields))})")
     return dataclasses.replace(profile, train=train_changes, model_options=model_options, **changes)
 
 
-def parse_list(value):
+# --------------------------------------------------------------------------- notebook parameters
+# papermill's -p passes numbers, True/False and None typed and other words as strings; -r passes
+# every value as a string. Each parameter is parsed here, and refused naming it and what it takes.
+def parse_bool(name: str, value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no", "none", ""):
+        return False
+    raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
+def parse_force(value) -> bool | float:
+    """``force``: True, False, or a Unix time (retrain what was written before it)."""
+    try:
+        return parse_bool("force", value)
+    except ValueError:
+        pass
+    try:
+        when = float(value)
+    except (TypeError, ValueError):
+        when = math.nan
+    if not (math.isfinite(when) and when > 0):
+        raise ValueError(f"force must be True, False or a Unix time, got {value!r}")
+    return when
+
+
+def parse_list(value, name: str = "list parameter"):
     """A list parameter as papermill's ``-p`` may pass it: None, a list, a JSON/Python list
     string ('[0, 1]', '["frappe"]') or a comma-separated string ('0,1', 'frappe')."""
     if value is None or isinstance(value, (list, tuple)):
@@ -189,20 +223,90 @@ def parse_list(value):
         return None
     if text.startswith("["):
         import ast
-        return list(ast.literal_eval(text))
+        try:
+            parsed = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            parsed = None
+        if not isinstance(parsed, list):
+            raise ValueError(f"{name} must be a list such as [0, 1] or 0,1, got {value!r}")
+        return parsed
     items = [t.strip().strip("'\"") for t in text.split(",") if t.strip()]
     return [int(t) if t.lstrip("-").isdigit() else t for t in items]
+
+
+def parse_seeds(value, name: str = "seeds") -> tuple | None:
+    seeds = parse_list(value, name)
+    if seeds and not all(LIMITS["seed"].accepts(s) for s in seeds):
+        raise ValueError(f"{name} must be a list of seeds, each {LIMITS['seed']} (e.g. 0,1,2 or [0, 1]), "
+                         f"got {value!r}")
+    return tuple(seeds) if seeds else None
+
+
+def parse_datasets(value) -> tuple | None:
+    names = parse_list(value, "datasets")
+    if names and not all(n in DATASET_NAMES for n in names):
+        raise ValueError(f"datasets must be a list of {', '.join(DATASET_NAMES)}, got {value!r}")
+    return tuple(names) if names else None
+
+
+def parse_overrides(value) -> dict | None:
+    """``overrides``: a dict, or its JSON text ('{"epochs": 5}'); None or '' for none."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = json.loads(text) if text not in ("", "None") else None
+        except ValueError as err:
+            raise ValueError(f'overrides must be a JSON object such as {{"epochs": 5}}, got {text!r} ({err})') from None
+    if value is not None and not isinstance(value, dict):
+        raise ValueError(f'overrides must be a JSON object such as {{"epochs": 5}}, got {value!r}')
+    return value
+
+
+# Overrides whose entries are range-checked numbers: the list, the setting of each entry.
+_LIST_OF = {"seeds": "seed", "sweep_seeds": "seed", "depth_grid": "fen_layers", "dropout_grid": "dropout"}
+_KINDS = {bool: "True or False", int: "an integer", float: "a number", str: "a string", tuple: "a list",
+          dict: "a JSON object"}
+
+
+def _checked_override(key: str, value, spec: dataclasses.Field):
+    """`value` for the Profile or TrainConfig field `spec`, refused unless it has the field's
+    type (and range: LIMITS, RECIPES, a device of this machine)."""
+    name = f"overrides: {key}"
+    default = spec.default_factory() if spec.default is dataclasses.MISSING else spec.default
+    if key in LIMITS:
+        return None if value is None and default is None else check(name, value, key)
+    if key in _LIST_OF:
+        if not isinstance(value, list) or not value:
+            raise ValueError(f"{name} must be a non-empty list, got {value!r}")
+        return tuple(check(f"overrides: each of {key}", v, _LIST_OF[key]) for v in value)
+    if key == "recipe" and value not in RECIPES + ("legacy",):
+        raise ValueError(f"{name} must be one of {', '.join(RECIPES)} (or legacy, read-only), got {value!r}")
+    if key == "device" and value != "auto" and isinstance(value, str) and device_problem(value):
+        raise ValueError(f"{name}: {device_problem(value)}")
+    kind = type(default)
+    if default is None or kind not in _KINDS:
+        return value
+    if kind is float:
+        ok = isinstance(value, (int, float)) and math.isfinite(value)
+    else:
+        ok = isinstance(value, list if kind is tuple else kind)
+    if not ok or (isinstance(value, bool) and kind is not bool):
+        raise ValueError(f"{name} must be {_KINDS[kind]}, got {value!r}")
+    return tuple(value) if kind is tuple else value
 
 
 def resolve_device(device: str | None, profile: Profile) -> str:
     device = device or profile.device
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    problem = device_problem(str(device))
+    if problem:
+        raise ValueError(f"device: {problem}")
     return device
 
 
 def results_root(results_dir: str | os.PathLike | None = None) -> Path:
-    return Path(results_dir or os.environ.get("IFM_RESULTS_DIR") or REPO_ROOT / "results")
+    return Path(results_dir or os.environ.get("IFM_RESULTS_DIR") or REPO_ROOT / "results").expanduser()
 
 
 # --------------------------------------------------------------------------- cache keys
@@ -256,10 +360,35 @@ class RunCache:
     this cache object was made, so each run is retrained once and then shared); or a Unix time
     (retrain anything written before it: `reproduce --force` shares one across notebooks)."""
 
-    def __init__(self, directory: str | os.PathLike, force: bool | float = False):
-        self.directory = Path(directory)
-        self.force_since = time.time() if force is True else (float(force) if force else None)
+    lock_poll = 1.0   # seconds between looks at a lock another process holds
+
+    def __init__(self, directory: str | os.PathLike, force: bool | float | str = False):
+        self.directory = Path(directory).expanduser()
+        force = parse_force(force)
+        self.force_since = time.time() if force is True else (force or None)
         self._index = None
+        if self.directory.is_dir():
+            removed = remove_stale_temporaries(self.directory)
+            if removed:
+                warnings.warn(f"removed {len(removed)} temporary file(s) that an interrupted write left in "
+                              f"{self.directory}: {', '.join(p.name for p in removed)}")
+
+    def read(self, path: Path, run_record: bool = True) -> dict | None:
+        """The JSON object at `path` (with `run_record`: of a run record's shape), else None with a warning."""
+        what = "run record" if run_record else "record"
+        try:
+            record = read_json(path)
+        except (OSError, ValueError) as err:
+            warnings.warn(f"ignoring unreadable {what} {path}: {err}")
+            return None
+        if run_record:
+            problem = _record_problem(record)
+        else:
+            problem = None if isinstance(record, dict) else _not_object(record)
+        if problem:
+            warnings.warn(f"ignoring {what} {path}: {problem}")
+            return None
+        return record
 
     def index(self) -> dict:
         """{dataset name: {data identity: {configuration without device: newest record}}} of the
@@ -267,12 +396,10 @@ class RunCache:
         if self._index is None:
             self._index = {}
             for path in sorted(self.directory.glob("*.json")):
-                try:
-                    record = read_json(path)
-                except (OSError, ValueError) as err:
-                    warnings.warn(f"ignoring unreadable run record {path}: {err}")
+                if path.name.split("-")[0] not in MODELS:    # a derived record (factors-...), not a run
                     continue
-                if "config" not in record or "cache" not in record:
+                record = self.read(path)
+                if record is None:
                     continue
                 material = record["cache"]["material"]
                 config = material["config"]
@@ -296,21 +423,36 @@ class RunCache:
 
     def lookup(self, stem: str, key: str, need_state: bool = False) -> dict | None:
         record_path, state_path = self.paths(stem)
-        if not record_path.is_file():
+        record = self.read(record_path) if record_path.is_file() else None
+        if record is None:
             return None
-        try:
-            record = read_json(record_path)
-        except (OSError, ValueError) as err:
-            warnings.warn(f"ignoring unreadable run record {record_path}: {err}")
-            return None
-        meta = record.get("cache", {})
-        if meta.get("key") != key or record.get("training_version") != TRAINING_VERSION:
+        meta = record["cache"]
+        if meta["key"] != key or record.get("training_version") != TRAINING_VERSION:
             return None
         if self.force_since is not None and meta.get("written_at", 0) < self.force_since:
             return None
-        if need_state and not state_path.is_file():
+        if need_state and not self._state_readable(stem):
             return None
         return record
+
+    def _state_readable(self, stem: str) -> bool:
+        """Whether the model state of `stem` loads; a damaged one is reported and will be retrained."""
+        path = self.paths(stem)[1]
+        if not path.is_file():
+            return False
+        try:
+            state = self.load_state(stem)
+        except Exception as err:    # torch raises many kinds (zip, pickle, EOF...) for a damaged file
+            state = err
+        if not isinstance(state, dict):
+            warnings.warn(f"ignoring unreadable model state {path} ({type(state).__name__}); retraining its run")
+            return False
+        return True
+
+    def lock(self, stem: str, on_wait=None):
+        """Hold `<stem>.lock` while training a run, so that a second sweep on this directory waits
+        for the record instead of training the same run again."""
+        return exclusive(self.directory / f"{stem}.lock", on_wait=on_wait, poll=self.lock_poll)
 
     def store(self, stem: str, record: dict, state: dict | None = None) -> Path:
         record_path, state_path = self.paths(stem)
@@ -324,6 +466,33 @@ class RunCache:
     def derived_path(self, kind: str, dataset_name: str, key: str) -> Path:
         """Where a result computed from trained models (not a training run) is kept, e.g. Table 1's."""
         return self.directory / f"{kind}-{dataset_name}-{key}.json"
+
+
+# What the cache and the rows read from a run record: its objects and the keys they must hold.
+_RECORD_SHAPE = {"config": ("model", "seed"), "dataset": ("provenance",), "cache": ("key", "stem", "material")}
+
+
+def _not_object(value) -> str:
+    kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
+    return f"{kind}, not a JSON object"
+
+
+def _record_problem(record) -> str | None:
+    """What keeps `record` from being a run record (None: nothing)."""
+    if not isinstance(record, dict):
+        return _not_object(record)
+    for name, keys in _RECORD_SHAPE.items():
+        part = record.get(name)
+        if not isinstance(part, dict):
+            return f"no {name!r} object"
+        missing = [k for k in keys if k not in part]
+        if missing:
+            return f"its {name!r} has no {', '.join(map(repr, missing))}"
+    material = record["cache"]["material"]
+    if not (isinstance(material, dict) and isinstance(material.get("config"), dict)
+            and isinstance(material.get("data"), dict) and "name" in material["data"]):
+        return "its cache 'material' lacks the run's config or data"
+    return None
 
 
 def _without_device(config_id: dict) -> dict:
@@ -350,12 +519,9 @@ class Experiment:
             if recipe not in RECIPES + ("legacy",):
                 raise ValueError(f"recipe must be one of {', '.join(RECIPES)} (or legacy, read-only), got {recipe!r}")
             self.profile = dataclasses.replace(self.profile, recipe=str(recipe))
-        self.train_missing = bool(train_missing) if not isinstance(train_missing, str) \
-            else train_missing.strip().lower() in ("1", "true", "yes")
+        self.train_missing = parse_bool("train_missing", train_missing)
         self.missing: list[str] = []
-        datasets, seeds = parse_list(datasets), parse_list(seeds)
-        self.datasets = tuple(str(d) for d in datasets) if datasets else None
-        self.seeds = tuple(int(s) for s in seeds) if seeds else None
+        self.datasets, self.seeds = parse_datasets(datasets), parse_seeds(seeds)
         self.device = resolve_device(device, self.profile)
         if self.profile.threads:
             torch.set_num_threads(int(self.profile.threads))
@@ -390,14 +556,22 @@ class Experiment:
         data = self.dataset(dataset_name)
         options = self.profile.dataset_options.get(dataset_name, {})
         key, material = run_key(config, data, options)
-        keep_state = save_state or config.model == "fm"
         stem = self.cache.stem(key, config, dataset_name)
         record = self.cache.lookup(stem, key, need_state=save_state)
-        if record is not None:
-            if not self._nesting:
-                self.stats["reused"] += 1
-            return record
+        if record is None:
+            with self.cache.lock(stem, on_wait=lambda lock, holder: self.say(
+                    f"  waiting for {holder}, which is training this run ({lock})")):
+                record = self.cache.lookup(stem, key, need_state=save_state)   # it may have been made meanwhile
+                if record is None:
+                    return self._train(config, dataset_name, data, key, material, stem,
+                                       keep_state=save_state or config.model == "fm")
+        if not self._nesting:
+            self.stats["reused"] += 1
+        return record
 
+    def _train(self, config: TrainConfig, dataset_name: str, data, key: str, material: dict, stem: str,
+               keep_state: bool) -> dict:
+        """Train `config` (after its FM pre-training, from the cache or trained) and store its record."""
         pretrained = pretrain_summary = None
         if config.uses_pretraining():
             fm_config = config.pretrain_config()
@@ -679,7 +853,7 @@ def factor_study(profile="smoke", *, dataset: str = "frappe", fields=(2, 8), **k
     derived = None
     if ifm_record is not None and fm_record is not None:
         path = exp.cache.derived_path("factors", dataset, ifm_record["cache"]["key"])
-        derived = read_json(path) if path.is_file() else None
+        derived = exp.cache.read(path, run_record=False) if path.is_file() else None
         if derived is not None and (derived.get("fields") != fields or derived.get("fm_key") != fm_record["cache"]["key"]):
             derived = None
         if derived is None and exp.train_missing:

@@ -190,3 +190,194 @@ def test_reproduce_checks_its_numbers_and_device(capsys):
     refused(capsys, ["reproduce", "--seeds", "0", "-1"], "argument --seeds", "an integer from 0 to 4294967295")
     refused(capsys, ["reproduce", "--timeout", "0"], "argument --timeout", "an integer >= 1")
     refused(capsys, ["reproduce", "--device", "gpu"], "argument --device", "'gpu' is not a device")
+
+
+def test_a_tilde_in_reproduce_paths_is_the_home_directory(tmp_path, monkeypatch):
+    from ifm.cli import build_parser
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    args = build_parser().parse_args(["reproduce", "--data-dir", "~/data", "--results-dir", "~/results"])
+    assert (args.data_dir, args.results_dir) == (str(tmp_path / "data"), str(tmp_path / "results"))
+
+
+# --------------------------------------------------------------------------- notebook parameters
+TINY = {"dataset_options": {"synthetic": {"n": 400}}, "embedding_size": 4, "epochs": 2, "batch_size": 128,
+        "model_options": {"ifm": {"fen_width": 8}}}
+
+
+def experiment(tmp_path, **kwargs):
+    from ifm import experiments as ex
+
+    params = {"profile": "smoke", "datasets": ["synthetic"], "overrides": TINY, "log": None, **kwargs}
+    return ex.Experiment(params.pop("profile"), results_dir=tmp_path, **params)
+
+
+@pytest.mark.parametrize("parameter, value, words", [
+    ("profile", 3, "profile must be one of paper, smoke"),
+    ("train_missing", "ture", "train_missing must be True or False, got 'ture'"),
+    ("seeds", "abc", "seeds must be a list of seeds, each an integer from 0 to 4294967295"),
+    ("seeds", "-1", "seeds must be a list of seeds"), ("seeds", "[0,", "seeds must be a list such as [0, 1]"),
+    ("datasets", "frapp", "datasets must be a list of frappe, movielens, avazu, synthetic"),
+    ("overrides", "not json", 'overrides must be a JSON object such as {"epochs": 5}, got \'not json\''),
+    ("overrides", "[1, 2]", "overrides must be a JSON object"),
+    ("overrides", '{"epochs": "x"}', "overrides: epochs must be an integer >= 1, got 'x'"),
+    ("overrides", '{"learning_rate": -1}', "overrides: learning_rate must be a number > 0"),
+    ("overrides", '{"dropout_grid": [0.5, 1.5]}', "overrides: each of dropout_grid must be a number in [0, 1)"),
+    ("overrides", '{"eval_train": "yes"}', "overrides: eval_train must be True or False"),
+    ("overrides", '{"recipe": "xyz"}', "overrides: recipe must be one of paper, code"),
+    ("overrides", '{"model_options": {"ifm": 3}}', "overrides: model_options must map models"),
+    ("force", "maybe", "force must be True, False or a Unix time, got 'maybe'"),
+    ("recipe", "xyz", "recipe must be one of paper, code"),
+    ("device", "gpu", "device: 'gpu' is not a device"),
+])
+def test_bad_notebook_parameters_name_the_parameter_and_what_it_takes(tmp_path, parameter, value, words):
+    with pytest.raises(ValueError) as err:
+        experiment(tmp_path, **{parameter: value})
+    assert words in str(err.value) and "\n" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def trains(monkeypatch):
+    """The (model, seed) of every real training the experiments layer starts."""
+    from ifm import experiments as ex
+
+    calls, real = [], ex.train
+    monkeypatch.setattr(ex, "train", lambda config, data, **kw: calls.append((config.model, config.seed))
+                        or real(config, data, **kw))
+    return calls
+
+
+def test_force_and_train_missing_given_as_strings_mean_what_they_say(tmp_path, trains):
+    config = experiment(tmp_path).config("synthetic", "fm", 0)
+    experiment(tmp_path).run(config, "synthetic")
+    experiment(tmp_path, force="False").run(config, "synthetic")              # papermill -r force False
+    assert trains == [("fm", 0)]
+    experiment(tmp_path, force="True").run(config, "synthetic")
+    assert trains == [("fm", 0)] * 2
+    reader = experiment(tmp_path, train_missing="False", overrides=json.dumps(TINY))
+    assert reader.run(dataclasses_replace(config, seed=1), "synthetic") is None and len(trains) == 2
+
+
+def dataclasses_replace(config, **changes):
+    import dataclasses
+    return dataclasses.replace(config, **changes)
+
+
+# --------------------------------------------------------------------------- the run cache
+@pytest.mark.parametrize("damage, words", [
+    (lambda r: [], "an array, not a JSON object"), (lambda r: None, "null, not a JSON object"),
+    (lambda r: "text", "a string, not a JSON object"),
+    (lambda r: {k: v for k, v in r.items() if k != "cache"}, "no 'cache' object"),
+    (lambda r: {**r, "cache": {k: v for k, v in r["cache"].items() if k != "material"}}, "no 'material'"),
+    (lambda r: {k: v for k, v in r.items() if k != "dataset"}, "no 'dataset' object"),
+])
+def test_a_record_of_the_wrong_shape_is_skipped_with_a_warning_and_retrained(tmp_path, trains, damage, words):
+    config = experiment(tmp_path).config("synthetic", "fm", 0)
+    record = experiment(tmp_path).run(config, "synthetic")
+    path = tmp_path / "smoke" / f"{record['cache']['stem']}.json"
+    path.write_text(json.dumps(damage(record)))
+    with pytest.warns(UserWarning, match=f"ignoring run record {path}: .*{words}"):
+        assert experiment(tmp_path, train_missing=False).run(config, "synthetic") is None
+    with pytest.warns(UserWarning, match=words):
+        assert experiment(tmp_path).run(config, "synthetic")["test"]
+    assert trains == [("fm", 0)] * 2
+
+
+def test_a_truncated_fm_state_is_retrained_like_a_bad_record(tmp_path, trains):
+    exp = experiment(tmp_path)
+    exp.run(exp.config("synthetic", "ifm", 0), "synthetic")
+    assert trains == [("fm", 0), ("ifm", 0)]
+    state = next((tmp_path / "smoke").glob("fm-*.pt"))
+    state.write_bytes(state.read_bytes()[:300])
+    exp = experiment(tmp_path)
+    with pytest.warns(UserWarning, match=f"ignoring unreadable model state {state}"):
+        exp.run(exp.config("synthetic", "ifm", 0, model_options={"fen_layers": 1}), "synthetic")
+    assert trains[2:] == [("fm", 0), ("ifm", 0)]
+    assert torch.load(state, weights_only=True)["embedding.weight"].shape[1] == 4
+
+
+def test_orphan_temporary_files_of_a_killed_write_are_removed(tmp_path):
+    directory = tmp_path / "smoke"
+    directory.mkdir()
+    old, fresh = directory / ".fm-x.json.ab12cd.tmp", directory / ".fm-y.json.ef34gh.tmp"
+    for tmp in (old, fresh):
+        tmp.write_text("{ half a rec")
+    os.utime(old, (1e9, 1e9))
+    with pytest.warns(UserWarning, match=r"removed 1 temporary file\(s\) .*\.fm-x\.json\.ab12cd\.tmp"):
+        experiment(tmp_path)
+    assert not old.exists() and fresh.exists()                # a write still in progress is left alone
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_records_and_states_are_written_with_the_umask(tmp_path, umask, mode):
+    from ifm.records import save_state_atomic, write_json_atomic
+
+    old = os.umask(umask)
+    try:
+        written = [write_json_atomic(tmp_path / "r.json", {"a": 1}), save_state_atomic({}, tmp_path / "s.pt")]
+    finally:
+        os.umask(old)
+    assert [p.stat().st_mode & 0o777 for p in written] == [mode, mode]
+
+
+def _stem(exp, config):
+    from ifm import experiments as ex
+
+    key, _ = ex.run_key(config, exp.dataset("synthetic"), exp.profile.dataset_options["synthetic"])
+    return exp.cache.stem(key, config, "synthetic")
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path, trains):
+    import socket
+    import subprocess
+
+    exp = experiment(tmp_path)
+    config = exp.config("synthetic", "fm", 0)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    lock = tmp_path / "smoke" / f"{_stem(exp, config)}.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(f"{dead.pid} {socket.gethostname()}\n")
+    assert exp.run(config, "synthetic")["test"] and trains == [("fm", 0)]
+    assert not lock.exists()
+
+
+def test_a_second_sweep_waits_for_the_run_another_one_is_training(tmp_path, trains, monkeypatch):
+    import io
+    import threading
+
+    from ifm import experiments as ex
+
+    config = experiment(tmp_path).config("synthetic", "fm", 0)
+    record = experiment(tmp_path).run(config, "synthetic")
+    made = {p: p.read_bytes() for p in (tmp_path / "smoke").iterdir()}
+    for p in made:
+        p.unlink()
+    lock = tmp_path / "smoke" / f"{record['cache']['stem']}.lock"
+    lock.write_text(f"{os.getpid()} {__import__('socket').gethostname()}\n")   # held by a live process
+
+    def the_other_sweep_finishes():
+        for p, data in made.items():
+            p.write_bytes(data)
+        lock.unlink()
+
+    monkeypatch.setattr(ex.RunCache, "lock_poll", 0.05)
+    timer = threading.Timer(0.5, the_other_sweep_finishes)
+    timer.start()
+    log = io.StringIO()
+    second = experiment(tmp_path, log=log).run(config, "synthetic")
+    timer.join()
+    assert trains == [("fm", 0)]                              # read, not trained again
+    assert second["cache"]["key"] == record["cache"]["key"]
+    assert f"waiting for pid {os.getpid()}" in log.getvalue()
+    assert not lock.exists()
+
+
+def test_a_tilde_in_the_results_directory_is_the_home_directory(tmp_path, monkeypatch):
+    from ifm import experiments as ex
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("IFM_RESULTS_DIR", "~/results")
+    assert ex.results_root() == tmp_path / "results"
+    assert ex.RunCache("~/cache").directory == tmp_path / "cache"
