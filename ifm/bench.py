@@ -113,7 +113,7 @@ def bench_ours(dataset, model_name: str, device, max_batches=None, per_feature: 
     seed_everything(config.seed)
     model = build_for(config, dataset, device)
     if not per_feature:
-        model.layout = None
+        model.use_feature_fields(None)
     optimizer = make_optimizer(model, config)
     model.train()
 

@@ -7,60 +7,16 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import math
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from ifm.limits import LIMITS, device_problem
 from ifm.models import MODELS
-
-DATASET_NAMES = ("frappe", "movielens", "avazu", "synthetic")
-SEED_MAX = 2**32 - 1
-
-
-@dataclass(frozen=True)
-class Range:
-    """The accepted values of one numeric setting: an int or a finite float within bounds."""
-    kind: type
-    low: float | None = None
-    high: float | None = None
-    above: bool = False     # strictly above low
-    below: bool = False     # strictly below high
-
-    def __str__(self) -> str:
-        what = "an integer" if self.kind is int else "a number"
-        if self.high is not None:
-            if self.kind is int:
-                return f"{what} from {self.low} to {self.high}"
-            return f"{what} in {'(' if self.above else '['}{self.low:g}, {self.high:g}{')' if self.below else ']'}"
-        return f"{what} {'>' if self.above else '>='} {self.low:g}"
-
-    def accepts(self, value) -> bool:
-        if isinstance(value, bool) or not isinstance(value, int if self.kind is int else (int, float)):
-            return False
-        return (math.isfinite(value) and (value > self.low if self.above else value >= self.low)
-                and (self.high is None or (value < self.high if self.below else value <= self.high)))
-
-
-# Every numeric setting a user can give (flag, notebook override or profile field), by its name.
-LIMITS = {
-    "epochs": Range(int, 1), "batch_size": Range(int, 1), "embedding_size": Range(int, 1),
-    "patience": Range(int, 1), "learning_rate": Range(float, 0, above=True),
-    "seed": Range(int, 0, SEED_MAX), "split_seed": Range(int, 0, SEED_MAX),
-    "fen_layers": Range(int, 0), "dropout": Range(float, 0, 1, below=True),
-    "max_batches": Range(int, 1), "threads": Range(int, 1), "timeout": Range(int, 1),
-}
-
-
-def check(name: str, value, setting: str | None = None):
-    """`value` of the setting `setting` (default: `name`), or a ValueError naming `name` and the range."""
-    limit = LIMITS[setting or name]
-    if not limit.accepts(value):
-        raise ValueError(f"{name} must be {limit}, got {value!r}")
-    return limit.kind(value)
+from ifm.models.layers import fm_state_of
+from ifm.registry import DATASET_NAMES
 
 
 def number_arg(setting: str):
@@ -76,26 +32,6 @@ def number_arg(setting: str):
             raise argparse.ArgumentTypeError(f"must be {limit}, got {text!r}")
         return value
     return parse
-
-
-def device_problem(text: str) -> str | None:
-    """Why `text` names no device of this machine (None: it does)."""
-    try:
-        device = torch.device(text)
-    except (RuntimeError, TypeError):
-        return f"{text!r} is not a device; use cpu, cuda or cuda:N"
-    if device.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if not count:
-            return f"{text!r}: this machine has no CUDA device (torch.cuda.is_available() is False); use cpu"
-        if (device.index or 0) >= count:
-            return f"{text!r}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
-    elif device.type == "mps":
-        if not torch.backends.mps.is_available():
-            return f"{text!r}: this machine has no MPS device; use cpu"
-    elif device.type != "cpu":
-        return f"{text!r} is not supported; use cpu, cuda or cuda:N"
-    return None
 
 
 def device_arg(text: str) -> str:
@@ -184,8 +120,7 @@ def _read_fm_state(path: str) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:   # torch raises many kinds (pickle, zip, EOF...) for a file that is no state
         raise ValueError(f"--init-fm {path}: not a saved model state ({type(err).__name__})") from None
-    fm = {k: v for k, v in state.items() if isinstance(k, str) and k.startswith(("linear.", "embedding."))
-          and isinstance(v, torch.Tensor)} if isinstance(state, dict) else {}
+    fm = fm_state_of(state) if isinstance(state, dict) else {}
     if not fm:
         raise ValueError(f"--init-fm {path}: not an FM state (no linear.* and embedding.* tensors)")
     return fm

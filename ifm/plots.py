@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from ifm.experiments import ALPHA, DATASET_NAMES, best_by, paired_t_test, seeds_per_setting, summarize
+from ifm.registry import DATASET_NAMES
+from ifm.stats import best_by, paired_t_test, seeds_per_setting, summarize
 
 OURS = "#0173b2"      # seaborn colorblind blue
 PAPER = "#de8f05"     # seaborn colorblind orange

@@ -1,14 +1,36 @@
-"""Run records on disk, written atomically, so no reader ever sees half a file."""
+"""The run records: one JSON file per run, written atomically (no reader ever sees half a file),
+keyed by a hash of everything that decides its result (`run_key`: the full TrainConfig, the
+data's identity and the training version), and the store that reads and writes them
+(`RunCache`): a matching record is reused, a missing one trained, so an interrupted sweep
+resumes. FM runs (and any run asked to) keep their weights beside the record (`.pt`).
+
+The results directory is ``results_dir=`` if given, else ``$IFM_RESULTS_DIR``, else
+``<repository>/results``; a profile's records sit in ``<results>/<profile>/``.
+"""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
 import socket
 import tempfile
 import time
+import warnings
 from pathlib import Path
+
+import torch
+
+from ifm.models import MODELS
+from ifm.settings import LEGACY_FILL
+from ifm.train import TRAINING_VERSION, TrainConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Bump when the cache key's layout changes (not when training changes: that is TRAINING_VERSION).
+CACHE_FORMAT = 1
+# The records made before the recipes (results/paper/ until the book is re-made) read as recipe legacy.
+LEGACY_TRAINING_VERSION = 2
 
 
 def clean_json(value):
@@ -126,3 +148,201 @@ def save_state_atomic(state: dict, path: str | os.PathLike) -> Path:
 def read_json(path: str | os.PathLike):
     with open(path) as f:
         return json.load(f)
+
+
+# --------------------------------------------------------------------------- where records live
+def results_root(results_dir: str | os.PathLike | None = None) -> Path:
+    return Path(results_dir or os.environ.get("IFM_RESULTS_DIR") or REPO_ROOT / "results").expanduser()
+
+
+# --------------------------------------------------------------------------- cache keys
+def canonical(value):
+    """JSON-ready value with one spelling per meaning: tuples are lists, 0.0 is 0, keys sorted later."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, dict):
+        return {str(k): canonical(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    raise TypeError(f"cannot put {type(value).__name__} into a cache key")
+
+
+# Provenance entries that say where the bytes were read from, not what they are.
+_VOLATILE_PROVENANCE = ("source", "built_from_cache")
+
+
+def data_identity(dataset, options: dict | None = None) -> dict:
+    """What identifies a dataset's content: name, options, split seed and its provenance
+    (file hashes, split rule, sizes, generator...) minus paths and cache flags."""
+    prov = {k: v for k, v in dataset.provenance.items() if k not in _VOLATILE_PROVENANCE}
+    prov["files"] = [{k: v for k, v in f.items() if k != "path"} for f in prov.get("files", [])]
+    return canonical({"name": dataset.name, "options": options or {},
+                      "split_seed": prov.get("split_seed"), "provenance": prov})
+
+
+def config_identity(config: TrainConfig) -> dict:
+    """The full TrainConfig, with `pretrain_fm` resolved (None means the paper's choice), so
+    that an FM baseline and the FM pre-training of another model share one record."""
+    d = config.to_dict()
+    d["pretrain_fm"] = config.uses_pretraining()
+    return canonical(d)
+
+
+def run_key(config: TrainConfig, dataset, options: dict | None = None) -> tuple[str, dict]:
+    """(key, material): a 20-hex-digit SHA-256 of everything that determines a run's result."""
+    material = {"cache_format": CACHE_FORMAT, "training_version": TRAINING_VERSION,
+                "config": config_identity(config), "data": data_identity(dataset, options)}
+    blob = json.dumps(material, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20], material
+
+
+# --------------------------------------------------------------------------- the cache
+class RunCache:
+    """Run records in one directory. ``force``: False; True (retrain anything written before
+    this cache object was made, so each run is retrained once and then shared); or a Unix time
+    (retrain anything written before it: `reproduce --force` shares one across notebooks)."""
+
+    lock_poll = 1.0   # seconds between looks at a lock another process holds
+
+    def __init__(self, directory: str | os.PathLike, force: bool | float = False):
+        self.directory = Path(directory).expanduser()
+        self.force_since = time.time() if force is True else (force or None)
+        self._index = None
+        if self.directory.is_dir():
+            removed = remove_stale_temporaries(self.directory)
+            if removed:
+                warnings.warn(f"removed {len(removed)} temporary file(s) that an interrupted write left in "
+                              f"{self.directory}: {', '.join(p.name for p in removed)}")
+
+    def read(self, path: Path, run_record: bool = True) -> dict | None:
+        """The JSON object at `path` (with `run_record`: of a run record's shape), else None with a warning."""
+        what = "run record" if run_record else "record"
+        try:
+            record = read_json(path)
+        except (OSError, ValueError) as err:
+            warnings.warn(f"ignoring unreadable {what} {path}: {err}")
+            return None
+        if run_record:
+            problem = _record_problem(record)
+        else:
+            problem = None if isinstance(record, dict) else _not_object(record)
+        if problem:
+            warnings.warn(f"ignoring {what} {path}: {problem}")
+            return None
+        return record
+
+    def index(self) -> dict:
+        """{dataset name: {data identity: {configuration without device: newest record}}} of the
+        current training version's records in the directory, read and keyed once."""
+        if self._index is None:
+            self._index = {}
+            for path in sorted(self.directory.glob("*.json")):
+                if path.name.split("-")[0] not in MODELS:    # a derived record (factors-...), not a run
+                    continue
+                record = self.read(path)
+                if record is None:
+                    continue
+                material = record["cache"]["material"]
+                config = material["config"]
+                if record.get("training_version") == LEGACY_TRAINING_VERSION:
+                    # made before the recipes: its settings are the legacy recipe's
+                    config = canonical({**LEGACY_FILL, **config})
+                elif record.get("training_version") != TRAINING_VERSION:
+                    continue
+                configs = self._index.setdefault(material["data"]["name"], {}).setdefault(
+                    _identity_text(material["data"]), {})
+                key = _identity_text(_without_device(config))
+                if record["cache"].get("written_at", 0) >= configs.get(key, {}).get("cache", {}).get("written_at", 0):
+                    configs[key] = record
+        return self._index
+
+    def stem(self, key: str, config: TrainConfig, dataset_name: str) -> str:
+        return f"{config.model}-{dataset_name}-{key}"
+
+    def paths(self, stem: str) -> tuple[Path, Path]:
+        return self.directory / f"{stem}.json", self.directory / f"{stem}.pt"
+
+    def lookup(self, stem: str, key: str, need_state: bool = False) -> dict | None:
+        record_path, state_path = self.paths(stem)
+        record = self.read(record_path) if record_path.is_file() else None
+        if record is None:
+            return None
+        meta = record["cache"]
+        if meta["key"] != key or record.get("training_version") != TRAINING_VERSION:
+            return None
+        if self.force_since is not None and meta.get("written_at", 0) < self.force_since:
+            return None
+        if need_state and not self._state_readable(stem):
+            return None
+        return record
+
+    def _state_readable(self, stem: str) -> bool:
+        """Whether the model state of `stem` loads; a damaged one is reported and will be retrained."""
+        path = self.paths(stem)[1]
+        if not path.is_file():
+            return False
+        try:
+            state = self.load_state(stem)
+        except Exception as err:    # torch raises many kinds (zip, pickle, EOF...) for a damaged file
+            state = err
+        if not isinstance(state, dict):
+            warnings.warn(f"ignoring unreadable model state {path} ({type(state).__name__}); retraining its run")
+            return False
+        return True
+
+    def lock(self, stem: str, on_wait=None):
+        """Hold `<stem>.lock` while training a run, so that a second sweep on this directory waits
+        for the record instead of training the same run again."""
+        return exclusive(self.directory / f"{stem}.lock", on_wait=on_wait, poll=self.lock_poll)
+
+    def store(self, stem: str, record: dict, state: dict | None = None) -> Path:
+        record_path, state_path = self.paths(stem)
+        if state is not None:
+            save_state_atomic({k: v.detach().cpu() for k, v in state.items()}, state_path)
+        return write_json_atomic(record_path, record)
+
+    def load_state(self, stem: str) -> dict:
+        return torch.load(self.paths(stem)[1], map_location="cpu", weights_only=True)
+
+    def derived_path(self, kind: str, dataset_name: str, key: str) -> Path:
+        """Where a result computed from trained models (not a training run) is kept, e.g. Table 1's."""
+        return self.directory / f"{kind}-{dataset_name}-{key}.json"
+
+
+# What the cache and the rows read from a run record: its objects and the keys they must hold.
+_RECORD_SHAPE = {"config": ("model", "seed"), "dataset": ("provenance",), "cache": ("key", "stem", "material")}
+
+
+def _not_object(value) -> str:
+    kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
+    return f"{kind}, not a JSON object"
+
+
+def _record_problem(record) -> str | None:
+    """What keeps `record` from being a run record (None: nothing)."""
+    if not isinstance(record, dict):
+        return _not_object(record)
+    for name, keys in _RECORD_SHAPE.items():
+        part = record.get(name)
+        if not isinstance(part, dict):
+            return f"no {name!r} object"
+        missing = [k for k in keys if k not in part]
+        if missing:
+            return f"its {name!r} has no {', '.join(map(repr, missing))}"
+    material = record["cache"]["material"]
+    if not (isinstance(material, dict) and isinstance(material.get("config"), dict)
+            and isinstance(material.get("data"), dict) and "name" in material["data"]):
+        return "its cache 'material' lacks the run's config or data"
+    return None
+
+
+def _without_device(config_id: dict) -> dict:
+    return {k: v for k, v in config_id.items() if k != "device"}
+
+
+def _identity_text(identity: dict) -> str:
+    return json.dumps(identity, sort_keys=True, separators=(",", ":"))

@@ -12,7 +12,7 @@ import torch
 from . import raw
 from .synthetic import SYNTHETIC_DEFAULTS
 
-__all__ = ["DATASETS", "Dataset", "Split", "DataNotFoundError", "OPTIONS", "random_split", "make_dataset",
+__all__ = ["DATASETS", "DATASET_NAMES", "Dataset", "Split", "DataNotFoundError", "OPTIONS", "random_split", "make_dataset",
            "how_to_get"]
 
 
@@ -71,6 +71,9 @@ def _files(local_dir, repo_commit, upstream_dir, names_and_blobs):
                         blob_id=blob)
             for split, (name, blob) in names_and_blobs.items()}
 
+
+# Every registered dataset and its name in the book.
+DATASET_NAMES = {"frappe": "Frappe", "movielens": "MovieLens", "avazu": "Avazu", "synthetic": "Synthetic"}
 
 DATASETS: dict = {
     "frappe": dict(

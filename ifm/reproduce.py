@@ -44,7 +44,7 @@ def repo_root() -> Path:
 
 def add_reproduce_parser(sub):
     from ifm.cli import LIMITS, device_arg, number_arg, path_arg
-    from ifm.experiments import PROFILES
+    from ifm.profiles import PROFILES
 
     p = sub.add_parser("reproduce", help="execute the notebooks (papermill) and build the book",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

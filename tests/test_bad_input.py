@@ -322,9 +322,9 @@ def test_records_and_states_are_written_with_the_umask(tmp_path, umask, mode):
 
 
 def _stem(exp, config):
-    from ifm import experiments as ex
+    from ifm import records
 
-    key, _ = ex.run_key(config, exp.dataset("synthetic"), exp.profile.dataset_options["synthetic"])
+    key, _ = records.run_key(config, exp.dataset("synthetic"), exp.profile.dataset_options["synthetic"])
     return exp.cache.stem(key, config, "synthetic")
 
 
@@ -347,7 +347,7 @@ def test_a_second_sweep_waits_for_the_run_another_one_is_training(tmp_path, trai
     import io
     import threading
 
-    from ifm import experiments as ex
+    from ifm import records
 
     config = experiment(tmp_path).config("synthetic", "fm", 0)
     record = experiment(tmp_path).run(config, "synthetic")
@@ -362,7 +362,7 @@ def test_a_second_sweep_waits_for_the_run_another_one_is_training(tmp_path, trai
             p.write_bytes(data)
         lock.unlink()
 
-    monkeypatch.setattr(ex.RunCache, "lock_poll", 0.05)
+    monkeypatch.setattr(records.RunCache, "lock_poll", 0.05)
     timer = threading.Timer(0.5, the_other_sweep_finishes)
     timer.start()
     log = io.StringIO()
@@ -375,9 +375,9 @@ def test_a_second_sweep_waits_for_the_run_another_one_is_training(tmp_path, trai
 
 
 def test_a_tilde_in_the_results_directory_is_the_home_directory(tmp_path, monkeypatch):
-    from ifm import experiments as ex
+    from ifm import records
 
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("IFM_RESULTS_DIR", "~/results")
-    assert ex.results_root() == tmp_path / "results"
-    assert ex.RunCache("~/cache").directory == tmp_path / "cache"
+    assert records.results_root() == tmp_path / "results"
+    assert records.RunCache("~/cache").directory == tmp_path / "cache"

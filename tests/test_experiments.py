@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ifm import experiments as ex
+from ifm import experiments as ex, overview, paper, profiles, records, stats, studies
+from ifm import train as train_mod
 from ifm.data import load_dataset
 
 TINY = {"dataset_options": {"synthetic": {"n": 400}}, "embedding_size": 4, "epochs": 2, "batch_size": 128,
@@ -51,9 +52,9 @@ def test_key_changes_with_config_data_and_version(tmp_path, monkeypatch):
     exp = experiment(tmp_path)
     data = exp.dataset("synthetic")
     config = exp.config("synthetic", "ifm", 0)
-    key, material = ex.run_key(config, data)
-    assert len(key) == 20 and material["training_version"] == ex.TRAINING_VERSION
-    assert ex.run_key(config, data)[0] == key                                 # deterministic
+    key, material = records.run_key(config, data)
+    assert len(key) == 20 and material["training_version"] == train_mod.TRAINING_VERSION
+    assert records.run_key(config, data)[0] == key                                 # deterministic
 
     changed = [
         dataclasses.replace(config, epochs=3),
@@ -63,33 +64,33 @@ def test_key_changes_with_config_data_and_version(tmp_path, monkeypatch):
         dataclasses.replace(config, device="cuda"),
     ]
     for other in changed:
-        assert ex.run_key(other, data)[0] != key, other
+        assert records.run_key(other, data)[0] != key, other
 
     # different data: other generator options, other split, edited provenance (e.g. file hashes)
-    assert ex.run_key(config, load_dataset("synthetic", n=401))[0] != key
-    assert ex.run_key(config, load_dataset("synthetic", n=400, seed=1))[0] != key
-    assert ex.run_key(config, load_dataset("synthetic", n=400, split_seed=1))[0] != key
-    assert ex.run_key(config, data, {"n": 400})[0] != key                    # dataset options count
+    assert records.run_key(config, load_dataset("synthetic", n=401))[0] != key
+    assert records.run_key(config, load_dataset("synthetic", n=400, seed=1))[0] != key
+    assert records.run_key(config, load_dataset("synthetic", n=400, split_seed=1))[0] != key
+    assert records.run_key(config, data, {"n": 400})[0] != key                    # dataset options count
     edited = copy.copy(data)
     edited.provenance = {**data.provenance, "files": [{"role": "train", "sha256": "ab" * 32, "path": "/x"}]}
-    assert ex.run_key(config, edited)[0] != key
+    assert records.run_key(config, edited)[0] != key
 
-    monkeypatch.setattr(ex, "TRAINING_VERSION", ex.TRAINING_VERSION + 1)
-    assert ex.run_key(config, data)[0] != key
+    monkeypatch.setattr(records, "TRAINING_VERSION", train_mod.TRAINING_VERSION + 1)
+    assert records.run_key(config, data)[0] != key
 
 
 def test_key_ignores_where_the_data_lives_and_number_spelling(tmp_path):
     exp = experiment(tmp_path)
     data = exp.dataset("synthetic")
     config = exp.config("synthetic", "ifm", 0)
-    key = ex.run_key(config, data)[0]
+    key = records.run_key(config, data)[0]
     moved = copy.copy(data)
     moved.provenance = {**data.provenance, "source": "mirror:/somewhere/else", "built_from_cache": True,
                         "files": [{**f, "path": "/other/path"} for f in data.provenance.get("files", [])]}
-    assert ex.run_key(config, moved)[0] == key
+    assert records.run_key(config, moved)[0] == key
     as_int = dataclasses.replace(config, model_options={**config.model_options, "dropout": 0})
     as_float = dataclasses.replace(config, model_options={**config.model_options, "dropout": 0.0})
-    assert ex.run_key(as_int, data)[0] == ex.run_key(as_float, data)[0]
+    assert records.run_key(as_int, data)[0] == records.run_key(as_float, data)[0]
 
 
 def test_fm_baseline_and_fm_pretraining_share_one_record(tmp_path):
@@ -98,7 +99,7 @@ def test_fm_baseline_and_fm_pretraining_share_one_record(tmp_path):
     fm = exp.config("synthetic", "fm", 0)
     assert fm.pretrain_fm is None
     for model in ("ifm", "afm", "deepfm", "wide_deep"):
-        assert ex.run_key(exp.config("synthetic", model, 0).pretrain_config(), data)[0] == ex.run_key(fm, data)[0]
+        assert records.run_key(exp.config("synthetic", model, 0).pretrain_config(), data)[0] == records.run_key(fm, data)[0]
 
 
 # --------------------------------------------------------------------------- reuse, retrain, force
@@ -107,7 +108,7 @@ def test_record_is_reused_not_retrained(tmp_path, trains):
     config = exp.config("synthetic", "ifm", 0)
     first = exp.run(config, "synthetic")
     assert trains == [("fm", 0), ("ifm", 0)]                  # FM pre-training first, then IFM
-    assert first["pretrain"]["model"] == "fm" and first["cache"]["key"] == ex.run_key(config, exp.dataset("synthetic"), {"n": 400})[0]
+    assert first["pretrain"]["model"] == "fm" and first["cache"]["key"] == records.run_key(config, exp.dataset("synthetic"), {"n": 400})[0]
     again = experiment(tmp_path).run(config, "synthetic")     # a new process would see the same
     assert trains == [("fm", 0), ("ifm", 0)]
     assert again == json.loads(json.dumps(first))
@@ -155,11 +156,11 @@ def test_stale_version_or_foreign_record_is_not_reused(tmp_path, trains, monkeyp
 
 def test_results_dir_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("IFM_RESULTS_DIR", str(tmp_path / "elsewhere"))
-    assert ex.results_root() == tmp_path / "elsewhere"
+    assert records.results_root() == tmp_path / "elsewhere"
     exp = ex.Experiment("smoke", overrides=TINY, log=None)
     assert exp.cache.directory == tmp_path / "elsewhere" / "smoke"
     monkeypatch.delenv("IFM_RESULTS_DIR")
-    assert ex.results_root() == ex.REPO_ROOT / "results"
+    assert records.results_root() == records.REPO_ROOT / "results"
 
 
 # --------------------------------------------------------------------------- atomic writes
@@ -196,21 +197,21 @@ def test_an_interrupted_sweep_resumes_with_only_the_missing_runs(tmp_path, train
 
     monkeypatch.setattr(ex, "train", dies_after_three)
     with pytest.raises(KeyboardInterrupt):
-        ex.depth_study("smoke", datasets=["synthetic"], overrides=TINY, results_dir=tmp_path, log=None)
+        studies.depth_study(ex.Experiment("smoke", datasets=["synthetic"], overrides=TINY, results_dir=tmp_path, log=None))
     done = [n for n in files(tmp_path) if n.endswith(".json")]
     assert len(done) == 3                                     # FM + depths 0 and 1
 
     calls = []
     monkeypatch.setattr(ex, "train", lambda c, d, **k: calls.append(c.model_options["fen_layers"]) or real(c, d, **k))
-    df = ex.depth_study("smoke", datasets=["synthetic"], overrides=TINY, results_dir=tmp_path, log=None)
+    df = studies.depth_study(ex.Experiment("smoke", datasets=["synthetic"], overrides=TINY, results_dir=tmp_path, log=None))
     assert calls == [2]                                       # only the missing depth
     assert list(df.fen_layers) == [0, 1, 2]
     assert "1 trained now" in df.attrs["report"] and "2 reused" in df.attrs["report"]
 
 
 def test_sweep_rows_carry_profile_data_device_and_seeds(tmp_path):
-    df = ex.dropout_study("smoke", datasets=["synthetic"], seeds=[0, 1], overrides=TINY, results_dir=tmp_path,
-                          log=None)
+    df = studies.dropout_study(ex.Experiment("smoke", datasets=["synthetic"], seeds=[0, 1], overrides=TINY, results_dir=tmp_path,
+                          log=None))
     assert len(df) == 2 * 2
     for column in ("profile", "dataset", "dataset_label", "train_instances", "device", "device_name", "seed",
                    "seeds", "n_seeds", "valid_rmse", "valid_mae", "dropout", "key"):
@@ -222,24 +223,24 @@ def test_sweep_rows_carry_profile_data_device_and_seeds(tmp_path):
 
 def test_tables_and_factors_on_synthetic(tmp_path, trains):
     common = dict(datasets=["synthetic"], seeds=[0, 1], overrides=TINY, results_dir=tmp_path, log=None)
-    reg = ex.regression_study("smoke", **common)
+    reg = studies.regression_study(ex.Experiment("smoke", **common))
     assert set(reg.model) == {"libfm", "wide_deep", "deepfm", "nfm", "afm", "ifm"} and len(reg) == 12
-    sig = ex.significance(reg)
+    sig = stats.significance(reg)
     assert len(sig) == 5 * 2 and set(sig.n_pairs) == {2}
-    comp = ex.component_study("smoke", **common)
+    comp = studies.component_study(ex.Experiment("smoke", **common))
     fm = comp[comp.model == "fm"].set_index("seed").test_rmse
     for row in comp[comp.model != "fm"].itertuples():
         assert row.ri_rmse == pytest.approx((fm[row.seed] - row.test_rmse) / fm[row.seed])
     n = len(trains)
-    fs = ex.factor_study("smoke", dataset="synthetic", fields=(0, 1), seeds=[0], overrides=TINY,
-                         results_dir=tmp_path, log=None)
+    fs = studies.factor_study(ex.Experiment("smoke", seeds=[0], overrides=TINY,
+                         results_dir=tmp_path, log=None), dataset="synthetic", fields=(0, 1))
     assert len(trains) == n + 1                                # the IFM again, to keep its weights; FM reused
     assert 1 <= len(fs.table) <= 3
     per_instance = fs.distribution.groupby("test_index").factor.sum()
     # factors of an instance sum to h (kept at 5 significant digits in the derived record)
     assert np.allclose(per_instance, 5, atol=5e-4)
-    again = ex.factor_study("smoke", dataset="synthetic", fields=(0, 1), seeds=[0], overrides=TINY,
-                            results_dir=tmp_path, log=None)
+    again = studies.factor_study(ex.Experiment("smoke", seeds=[0], overrides=TINY,
+                            results_dir=tmp_path, log=None), dataset="synthetic", fields=(0, 1))
     assert len(trains) == n + 1                                # now everything is cached
     pd.testing.assert_frame_equal(again.table, fs.table)
 
@@ -247,15 +248,15 @@ def test_tables_and_factors_on_synthetic(tmp_path, trains):
     for path in tmp_path.glob("smoke/*.pt"):
         path.unlink()                                          # weights are not committed
     read = dict(common, train_missing=False)
-    assert_frame_equal_runs(ex.regression_study("smoke", **read), reg)
-    ro = ex.factor_study("smoke", dataset="synthetic", fields=(0, 1), seeds=[0], overrides=TINY,
-                         results_dir=tmp_path, log=None, train_missing=False)
+    assert_frame_equal_runs(studies.regression_study(ex.Experiment("smoke", **read)), reg)
+    ro = studies.factor_study(ex.Experiment("smoke", seeds=[0], overrides=TINY,
+                         results_dir=tmp_path, log=None, train_missing=False), dataset="synthetic", fields=(0, 1))
     pd.testing.assert_frame_equal(ro.table, fs.table)
-    more = ex.regression_study("smoke", **dict(read, seeds=[0, 1, 5]))
+    more = studies.regression_study(ex.Experiment("smoke", **dict(read, seeds=[0, 1, 5])))
     assert len(trains) == n + 1 and len(more) == 12
     assert len(more.attrs["missing"]) == 6 and not more.attrs["complete"]
     assert "IFM on synthetic, seed 5" in more.attrs["missing"]
-    empty = ex.regression_study("smoke", **dict(read, results_dir=tmp_path / "nothing"))
+    empty = studies.regression_study(ex.Experiment("smoke", **dict(read, results_dir=tmp_path / "nothing")))
     assert empty.empty and len(empty.attrs["missing"]) == 12 and len(trains) == n + 1
 
 
@@ -266,45 +267,45 @@ def assert_frame_equal_runs(a, b):
 
 # --------------------------------------------------------------------------- profiles and parameters
 def test_profile_overrides_field_by_field():
-    p = ex.get_profile("smoke", {"epochs": 7, "seeds": [3, 4], "model_options": {"ifm": {"fen_layers": 1}}})
+    p = profiles.get_profile("smoke", {"epochs": 7, "seeds": [3, 4], "model_options": {"ifm": {"fen_layers": 1}}})
     config = p.config("frappe", "ifm", 3)
     assert config.epochs == 7 and p.seeds == (3, 4)
     assert config.model_options["fen_layers"] == 1 and config.model_options["fen_width"] == 64
     assert p.config("frappe", "nfm", 0).model_options == {"hidden": [64]}    # IFM options stay on IFM
-    assert ex.get_profile("smoke", '{"epochs": 2}').train["epochs"] == 2      # papermill passes strings
+    assert profiles.get_profile("smoke", '{"epochs": 2}').train["epochs"] == 2      # papermill passes strings
     with pytest.raises(ValueError, match="unknown override"):
-        ex.get_profile("smoke", {"epoch": 2})
+        profiles.get_profile("smoke", {"epoch": 2})
     with pytest.raises(ValueError, match="unknown profile"):
-        ex.get_profile("fast")
-    paper = ex.get_profile("paper")
+        profiles.get_profile("fast")
+    paper = profiles.get_profile("paper")
     assert paper.config("frappe", "ifm", 0).embedding_size == 256 and paper.differences() == []
-    assert ex.get_profile("smoke").differences()
+    assert profiles.get_profile("smoke").differences()
 
 
 @pytest.mark.parametrize("value, expected", [
     (None, None), ("[0]", [0]), ("[0, 1, 2]", [0, 1, 2]), ("0,1", [0, 1]), ([2], [2]), (3, [3]),
     ('["frappe"]', ["frappe"]), ("frappe,movielens", ["frappe", "movielens"]), ("None", None)])
 def test_list_parameters_as_papermill_passes_them(value, expected):
-    assert ex.parse_list(value) == expected
+    assert profiles.parse_list(value) == expected
 
 
 # --------------------------------------------------------------------------- statistics
 def test_t_interval_on_known_values():
-    mean, half = ex.t_interval([1.0, 2.0, 3.0])
+    mean, half = stats.t_interval([1.0, 2.0, 3.0])
     assert mean == 2.0
     assert half == pytest.approx(4.302652729911275 / math.sqrt(3))          # t(0.975, 2) * s / sqrt(n), s = 1
-    assert ex.t_interval([5.0])[0] == 5.0 and math.isnan(ex.t_interval([5.0])[1])
-    assert ex.t_interval([1.0, float("nan"), 3.0])[0] == 2.0
+    assert stats.t_interval([5.0])[0] == 5.0 and math.isnan(stats.t_interval([5.0])[1])
+    assert stats.t_interval([1.0, float("nan"), 3.0])[0] == 2.0
 
 
 def test_paired_t_test_on_known_values():
-    t, p = ex.paired_t_test([1, 2, 3, 4], [2, 3, 5, 5])       # differences -1 -1 -2 -1: mean -1.25, sd 0.5
+    t, p = stats.paired_t_test([1, 2, 3, 4], [2, 3, 5, 5])       # differences -1 -1 -2 -1: mean -1.25, sd 0.5
     assert t == pytest.approx(-5.0)
     assert p == pytest.approx(0.015392, abs=1e-5)             # two-sided, 3 degrees of freedom
-    assert all(math.isnan(v) for v in ex.paired_t_test([1.0], [2.0]))
-    assert all(math.isnan(v) for v in ex.paired_t_test([1, 2, 3], [2, 3, 4]))   # constant difference
+    assert all(math.isnan(v) for v in stats.paired_t_test([1.0], [2.0]))
+    assert all(math.isnan(v) for v in stats.paired_t_test([1, 2, 3], [2, 3, 4]))   # constant difference
     with pytest.raises(ValueError):
-        ex.paired_t_test([1, 2], [1, 2, 3])
+        stats.paired_t_test([1, 2], [1, 2, 3])
 
 
 def test_significance_marks_only_better_and_significant():
@@ -314,39 +315,39 @@ def test_significance_marks_only_better_and_significant():
         rows += [{"dataset": "d", "model": "ifm", "seed": seed, "test_rmse": a},
                  {"dataset": "d", "model": "nfm", "seed": seed, "test_rmse": b},
                  {"dataset": "d", "model": "afm", "seed": seed, "test_rmse": c}]
-    sig = ex.significance(pd.DataFrame(rows), metrics=("test_rmse",)).set_index("baseline")
+    sig = stats.significance(pd.DataFrame(rows), metrics=("test_rmse",)).set_index("baseline")
     assert bool(sig.loc["nfm", "significant"]) and sig.loc["nfm", "p_value"] < 0.001
     assert not bool(sig.loc["afm", "significant"])           # differences of both signs
     reversed_rows = [{**r, "test_rmse": -r["test_rmse"]} for r in rows]
-    worse = ex.significance(pd.DataFrame(reversed_rows), metrics=("test_rmse",)).set_index("baseline")
+    worse = stats.significance(pd.DataFrame(reversed_rows), metrics=("test_rmse",)).set_index("baseline")
     assert not bool(worse.loc["nfm", "significant"])         # significant, but IFM is the worse one
 
 
 def test_summarize_gives_mean_and_interval_per_group():
     df = pd.DataFrame({"model": ["a", "a", "a", "b"], "x": [1.0, 2.0, 3.0, 5.0]})
-    s = ex.summarize(df, ["model"], ["x"]).set_index("model")
+    s = stats.summarize(df, ["model"], ["x"]).set_index("model")
     assert s.loc["a", "x_mean"] == 2.0 and s.loc["a", "x_n"] == 3
     assert s.loc["a", "x_low"] == pytest.approx(2.0 - 4.302652729911275 / math.sqrt(3))
     assert s.loc["b", "x_n"] == 1 and math.isnan(s.loc["b", "x_half"])
 
 
 def test_paper_numbers_are_the_published_ones():
-    t3 = ex.paper_table("table3").set_index(["dataset", "model"])
+    t3 = paper.paper_table("table3").set_index(["dataset", "model"])
     assert t3.loc[("frappe", "ifm"), "RMSE"] == 0.2872 and t3.loc[("movielens", "libfm"), "MAE"] == 0.2604
-    assert ex.paper_table("table4").set_index("model").loc["ifm", "AUC"] == 78.48
-    assert ex.paper_table("table2").set_index(["dataset", "model"]).loc[("frappe", "ifm"), "RI"] == 0.30
-    assert list(ex.paper_table("table1").ifm_factor_x3) == [3.12, 0.67, 2.29]
-    assert ex.paper_best("fen_layers") == {"frappe": 2, "movielens": 3}
-    assert ex.paper_best("dropout") == {"frappe": 0.3, "movielens": 0.4}
+    assert paper.paper_table("table4").set_index("model").loc["ifm", "AUC"] == 78.48
+    assert paper.paper_table("table2").set_index(["dataset", "model"]).loc[("frappe", "ifm"), "RI"] == 0.30
+    assert list(paper.paper_table("table1").ifm_factor_x3) == [3.12, 0.67, 2.29]
+    assert paper.paper_best("fen_layers") == {"frappe": 2, "movielens": 3}
+    assert paper.paper_best("dropout") == {"frappe": 0.3, "movielens": 0.4}
 
 
 # --------------------------------------------------------------------------- the book's tables
 def test_side_by_side_puts_paper_and_ours_in_adjacent_columns():
-    from ifm import plots, verdicts
+    from ifm import plots
 
     ours = pd.DataFrame({"dataset": ["frappe"] * 4, "model": ["ifm", "ifm", "nfm", "nfm"], "seed": [0, 1, 0, 1],
                          "test_rmse": [0.30, 0.32, 0.40, float("nan")]})
-    table = plots.side_by_side(ours, ex.paper_table("table3"), ["dataset", "model"], {"RMSE": ("test_rmse", "RMSE")})
+    table = plots.side_by_side(ours, paper.paper_table("table3"), ["dataset", "model"], {"RMSE": ("test_rmse", "RMSE")})
     assert list(table.columns) == [("RMSE", "paper"), ("RMSE", "ours"), ("", "seeds")]
     assert table.loc[("frappe", "ifm"), ("RMSE", "paper")] == "0.2872"
     half = 12.706204736174705 * np.std([0.30, 0.32], ddof=1) / math.sqrt(2)
@@ -363,7 +364,7 @@ def test_ranking_agreement_orders_best_first_and_knows_which_metrics_are_higher_
     ov = pd.DataFrame(rows("Table 3", "RMSE", [0.31, 0.32, 0.29], [0.45, 0.46, 0.44])
                       + rows("Table 4", "AUC", [80.0, 79.0, 81.0], [70.0, 71.0, 69.0])
                       + rows("Table 2", "RI", [0.1, 0.2, 0.3], [float("nan")] * 3))
-    ranks = ex.ranking_agreement(ov).set_index("item")
+    ranks = overview.ranking_agreement(ov).set_index("item")
     assert list(ranks.index) == ["Table 3", "Table 4"]          # no numbers of ours: no ranking
     assert ranks.loc["Table 3", "paper_order"] == "IFM > NFM > AFM" and ranks.loc["Table 3", "kendall_tau"] == 1
     assert ranks.loc["Table 3", "same_best"]
@@ -373,11 +374,11 @@ def test_ranking_agreement_orders_best_first_and_knows_which_metrics_are_higher_
 
 
 def test_a_page_without_any_recorded_run_stops_with_the_command_that_fills_it(tmp_path):
-    from ifm import plots, verdicts
+    from ifm import plots
 
-    df = ex.regression_study("smoke", datasets=["synthetic"], overrides=TINY, results_dir=tmp_path, log=None,
-                             train_missing=False)
-    assert df.empty and "dataset" in df and len(ex.significance(df)) == 0
+    df = studies.regression_study(ex.Experiment("smoke", datasets=["synthetic"], overrides=TINY, results_dir=tmp_path, log=None,
+                             train_missing=False))
+    assert df.empty and "dataset" in df and len(stats.significance(df)) == 0
     with pytest.raises(RuntimeError, match="reproduce --profile smoke --only regression"):
         plots.require_runs(df, "regression")
 
@@ -385,9 +386,9 @@ def test_a_page_without_any_recorded_run_stops_with_the_command_that_fills_it(tm
 def test_overview_trains_once_then_reads_the_same_numbers_back_without_training(tmp_path, trains):
     over = {**TINY, "ctr_datasets": []}
     common = dict(datasets=["synthetic"], seeds=[0, 1], overrides=over, results_dir=tmp_path, log=None)
-    trained = ex.overview("smoke", **common)
+    trained = overview.overview(ex.Experiment("smoke", **common))
     n = len(trains)
-    read = ex.overview("smoke", **common, train_missing=False)
+    read = overview.overview(ex.Experiment("smoke", **common, train_missing=False))
     assert len(trains) == n and read.attrs["complete"] and not read.attrs["missing"]
     cols = ["item", "dataset", "quantity", "paper", "ours", "n_seeds"]
     pd.testing.assert_frame_equal(read[cols], trained[cols])

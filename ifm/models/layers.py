@@ -100,6 +100,13 @@ def linear_biases(module: nn.Module) -> list[nn.Parameter]:
     return [m.bias for m in module.modules() if isinstance(m, nn.Linear) and m.bias is not None]
 
 
+def fm_state_of(state: dict) -> dict:
+    """The FM part (w0, w_i, v_i: FMBase's `linear.*` and `embedding.*` tensors) of a state_dict:
+    what an FM pre-training hands on to IFM, AFM, DeepFM and Wide&Deep."""
+    return {k: v for k, v in state.items()
+            if isinstance(k, str) and k.startswith(("linear.", "embedding.")) and isinstance(v, torch.Tensor)}
+
+
 class FMBase(nn.Module):
     """What every model here shares with FM: w0, w_i and v_i, which FM pre-training fills in.
 
@@ -159,7 +166,7 @@ class FMBase(nn.Module):
 
     def fm_state(self) -> dict:
         """The FM part of the parameters (w0, w, v), to copy into another model."""
-        return {k: v for k, v in self.state_dict().items() if k.startswith(("linear.", "embedding."))}
+        return fm_state_of(self.state_dict())
 
     def feature_parameters(self) -> list[nn.Parameter]:
         return list(self.linear.parameters()) + list(self.embedding.parameters())

@@ -1,0 +1,293 @@
+"""One function per paper item (Figs. 3-6, Tables 1-4): each takes a runner (`ifm.experiments.
+Experiment`), asks it for the runs the item needs, and returns a tidy frame, one row per run
+(or per epoch, or per instance), each row carrying the profile, recipe, data, device and seed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ifm.experiments import Experiment, _num
+from ifm.records import read_json, write_json_atomic
+from ifm.registry import DATASETS
+from ifm.stats import t_interval
+from ifm.train import predict
+
+
+def _seeds(exp: Experiment, default: tuple) -> tuple:
+    return exp.seeds if exp.seeds is not None else tuple(default)
+
+
+# The columns of a study with no runs yet, so that grouping and filtering still work on it.
+EMPTY_COLUMNS = ["dataset", "dataset_label", "model", "model_name", "seed", "data_note", "device", "device_name"]
+
+
+def _frame(rows, exp: Experiment, study: str, seeds) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=None if rows else EMPTY_COLUMNS)
+    df.insert(0, "study", study)
+    df.attrs["missing"], exp.missing = exp.missing, []
+    df["seeds"] = ",".join(str(s) for s in seeds)
+    df["n_seeds"] = len(seeds)
+    df.attrs.update(study=study, complete=not df.attrs["missing"], profile=exp.profile.name, recipe=exp.profile.recipe,
+                    device=exp.device, seeds=list(seeds),
+                    profile_differences=exp.profile.differences(), report=exp.report(study))
+    exp.say(df.attrs["report"])
+    return df
+
+
+# --------------------------------------------------------------------------- Figs. 3-5: FEN sweeps
+def _fen_sweep(exp: Experiment, study: str, option: str, values) -> pd.DataFrame:
+    seeds = _seeds(exp, exp.profile.sweep_seeds)
+    rows = []
+    for name in exp.datasets or exp.profile.datasets:
+        for value in values:
+            for seed in seeds:
+                config = exp.config(name, "ifm", seed, model_options={option: value})
+                record = exp.run(config, name)
+                if record is None:
+                    continue
+                rows.append(exp.row(record, name, **{
+                    "fen_layers": config.model_options["fen_layers"], "dropout": config.model_options["dropout"],
+                    "activation": config.model_options["activation"]}))
+    return _frame(rows, exp, study, seeds)
+
+
+def depth_study(exp: Experiment) -> pd.DataFrame:
+    """Fig. 3a / 4a: validation RMSE and MAE of IFM vs the number of FEN hidden layers
+    (dropout and activation held at the paper's best for the dataset)."""
+    return _fen_sweep(exp, "depth", "fen_layers", [int(v) for v in exp.profile.depth_grid])
+
+
+def dropout_study(exp: Experiment) -> pd.DataFrame:
+    """Fig. 3b / 4b: validation RMSE and MAE vs the FEN dropout ratio (depth at the paper's best)."""
+    return _fen_sweep(exp, "dropout", "dropout", [float(v) for v in exp.profile.dropout_grid])
+
+
+def activation_study(exp: Experiment) -> pd.DataFrame:
+    """Fig. 5: validation RMSE and MAE for the FEN activation functions."""
+    return _fen_sweep(exp, "activation", "activation", list(exp.profile.activation_grid))
+
+
+# --------------------------------------------------------------------------- Fig. 6
+def convergence_study(exp: Experiment, *, pretrain_fm: bool | None = None) -> pd.DataFrame:
+    """Fig. 6: per-epoch error on the whole training set and on validation, IFM vs FM.
+
+    One row per (dataset, model, seed, epoch). Runs use ``eval_train=True`` (train error
+    scored with dropout off after each epoch). IFM starts from its FM pre-training, as in
+    the paper's setup, unless ``pretrain_fm=False``.
+    """
+    seeds = _seeds(exp, exp.profile.seeds)
+    rows = []
+    for name in exp.datasets or exp.profile.datasets:
+        for model in ("fm", "ifm"):
+            for seed in seeds:
+                changes = {"eval_train": True}
+                if model == "ifm" and pretrain_fm is not None:
+                    changes["pretrain_fm"] = pretrain_fm
+                config = exp.config(name, model, seed, **changes)
+                record = exp.run(config, name)
+                if record is None:
+                    continue
+                base = exp.row(record, name, pretrained=config.uses_pretraining())
+                for epoch in record["history"]:
+                    rows.append({**base, **{k: _num(v) if k != "epoch" else v for k, v in epoch.items()}})
+    return _frame(rows, exp, "convergence", seeds)
+
+
+# --------------------------------------------------------------------------- Table 1
+@dataclass
+class FactorStudy:
+    """Table 1: `table` (the chosen test instances, FM and IFM errors, their factors),
+    `distribution` (every test instance's factor of every field, long form) and `summary`
+    (per-field statistics of the factors)."""
+    table: pd.DataFrame
+    distribution: pd.DataFrame
+    summary: pd.DataFrame
+    attrs: dict
+
+
+def factor_study(exp: Experiment, *, dataset: str = "frappe", fields=(2, 8)) -> FactorStudy:
+    """Table 1: input-aware factors m_x,i of two fields in three test instances.
+
+    The paper's x3 and x9 are read as the 3rd and 9th field of an instance (1-based, as the
+    paper numbers x_1..x_h), i.e. 0-based columns 2 and 8: daytime and country on Frappe.
+    The paper does not say how its three instances were chosen. Here: among the test
+    instances that share the most frequent pair of features in those two fields (so that,
+    as in the paper, the *same* two features appear in all three), the ones with the largest,
+    median and smallest factor of the first field. Errors are |y_hat - y| with predictions
+    bounded to the label range, for IFM and for the FM that IFM was pre-trained from.
+
+    The result is kept as a derived record (``factors-<dataset>-<IFM key>.json`` beside the
+    runs: the chosen instances and every test instance's factors), so that the book reads it
+    without the models' weights, which are not committed.
+    """
+    seed = _seeds(exp, exp.profile.seeds)[0]
+    fields = [int(f) for f in fields]
+    ifm_config, fm_config = exp.config(dataset, "ifm", seed), exp.config(dataset, "fm", seed)
+    ifm_record = exp.run(ifm_config, dataset, save_state=exp.train_missing)
+    fm_record = exp.run(fm_config, dataset, save_state=exp.train_missing)
+    derived = None
+    if ifm_record is not None and fm_record is not None:
+        path = exp.cache.derived_path("factors", dataset, ifm_record["cache"]["key"])
+        derived = exp.cache.read(path, run_record=False) if path.is_file() else None
+        if derived is not None and (derived.get("fields") != fields or derived.get("fm_key") != fm_record["cache"]["key"]):
+            derived = None
+        if derived is None and exp.train_missing:
+            write_json_atomic(path, _compute_factors(exp, dataset, fields, ifm_record, fm_record))
+            derived = read_json(path)   # one path for fresh and stored results
+        if derived is None:
+            exp.missing.append(f"Table 1 factors of IFM on {dataset}, seed {seed} (needs its saved weights)")
+            exp.stats["missing"] += 1
+    base = exp.row(ifm_record, dataset) if ifm_record is not None else {}
+    common_cols = {k: base.get(k) for k in ("profile", "dataset", "dataset_label", "seed", "train_instances",
+                                            "test_instances", "data_note", "device", "device_name")}
+    common_cols["profile"] = exp.profile.name
+    table = pd.DataFrame([{**common_cols, **r} for r in derived["table"]]) if derived else pd.DataFrame()
+    if derived:
+        table["candidates"] = derived["candidates"]
+        table["fm_test_mae"], table["ifm_test_mae"] = derived["fm_test_mae"], derived["ifm_test_mae"]
+    names = derived["field_names"] if derived else []
+    factors = np.asarray(derived["factors"], dtype=float) if derived else np.zeros((0, 0))   # [field, instance]
+    h, n = factors.shape
+    distribution = pd.DataFrame({"test_index": np.tile(np.arange(n), h), "field": np.repeat(np.arange(1, h + 1), n),
+                                 "field_name": np.repeat(np.asarray(names, dtype=object), n),
+                                 "factor": factors.reshape(-1)})
+    distribution["dataset"] = dataset
+    distribution["profile"] = exp.profile.name
+    distribution["device"], distribution["device_name"] = base.get("device"), base.get("device_name")
+    q = distribution.groupby(["field", "field_name"])["factor"]
+    summary = pd.DataFrame({"mean": q.mean(), "std": q.std(), "p05": q.quantile(0.05), "median": q.median(),
+                            "p95": q.quantile(0.95), "share_far_from_1": q.apply(lambda s: float(
+                                ((s < 0.5) | (s > 2)).mean()))}).reset_index()
+    exp_attrs = {"study": "factors", "profile": exp.profile.name, "device": exp.device, "seeds": [seed],
+                 "fields": fields, "field_names": [names[f] for f in fields] if names else [],
+                 "common_pair": derived["common_pair"] if derived else [],
+                 "profile_differences": exp.profile.differences(), "missing": exp.missing,
+                 "complete": derived is not None, "report": exp.report("factors")}
+    exp.missing = []
+    exp.say(exp_attrs["report"])
+    for frame in (table, distribution, summary):
+        frame.attrs.update(exp_attrs)
+    return FactorStudy(table, distribution, summary, exp_attrs)
+
+
+def _compute_factors(exp: Experiment, dataset: str, fields: list[int], ifm_record: dict, fm_record: dict) -> dict:
+    """Table 1 from the trained IFM and FM: the chosen instances and every test factor."""
+    data = exp.dataset(dataset)
+    if max(fields) >= data.num_fields:
+        raise ValueError(f"{dataset} has {data.num_fields} fields; fields {fields} are out of range")
+    ifm, fm = exp.model(ifm_record, dataset), exp.model(fm_record, dataset)
+    x, y = data.test.x, data.test.y
+    with torch.no_grad():
+        factors = torch.cat([ifm.factors(x[i:i + 16384]) for i in range(0, len(x), 16384)]).numpy()
+    low, high = data.train.y.min().item(), data.train.y.max().item()
+    bounded = (lambda p: p.clamp(low, high)) if data.task == "regression" else torch.sigmoid
+    ifm_error = (bounded(predict(ifm, x)) - y).abs().numpy()
+    fm_error = (bounded(predict(fm, x)) - y).abs().numpy()
+
+    xa = x.numpy()
+    pair_ids, counts = np.unique(xa[:, fields], axis=0, return_counts=True)
+    common = pair_ids[np.argmax(counts)]
+    candidates = np.flatnonzero((xa[:, fields] == common).all(axis=1))
+    by_factor = candidates[np.argsort(-factors[candidates, fields[0]], kind="stable")]
+    picks = {"largest": 0, "median": len(by_factor) // 2, "smallest": len(by_factor) - 1}
+    chosen, chosen_as = [], []
+    for why, position in picks.items():   # fewer than 3 candidates: fewer rows
+        if by_factor[position] not in chosen:
+            chosen.append(by_factor[position])
+            chosen_as.append(why)
+    rows = []
+    for n, (i, why) in enumerate(zip(chosen, chosen_as), start=1):
+        row = {"instance": n, "test_index": int(i), "chosen_as": f"{why} m of x{fields[0] + 1}",
+               "y": float(y[i]), "fm_error": float(fm_error[i]), "ifm_error": float(ifm_error[i])}
+        for f in fields:
+            row[f"feature_x{f + 1}"] = int(xa[i, f])
+            row[f"ifm_factor_x{f + 1}"] = float(factors[i, f])
+        rows.append(row)
+    names = data.provenance.get("fields") or [f"field {j + 1}" for j in range(data.num_fields)]
+    return {"kind": "factors", "dataset": dataset, "fields": fields, "field_names": list(names),
+            "ifm_key": ifm_record["cache"]["key"], "fm_key": fm_record["cache"]["key"],
+            "common_pair": common.tolist(), "candidates": int(len(candidates)),
+            "fm_test_mae": float(fm_error.mean()), "ifm_test_mae": float(ifm_error.mean()), "table": rows,
+            # every test instance's factor of every field, 5 significant digits: the figure's data
+            "factors": [[float(f"{v:.5g}") for v in column] for column in factors.T]}
+
+
+# --------------------------------------------------------------------------- Tables 2-4
+def component_study(exp: Experiment) -> pd.DataFrame:
+    """Table 2: train FM; initialise each model from it with the embeddings (w0, w, v)
+    frozen, train only its extra component; RI = (RMSE_FM - RMSE_model) / RMSE_FM on test.
+    One row per (dataset, model, seed), FM rows included (RI 0)."""
+    seeds = _seeds(exp, exp.profile.seeds)
+    rows = []
+    for name in exp.datasets or exp.profile.datasets:
+        for seed in seeds:
+            fm = exp.run(exp.config(name, "fm", seed), name, save_state=True)
+            fm_rmse, fm_mae = (_num(fm["test"]["rmse"]), _num(fm["test"]["mae"])) if fm else (math.nan, math.nan)
+            seed_rows = []
+            for model in exp.profile.component_models:
+                config = exp.config(name, model, seed, pretrain_fm=True, freeze_embeddings=True)
+                record = exp.run(config, name)
+                if record is None or fm is None:
+                    continue
+                row = exp.row(record, name, component=COMPONENTS.get(model, "?"), fm_test_rmse=fm_rmse)
+                row["ri_rmse"] = (fm_rmse - row["test_rmse"]) / fm_rmse
+                row["ri_mae"] = (fm_mae - row["test_mae"]) / fm_mae
+                seed_rows.append(row)
+            if seed_rows:   # the FM row only beside what it is the reference of
+                rows.append(exp.row(fm, name, component="-", fm_test_rmse=fm_rmse, ri_rmse=0.0, ri_mae=0.0))
+                rows.extend(seed_rows)
+    return _frame(rows, exp, "components", seeds)
+
+
+COMPONENTS = {"fm": "-", "deepfm": "DNN", "nfm": "DNN", "afm": "Attention", "ifm": "FEN", "wide_deep": "DNN"}
+
+
+def regression_study(exp: Experiment) -> pd.DataFrame:
+    """Table 3: test MAE and RMSE of each model; one row per (dataset, model, seed)."""
+    seeds = _seeds(exp, exp.profile.seeds)
+    records = [(name, exp.run(exp.config(name, model, seed), name))
+               for name in exp.datasets or exp.profile.datasets
+               for model in exp.profile.regression_models for seed in seeds]
+    rows = [exp.row(record, name) for name, record in records if record is not None]
+    return _frame(rows, exp, "regression", seeds)
+
+
+def ctr_study(exp: Experiment) -> pd.DataFrame:
+    """Table 4: test AUC (in %) and logloss on Avazu; one row per (model, seed). On the CTR
+    datasets among the runner's datasets, else the profile's (the mirror's Avazu is a 9,999-row
+    head: its numbers check the pipeline and say nothing about the models)."""
+    seeds = _seeds(exp, exp.profile.seeds)
+    rows = []
+    chosen = [d for d in exp.datasets or () if DATASETS[d]["task"] == "binary"]
+    for name in chosen or exp.profile.ctr_datasets:
+        for model in exp.profile.ctr_models:
+            for seed in seeds:
+                record = exp.run(exp.config(name, model, seed), name)
+                if record is None:
+                    continue
+                row = exp.row(record, name)
+                row["test_auc_pct"] = 100 * row.get("test_auc", float("nan"))
+                rows.append(row)
+    return _frame(rows, exp, "ctr", seeds)
+
+
+def convergence_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, model): best validation RMSE/MAE (mean ± 95% half-width over seeds), the
+    epoch it was reached and the training RMSE there, from `convergence_study` rows."""
+    rows = []
+    for (name, model), group in df.groupby(["dataset", "model"], sort=False):
+        best = group.loc[group.groupby("seed")["valid_rmse"].idxmin().dropna()]
+        row = {"dataset": name, "dataset_label": group.dataset_label.iloc[0], "model": model,
+               "model_name": group.model_name.iloc[0], "n_seeds": group.seed.nunique(),
+               "epochs_run": int(group.epoch.max()), "best_epoch": float(best.epoch.mean())}
+        for col in ("valid_rmse", "valid_mae", "train_rmse", "train_mae"):
+            if col in best:
+                row[col], row[f"{col}_half"] = t_interval(best[col])
+        row["first_epoch_valid_rmse"] = float(group[group.epoch == 1].valid_rmse.mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
