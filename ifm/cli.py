@@ -166,7 +166,7 @@ def cmd_data(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from ifm.records import clean_json, save_state_atomic, write_json_atomic
+    from ifm.records import clean_json, run_key, save_state_atomic, stamp, write_json_atomic
     from ifm.settings import paper_config
     from ifm.train import train
 
@@ -193,7 +193,9 @@ def cmd_train(args) -> int:
     run = train(config, dataset, progress=not args.quiet, pretrained=pretrained, pretrain_record=pretrain_record)
     record = run.record
     if args.out is not None:
-        write_json_atomic(args.out, record)
+        key, material = run_key(config, dataset)
+        state = Path(args.save_state).name if args.save_state is not None else None
+        write_json_atomic(args.out, stamp(record, key, material, "cli", Path(args.out).stem, state))
     if args.save_state is not None:
         save_state_atomic(run.model.state_dict(), args.save_state)
     print(json.dumps(clean_json({

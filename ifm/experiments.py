@@ -16,7 +16,8 @@ from ifm.data import load_dataset
 from ifm.models import DISPLAY_NAMES
 from ifm.models.layers import fm_state_of
 from ifm.profiles import Profile, get_profile, parse_bool, parse_datasets, parse_force, parse_seeds, resolve_device
-from ifm.records import REPO_ROOT, RunCache, _identity_text, _without_device, config_identity, results_root, run_key
+from ifm.records import REPO_ROOT, RunCache, _identity_text, _without_device, config_identity, results_root, run_key, \
+    stamp
 from ifm.registry import DATASET_NAMES
 from ifm.settings import RECIPES
 
@@ -112,10 +113,7 @@ class Experiment:
                            pretrain_record=pretrain_summary)
         seconds = time.perf_counter() - started
         record = result.record
-        record["cache"] = {"key": key, "stem": stem, "material": material, "profile": self.profile.name,
-                           "written_at": time.time(),
-                           "written_at_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                           "state_file": f"{stem}.pt" if keep_state else None}
+        stamp(record, key, material, self.profile.name, stem, f"{stem}.pt" if keep_state else None)
         self.cache.store(stem, record, result.model.state_dict() if keep_state else None)
         self.stats["pretrained" if self._nesting else "trained"] += 1
         self.stats["seconds"] += seconds
@@ -210,21 +208,33 @@ def _num(value) -> float:
     return float("nan") if value is None else float(value)
 
 
+def data_kind(prov: dict) -> str:
+    """The provenance's data kind (exact, reconstructed, raw, stand-in, sample, partial, synthetic,
+    user). Records made before the data layer wrote it say it only in prose: read it there, once."""
+    if prov.get("data_kind"):
+        return prov["data_kind"]
+    notes = " ".join(prov.get("notes", []))
+    for word, kind in (("stand-in", "stand-in"), ("sample", "sample"), ("synthetic", "synthetic"),
+                       ("partial data", "partial")):
+        if word in notes:
+            return kind
+    return "exact"
+
+
 def dataset_label(prov: dict) -> str:
     """Short honest label: 'Frappe (paper split, reconstructed)', 'Frappe (30% of the paper's
-    data)', 'MovieLens stand-in', ... (records made before ``data_kind`` existed carry notes)."""
+    data)', 'MovieLens stand-in', 'Avazu 9,999-row sample', ..."""
     name = prov.get("dataset", "?")
     base = DATASET_NAMES.get(name, name)
-    notes = " ".join(prov.get("notes", []))
-    kind = prov.get("data_kind")
+    kind = data_kind(prov)
     if kind == "reconstructed":
         return f"{base} (paper split, reconstructed)"
     if kind == "user":
         return f"{base} (your data)"
-    if name == "movielens" and (kind == "stand-in" or "stand-in" in notes):
-        return "MovieLens stand-in"
-    if name == "avazu" and (kind == "sample" or "sample" in notes):
-        return f"Avazu {prov['sizes']['total']:,}-row sample"
+    if kind == "stand-in":
+        return f"{base} stand-in"
+    if kind == "sample":
+        return f"{base} {prov['sizes']['total']:,}-row sample"
     fraction = prov.get("fraction_of_paper")
     if fraction is not None and fraction < 0.999:
         return f"{base} ({100 * fraction:.2g}% of the paper's data)"
@@ -232,10 +242,13 @@ def dataset_label(prov: dict) -> str:
 
 
 def data_note(prov: dict) -> str:
+    """Training size, share of the paper's data, and for data that is not the paper's, what it is."""
     sizes = prov.get("sizes", {})
     text = f"{sizes.get('train', 0):,} training instances"
     if prov.get("paper_instances"):
         text += (f" ({sizes.get('total', 0):,} of the paper's {prov['paper_instances']:,} instances in all,"
                  f" {100 * prov['fraction_of_paper']:.3g}%)")
-    notes = [n for n in prov.get("notes", []) if "stand-in" in n or "sample" in n or "synthetic" in n]
+    if data_kind(prov) == "reconstructed":
+        return f"{text}; {prov['split_rule']}"
+    notes = prov.get("notes", [])[:1] if data_kind(prov) in ("stand-in", "sample", "synthetic", "partial") else []
     return "; ".join([text] + notes)

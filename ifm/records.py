@@ -201,6 +201,16 @@ def run_key(config: TrainConfig, dataset, options: dict | None = None) -> tuple[
 
 
 # --------------------------------------------------------------------------- the cache
+def stamp(record: dict, key: str, material: dict, profile: str, stem: str, state_file: str | None = None) -> dict:
+    """Give a run record its place in the store: key, what the key hashes, the profile (or "cli")
+    and when it was written. Every record has this shape, the book's and `train --out`'s alike."""
+    record["cache"] = {"key": key, "stem": stem, "material": material, "profile": profile,
+                       "written_at": time.time(),
+                       "written_at_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       "state_file": state_file}
+    return record
+
+
 class RunCache:
     """Run records in one directory. ``force``: False; True (retrain anything written before
     this cache object was made, so each run is retrained once and then shared); or a Unix time

@@ -142,6 +142,12 @@ def test_cli_train_prints_one_json_line_and_writes_the_record(tmp_path, capsys):
     record = json.loads(out.read_text())
     assert len(record["history"]) == 2 and record["config"]["embedding_size"] == 8
     assert list(tmp_path.iterdir()) == [out]
+    # the record store's shape: its key is the one the book's runner would give this run
+    from ifm.data import load_dataset
+    from ifm.records import TrainConfig, run_key
+    key, material = run_key(TrainConfig(**record["config"]), load_dataset("synthetic"))
+    assert record["cache"]["key"] == key and record["cache"]["material"] == material
+    assert record["cache"]["profile"] == "cli" and record["cache"]["stem"] == "run"
 
 
 def test_record_writing_is_atomic_and_json_clean(tmp_path):
