@@ -6,6 +6,7 @@ and `Experiment.row` turns a record into one row of a study's frame (`ifm.studie
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import sys
 import time
 import warnings
@@ -197,7 +198,9 @@ class Experiment:
                "data_note": data_note(prov), "device": env.get("device"), "device_name": env.get("device_name"),
                "epochs_run": record.get("epochs_run"), "best_epoch": record.get("best_epoch"),
                "wall_seconds": record.get("wall_seconds"), "samples_per_second": record.get("samples_per_second"),
-               "key": record["cache"]["key"]}
+               "key": record["cache"]["key"], "written_at_utc": record["cache"].get("written_at_utc"),
+               "data_identity": hashlib.sha256(_identity_text(record["cache"]["material"]["data"]).encode())
+               .hexdigest()[:12]}
         for split in ("valid", "test"):
             for metric, value in (record.get(split) or {}).items():
                 row[f"{split}_{metric}"] = _num(value)

@@ -91,6 +91,11 @@ def caption(df, extra: str = "") -> "IPython.display.Markdown":
     differences = df.attrs.get("profile_differences") or []
     if differences:
         lines.append("Not the paper's settings: " + "; ".join(differences) + ".")
+    if "written_at_utc" in df and df["written_at_utc"].notna().any():
+        dates = df["written_at_utc"].dropna().str[:10]
+        identities = ", ".join(sorted(df["data_identity"].dropna().unique())) if "data_identity" in df else "?"
+        lines.append(f"Records written {dates.min()} to {dates.max()} (UTC); data identity {identities} "
+                     "(a hash of the data's provenance: files, split, sizes).")
     if df.attrs.get("report"):
         lines.append(f"Cache: {df.attrs['report']}.")
     missing = df.attrs.get("missing") or []
