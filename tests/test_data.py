@@ -560,3 +560,15 @@ def test_the_largest_movielens_tags_file_wins_and_is_a_stand_in(tmp_path):
     ds = load_dataset("movielens", d, cache_dir=tmp_path / "c", download=False)
     assert ds.provenance["files"][0]["path"].endswith("bigger.dat") and ds.provenance["sizes"]["total"] == 105
     assert ds.provenance["data_kind"] == "stand-in" and "not the paper's MovieLens" in ds.provenance["notes"][0]
+
+
+def test_a_file_as_data_directory_and_a_quoted_tilde_are_handled(tmp_path, monkeypatch):
+    f = write(tmp_path / "not-a-dir", "x")
+    with pytest.raises(DataNotFoundError, match="is a file, not a directory"):
+        load_dataset("frappe", f, cache_dir=tmp_path / "c", download=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    make_dir(tmp_path / "home" / "data", {"frappe/nfm/frappe.test.libfm": 20})
+    monkeypatch.chdir(tmp_path)
+    with pytest.warns(UserWarning, match="only partial data"):
+        ds = load_dataset("frappe", "~/data", cache_dir="~/cache", download=False)
+    assert ds.provenance["sizes"]["total"] == 20 and not (tmp_path / "~").exists()
