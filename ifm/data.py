@@ -1,4 +1,4 @@
-"""Datasets: registry, source resolution, splits and provenance.
+"""`load_dataset(name)`: the one entry to the data, with the order of its sources and provenance.
 
 ``load_dataset(name)`` looks in a data directory (``data_dir`` argument, else
 ``IFM_DATA_DIR``, laid out like the project's mirror: see data/README.md), then in the user

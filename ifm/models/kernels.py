@@ -1,4 +1,4 @@
-"""Speed kernels: the same functions as the equations in `layers.py`, computed faster, each
+"""Speed kernels: the same functions as the equations in `equations.py`, computed faster, each
 with the plain formula it must equal beside it (the tests hold every kernel to its reference,
 values and gradients, on both computation paths).
 
