@@ -166,6 +166,7 @@ def cmd_data(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from ifm.download import file_digests
     from ifm.records import clean_json, run_key, save_state_atomic, stamp, write_json_atomic
     from ifm.settings import paper_config
     from ifm.train import train
@@ -193,7 +194,8 @@ def cmd_train(args) -> int:
     run = train(config, dataset, progress=not args.quiet, pretrained=pretrained, pretrain_record=pretrain_record)
     record = run.record
     if args.out is not None:
-        key, material = run_key(config, dataset)
+        extra = {"init_fm_sha256": file_digests(args.init_fm)[0]} if args.init_fm is not None else None
+        key, material = run_key(config, dataset, extra=extra)
         state = Path(args.save_state).name if args.save_state is not None else None
         write_json_atomic(args.out, stamp(record, key, material, "cli", Path(args.out).stem, state))
     if args.save_state is not None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import sys
 import time
 import warnings
@@ -122,10 +123,12 @@ class Experiment:
         return record
 
     def _committed(self, config: TrainConfig, dataset_name: str) -> dict | None:
-        """The stored record of `config` on the data most records of `dataset_name` used."""
+        """The stored record of `config` on the data most records of `dataset_name` under the same
+        recipe used (one dataset version per page; the legacy records sit on other data)."""
         versions = self.cache.index().get(dataset_name, {})
-        # One dataset version per page: the one with the most runs.
-        data = max(versions, key=lambda v: len(versions[v])) if versions else None
+        mine = {v: sum(json.loads(c).get("recipe") == config.recipe for c in configs)
+                for v, configs in versions.items()}
+        data = max(mine, key=lambda v: (mine[v], len(versions[v]))) if mine else None
         record = versions.get(data, {}).get(_identity_text(_without_device(config_identity(config))))
         if record is None:
             self.missing.append(self.describe(config, dataset_name))
@@ -197,6 +200,7 @@ class Experiment:
                "test_instances": sizes.get("test"), "data_fraction": prov.get("fraction_of_paper"),
                "data_note": data_note(prov), "device": env.get("device"), "device_name": env.get("device_name"),
                "epochs_run": record.get("epochs_run"), "best_epoch": record.get("best_epoch"),
+               "kept_epoch": record.get("kept_epoch", record.get("best_epoch")),
                "wall_seconds": record.get("wall_seconds"), "samples_per_second": record.get("samples_per_second"),
                "key": record["cache"]["key"], "written_at_utc": record["cache"].get("written_at_utc"),
                "data_identity": hashlib.sha256(_identity_text(record["cache"]["material"]["data"]).encode())

@@ -192,10 +192,11 @@ def config_identity(config: TrainConfig) -> dict:
     return canonical(d)
 
 
-def run_key(config: TrainConfig, dataset, options: dict | None = None) -> tuple[str, dict]:
-    """(key, material): a 20-hex-digit SHA-256 of everything that determines a run's result."""
+def run_key(config: TrainConfig, dataset, options: dict | None = None, extra: dict | None = None) -> tuple[str, dict]:
+    """(key, material): a 20-hex-digit SHA-256 of everything that determines a run's result
+    (``extra``: anything else that does, e.g. the FM state a run started from)."""
     material = {"cache_format": CACHE_FORMAT, "training_version": TRAINING_VERSION,
-                "config": config_identity(config), "data": data_identity(dataset, options)}
+                "config": config_identity(config), "data": data_identity(dataset, options), **(extra or {})}
     blob = json.dumps(material, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(blob.encode()).hexdigest()[:20], material
 

@@ -80,8 +80,8 @@ def _find(files, roots, cache_dir):
 
 def _raw_files(name, roots):
     """(label, path) of raw releases, best first: for MovieLens the largest tags file."""
-    found = [(label, path) for pattern in DATASETS[name]["raw"] for label, root in roots
-             for path in sorted(root.glob(pattern)) if path.is_file()]
+    found = [(label, path) for label, root in roots for pattern in DATASETS[name]["raw"]
+             for path in sorted(root.glob(pattern)) if path.is_file()]     # the data directory first
     if name == "movielens":
         found.sort(key=lambda lp: -lp[1].stat().st_size)
     return found
@@ -111,8 +111,8 @@ def _load_partial(name, roots, split_seed):
     """Partial split files pooled and re-split: NFM's if any (the IFM authors' valid/test are
     subsets of NFM's validation + test, so pooling both would duplicate instances)."""
     spec = DATASETS[name]
-    for label, root in roots:
-        for kind in ("nfm", "ifm_authors"):
+    for kind in ("nfm", "ifm_authors"):
+        for label, root in roots:
             found = _find(spec[kind], [(label, root)], roots[-1][1])
             if found:
                 ds = _from_libfm(name, kind, found, split_seed)

@@ -219,28 +219,31 @@ def _compute_factors(exp: Experiment, dataset: str, fields: list[int], ifm_recor
 
 # --------------------------------------------------------------------------- Tables 2-4
 def component_study(exp: Experiment) -> pd.DataFrame:
-    """Table 2: train FM; initialise each model from it with the embeddings (w0, w, v)
-    frozen, train only its extra component; RI = (RMSE_FM - RMSE_model) / RMSE_FM on test.
-    One row per (dataset, model, seed), FM rows included (RI 0)."""
+    """Table 2: initialise each model from an FM with the embeddings (w0, w, v) frozen, train only
+    its extra component; RI = (RMSE_FM - RMSE_model) / RMSE_FM on test, against the very FM it was
+    initialised from (under recipe code these differ: IFM's is FM.py's, DeepFM's a plain FM...).
+    One row per (dataset, model, seed), and one per reference FM (RI 0)."""
     seeds = _seeds(exp, exp.profile.seeds)
     rows = []
     for name in exp.datasets or exp.profile.datasets:
         for seed in seeds:
-            fm = exp.run(exp.config(name, "fm", seed), name, save_state=True)
-            fm_rmse, fm_mae = (_num(fm["test"]["rmse"]), _num(fm["test"]["mae"])) if fm else (math.nan, math.nan)
-            seed_rows = []
+            references, seed_rows = {}, []
             for model in exp.profile.component_models:
                 config = exp.config(name, model, seed, pretrain_fm=True, freeze_embeddings=True)
+                fm = exp.run(config.pretrain_config(), name, save_state=True)
                 record = exp.run(config, name)
                 if record is None or fm is None:
                     continue
-                row = exp.row(record, name, component=COMPONENTS.get(model, "?"), fm_test_rmse=fm_rmse)
+                fm_rmse, fm_mae = _num(fm["test"]["rmse"]), _num(fm["test"]["mae"])
+                references[fm["cache"]["key"]] = exp.row(fm, name, component="-", fm_test_rmse=fm_rmse,
+                                                         ri_rmse=0.0, ri_mae=0.0, fm_key=fm["cache"]["key"])
+                row = exp.row(record, name, component=COMPONENTS.get(model, "?"), fm_test_rmse=fm_rmse,
+                              fm_key=fm["cache"]["key"])
                 row["ri_rmse"] = (fm_rmse - row["test_rmse"]) / fm_rmse
                 row["ri_mae"] = (fm_mae - row["test_mae"]) / fm_mae
                 seed_rows.append(row)
-            if seed_rows:   # the FM row only beside what it is the reference of
-                rows.append(exp.row(fm, name, component="-", fm_test_rmse=fm_rmse, ri_rmse=0.0, ri_mae=0.0))
-                rows.extend(seed_rows)
+            rows.extend(references.values())    # each FM row only beside what it is the reference of
+            rows.extend(seed_rows)
     return _frame(rows, exp, "components", seeds)
 
 

@@ -137,7 +137,10 @@ def batch_indices(n: int, batch_size: int, rule: str, generator: torch.Generator
     drawn with replacement, so blocks overlap and some instances go unseen in an epoch."""
     order = torch.randperm(n, generator=generator)
     if rule == "permutation":
-        return list(order.split(batch_size))
+        batches = list(order.split(batch_size))
+        if len(batches) > 1 and len(batches[-1]) < 2:    # batch norm cannot train on one instance
+            batches[-2:] = [torch.cat(batches[-2:])]
+        return batches
     blocks = max(1, n // batch_size)
     starts = torch.randint(0, max(1, n - batch_size), (blocks,), generator=generator).tolist()
     return [order[s:s + batch_size] for s in starts]
@@ -240,6 +243,8 @@ def train(config: TrainConfig, dataset, *, pretrained: dict | None = None, progr
     x_train, y_train = train_split.x, train_split.y
     n = len(x_train)
     monitor = config.monitor_regression if task == "regression" else MONITOR[task]
+    # tf.nn.l2_loss halves a squared error; no released script halves a log loss.
+    loss_scale = config.loss_scale if task == "regression" else 1.0
     history, best, best_state, diverged = [], float("inf"), None, False
     train_seconds, started = 0.0, time.perf_counter()
     bar = tqdm(range(1, config.epochs + 1), desc=f"{DISPLAY_NAMES[config.model]} on {dataset.name}",
@@ -251,8 +256,7 @@ def train(config: TrainConfig, dataset, *, pretrained: dict | None = None, progr
         seen = 0
         for idx in batch_indices(n, config.batch_size, config.batches, generator):
             idx = idx.to(device)
-            loss_total += train_step(model, optimizer, x_train[idx], y_train[idx], task, config.loss_scale,
-                                     label_range)
+            loss_total += train_step(model, optimizer, x_train[idx], y_train[idx], task, loss_scale, label_range)
             seen += len(idx)
         if device.type == "cuda":
             torch.cuda.synchronize(device)

@@ -86,13 +86,17 @@ def _read_csvs(paths, target, fields):
     if not target:
         raise ValueError("--target is required with CSV data: name the label column")
     sep = "\t" if paths[0].suffix.lower() == ".tsv" else ","
-    frames = []
+    frames, columns = [], None
     for p in paths:
         try:
             df = pd.read_csv(p, sep=sep, dtype=str, keep_default_na=False)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
             raise DataFormatError(f"{p}: cannot parse as CSV: {err}") from None
-        columns = list(fields) if fields else [c for c in df.columns if c != target]
+        mine = list(fields) if fields else [c for c in df.columns if c != target]
+        if columns is not None and set(mine) != set(columns):
+            raise DataFormatError(f"{p}, line 1: feature columns {sorted(mine)} differ from {paths[0].name}'s "
+                                  f"{sorted(columns)}: every file needs the same columns")
+        columns = columns or mine
         missing = [c for c in [target, *columns] if c not in df.columns]
         if missing:
             raise DataFormatError(f"{p}, line 1: header lacks columns {missing} (it has {list(df.columns)})")

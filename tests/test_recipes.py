@@ -287,3 +287,23 @@ def test_the_recipe_table_cites_a_source_for_every_setting():
         paper_config("frappe", "ifm", recipe="tensorflow")
     with pytest.raises(ValueError, match="stopping"):
         TrainConfig(stopping="never")
+
+
+def test_no_batch_of_one_reaches_batch_norm():
+    g = torch.Generator().manual_seed(0)
+    sizes = [len(b) for b in batch_indices(9, 4, "permutation", g)]
+    assert sizes == [4, 5] and sorted(torch.cat(batch_indices(9, 4, "permutation", g)).tolist()) == list(range(9))
+    assert [len(b) for b in batch_indices(10, 4, "permutation", g)] == [4, 4, 2]
+
+
+def test_table_2_measures_each_model_against_the_fm_it_starts_from():
+    from ifm import experiments as ex, studies
+    from ifm.records import config_identity
+    for recipe in ("paper", "code"):
+        exp = ex.Experiment("smoke", recipe=recipe, datasets=["synthetic"], seeds=[0], train_missing=False, log=None)
+        for model in exp.profile.component_models:
+            config = exp.config("synthetic", model, 0, pretrain_fm=True, freeze_embeddings=True)
+            if recipe == "paper":     # one FM for all: the paper's reading
+                assert config_identity(config.pretrain_config()) == config_identity(exp.config("synthetic", "fm", 0))
+        df = studies.component_study(exp)          # nothing recorded: every run is reported missing
+        assert df.empty and any("FM on synthetic" in m for m in df.attrs["missing"])

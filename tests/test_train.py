@@ -168,6 +168,9 @@ def test_cli_saves_a_state_and_starts_ifm_from_it(tmp_path, capsys):
     record = json.loads(out.read_text())
     assert record["pretrain"] == {"from_file": str(state)}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fm.pt", "ifm.json"]
+    # the FM it started from is part of its key: the store never mistakes it for a self-pre-trained run
+    from ifm.download import file_digests
+    assert record["cache"]["material"]["init_fm_sha256"] == file_digests(state)[0]
 
 
 def test_a_diverging_run_stops_and_says_so(synthetic):

@@ -85,3 +85,14 @@ def test_train_on_your_own_file_from_the_command_line_never_touches_it(tmp_path,
     assert hashlib.sha256(f.read_bytes()).hexdigest() == before
     assert main(["train", "--model", "fm"]) == 2
     assert "--dataset NAME or --data" in capsys.readouterr().err
+
+
+def test_csv_files_with_different_columns_are_refused(tmp_path):
+    train = write(tmp_path / "tr.csv", "a,b,y\n1,2,1\n3,4,0\n")
+    valid = write(tmp_path / "va.csv", "b,y\n2,1\n")
+    test = write(tmp_path / "te.csv", "a,b,y\n1,2,1\n")
+    with pytest.raises(DataFormatError, match=r"va\.csv, line 1: feature columns \['b'\] differ from tr\.csv's"):
+        load_files([train, valid, test], target="y")
+    reordered = write(tmp_path / "va2.csv", "b,a,y\n4,3,0\n")        # the same columns in another order
+    ds = load_files([train, reordered, test], target="y")
+    assert ds.valid.x.tolist() == [[1, 3]]                        # a=3 is id 1, b=4 is id 3 (a: 2 ids, b: 2)
