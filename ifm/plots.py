@@ -376,3 +376,19 @@ def convergence_table(summary: pd.DataFrame) -> pd.DataFrame:
         "best epoch (mean)": summary.best_epoch.round(1), "epochs run": summary.epochs_run,
         "seeds": summary.n_seeds})
     return out.set_index(["data", "model"])
+
+
+VERDICT_COLOURS = {"reproduced": "#d8f0d8", "partly": "#fdf0c8", "not reproduced": "#f6d0cc",
+                   "cannot be tested here": "#e6e6e6"}
+
+
+def scorecard_table(card: pd.DataFrame):
+    """The claims scorecard as a table, each verdict cell coloured by its verdict."""
+    return (card.style.hide(axis="index")
+            .map(lambda v: f"background-color: {VERDICT_COLOURS.get(v, 'white')}", subset=["verdict"]))
+
+
+def markdown(text: str):
+    """A paragraph of Markdown in a page (the rules and notes the library writes)."""
+    from IPython.display import Markdown
+    return Markdown(text)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 # (name, notebook path relative to the repository root), in the book's order.
 NOTEBOOKS = [
+    ("scorecard", "book/scorecard.ipynb"),
     ("depth", "notebooks/depth.ipynb"),
     ("dropout", "notebooks/dropout.ipynb"),
     ("activation", "notebooks/activation.ipynb"),

@@ -1,0 +1,68 @@
+"""The scorecard's verdict rules on constructed numbers, and each claim's function on constructed frames."""
+import math
+
+import pandas as pd
+
+from ifm import scorecard as sc
+
+
+def test_comparison_rule():
+    assert sc.comparison_verdict(True, 0.01) == sc.REPRODUCED
+    assert sc.comparison_verdict(True, 0.2) == sc.PARTLY
+    assert sc.comparison_verdict(True, math.nan) == sc.PARTLY          # one seed: no test
+    assert sc.comparison_verdict(False, 0.001) == sc.NOT
+    assert sc.comparison_verdict(True, 0.01, testable=False) == sc.UNTESTABLE
+
+
+def test_setting_rule():
+    assert sc.setting_verdict(True, math.nan) == sc.REPRODUCED
+    assert sc.setting_verdict(False, 0.3) == sc.PARTLY
+    assert sc.setting_verdict(False, math.nan) == sc.PARTLY
+    assert sc.setting_verdict(False, 0.01) == sc.NOT
+    assert sc.setting_verdict(False, 0.01, testable=False) == sc.UNTESTABLE
+
+
+def test_spread_rule():
+    assert sc.spread_verdict(0.01, 9.6) == sc.REPRODUCED                 # 960x >= the paper's 62.4x
+    assert sc.spread_verdict(0.5, 1.5) == sc.PARTLY
+    assert sc.spread_verdict(0.84, 0.98) == sc.NOT
+    assert sc.spread_verdict(0.0, 1.0) == sc.UNTESTABLE
+
+
+def runs(label, values):
+    """Rows of a study: {model: [value per seed]} for one dataset."""
+    return pd.DataFrame([{"dataset": "frappe", "dataset_label": label, "model": m, "model_name": m.upper(),
+                          "seed": s, "value": v} for m, vs in values.items() for s, v in enumerate(vs)])
+
+
+def test_ifm_beats_fm_on_paired_seeds_and_not_on_a_stand_in():
+    conv = runs("Frappe (paper split, reconstructed)", {"ifm": [0.30, 0.31, 0.29], "fm": [0.34, 0.36, 0.33]})
+    conv["valid_rmse"] = conv.pop("value")
+    row, = sc.beats_fm(conv)
+    assert row["verdict"] == sc.REPRODUCED and row["seeds"] == 3 and "IFM 0.3000 vs FM 0.3433" in row["ours"]
+    conv["dataset_label"] = "MovieLens stand-in"
+    assert sc.beats_fm(conv)[0]["verdict"] == sc.UNTESTABLE
+
+
+def test_every_baseline_needs_all_comparisons_significant():
+    reg = runs("Frappe", {"ifm": [0.29, 0.30, 0.28], "nfm": [0.31, 0.33, 0.30], "afm": [0.295, 0.29, 0.30]})
+    reg["test_rmse"] = reg.pop("value")
+    row, = sc.beats_every_baseline(reg)
+    assert "below 2 of 2 baselines" in row["ours"] and row["verdict"] == sc.PARTLY      # AFM only in the mean
+    reg.loc[(reg.model == "nfm") & (reg.seed == 0), "test_rmse"] = 0.2
+    assert sc.beats_every_baseline(reg)[0]["verdict"] == sc.NOT
+
+
+def test_fen_adds_most_against_the_runner_up():
+    comp = runs("Frappe", {"ifm": [0.30, 0.28, 0.31], "nfm": [0.10, 0.12, 0.09], "fm": [0, 0, 0]})
+    comp["ri_rmse"] = comp.pop("value")
+    row, = sc.fen_adds_most(comp)
+    assert row["verdict"] == sc.REPRODUCED and "best other NFM 10.3%" in row["ours"]
+
+
+def test_converges_faster_counts_the_three_parts():
+    rows = [{"dataset": "frappe", "dataset_label": "Frappe", "model": m, "model_name": m, "seed": s, "epoch": e,
+             "valid_rmse": v, "train_rmse": v / 2} for m, base, step in (("ifm", 0.30, 0.0), ("fm", 0.34, 0.01))
+            for s in (0, 1) for e, v in ((1, base + 0.05), (2, base), (3, base + step))]
+    row, = sc.converges_faster(pd.DataFrame(rows))
+    assert row["verdict"] == sc.PARTLY and "lower validation RMSE, lower training RMSE" in row["ours"]
