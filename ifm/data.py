@@ -23,7 +23,8 @@ import warnings
 from pathlib import Path
 
 from .libfm import DataFormatError
-from .registry import DATASETS, OPTIONS, DataNotFoundError, Dataset, Split, make_dataset, random_split
+from .registry import DATASETS, OPTIONS, DataNotFoundError, Dataset, Split, make_dataset, random_split, \
+    with_train_fraction
 from .sources import load_avazu, load_regression
 from .synthetic import make_synthetic
 
@@ -37,7 +38,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, split_
     ``split_seed`` only drives random splits (never model initialisation). Options:
     frappe/movielens: ``sample_seed`` (negative sampling when building from a raw
     release, default 0), ``opener`` (URL opener for the download); avazu: ``min_count``
-    (20), ``nrows`` (read at most this many rows), ``sample`` (True: the mirror's 9,999-row
+    (20), ``nrows`` (read at most this many rows), frappe/movielens: ``train_fraction`` (a seeded
+    share of the training instances, the split seed's; validation and test unchanged), ``sample`` (True: the mirror's 9,999-row
     head, else its 100-row sample, even if the full file is present); synthetic: see :func:`ifm.synthetic.make_synthetic`.
     """
     name = name.lower()
@@ -46,6 +48,10 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, split_
     unknown = set(options) - OPTIONS[name]
     if unknown:
         raise TypeError(f"unknown option(s) {sorted(unknown)} for {name}; allowed: {sorted(OPTIONS[name])}")
+    fraction = options.pop("train_fraction", 1)
+    if fraction != 1:
+        return with_train_fraction(load_dataset(name, data_dir, split_seed=split_seed, cache_dir=cache_dir,
+                                                download=download, **options), fraction, split_seed)
     if name == "synthetic":
         return _load_synthetic(split_seed, options)
     data_dir = data_dir or os.environ.get("IFM_DATA_DIR") or None

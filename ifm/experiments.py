@@ -18,8 +18,8 @@ from ifm.data import load_dataset
 from ifm.models import DISPLAY_NAMES
 from ifm.models.layers import fm_state_of
 from ifm.profiles import Profile, get_profile, parse_bool, parse_datasets, parse_force, parse_seeds, resolve_device
-from ifm.records import REPO_ROOT, RunCache, _identity_text, _without_device, config_identity, results_root, run_key, \
-    stamp
+from ifm.records import REPO_ROOT, RunCache, _identity_text, _without_device, canonical, config_identity, results_root, \
+    run_key, stamp
 from ifm.registry import DATASET_NAMES
 from ifm.settings import RECIPES
 
@@ -60,26 +60,33 @@ class Experiment:
         self._nesting = 0
 
     # --- data
-    def dataset(self, name: str):
-        if name not in self._datasets:
-            options = self.profile.dataset_options.get(name, {})
-            self._datasets[name] = load_dataset(name, self.data_dir, split_seed=self.profile.split_seed, **options)
-        return self._datasets[name]
+    def data_options(self, name: str, extra: dict | None = None) -> dict:
+        """The dataset options of `name` for a run: the profile's, and a run's own (e.g. a train fraction)."""
+        return {**self.profile.dataset_options.get(name, {}), **(extra or {})}
+
+    def dataset(self, name: str, extra: dict | None = None):
+        options = self.data_options(name, extra)
+        handle = (name, json.dumps(options, sort_keys=True))
+        if handle not in self._datasets:
+            self._datasets[handle] = load_dataset(name, self.data_dir, split_seed=self.profile.split_seed, **options)
+        return self._datasets[handle]
 
     def config(self, dataset: str, model: str, seed: int, **changes) -> TrainConfig:
         return self.profile.config(dataset, model, seed, self.device, **changes)
 
     # --- runs
-    def run(self, config: TrainConfig, dataset_name: str, *, save_state: bool = False) -> dict | None:
-        """The record of `config` on `dataset_name`: from the cache, else trained and stored
-        (or, with ``train_missing=False``, None and noted in ``self.missing``)."""
+    def run(self, config: TrainConfig, dataset_name: str, *, save_state: bool = False,
+            data_options: dict | None = None) -> dict | None:
+        """The record of `config` on `dataset_name` (with a run's own ``data_options``): from the
+        cache, else trained and stored (or, with ``train_missing=False``, None and noted in
+        ``self.missing``)."""
         if not self.train_missing:
-            return self._committed(config, dataset_name)
+            return self._committed(config, dataset_name, data_options)
         if config.recipe == "legacy":
             raise ValueError("recipe 'legacy' only reads the records made before the recipes existed; "
                              "train with recipe 'paper' or 'code'")
-        data = self.dataset(dataset_name)
-        options = self.profile.dataset_options.get(dataset_name, {})
+        data = self.dataset(dataset_name, data_options)
+        options = self.data_options(dataset_name, data_options)
         key, material = run_key(config, data, options)
         stem = self.cache.stem(key, config, dataset_name)
         record = self.cache.lookup(stem, key, need_state=save_state)
@@ -89,20 +96,20 @@ class Experiment:
                 record = self.cache.lookup(stem, key, need_state=save_state)   # it may have been made meanwhile
                 if record is None:
                     return self._train(config, dataset_name, data, key, material, stem,
-                                       keep_state=save_state or config.model == "fm")
+                                       keep_state=save_state or config.model == "fm", data_options=data_options)
         if not self._nesting:
             self.stats["reused"] += 1
         return record
 
     def _train(self, config: TrainConfig, dataset_name: str, data, key: str, material: dict, stem: str,
-               keep_state: bool) -> dict:
+               keep_state: bool, data_options=None) -> dict:
         """Train `config` (after its FM pre-training, from the cache or trained) and store its record."""
         pretrained = pretrain_summary = None
         if config.uses_pretraining():
             fm_config = config.pretrain_config()
             self._nesting += 1
             try:
-                fm_record = self.run(fm_config, dataset_name, save_state=True)
+                fm_record = self.run(fm_config, dataset_name, save_state=True, data_options=data_options)
             finally:
                 self._nesting -= 1
             pretrained = fm_state_of(self.cache.load_state(fm_record["cache"]["stem"]))
@@ -122,10 +129,13 @@ class Experiment:
         self.say(f"  trained {stem} ({config.model} on {dataset_name}, seed {config.seed}) in {seconds:.1f} s")
         return record
 
-    def _committed(self, config: TrainConfig, dataset_name: str) -> dict | None:
-        """The stored record of `config` on the data most records of `dataset_name` under the same
-        recipe used (one dataset version per page; the legacy records sit on other data)."""
-        versions = self.cache.index().get(dataset_name, {})
+    def _committed(self, config: TrainConfig, dataset_name: str, data_options: dict | None = None) -> dict | None:
+        """The stored record of `config` on the data most records of `dataset_name` with these
+        dataset options under the same recipe used (one dataset version per page; the legacy
+        records sit on other data)."""
+        wanted = canonical(self.data_options(dataset_name, data_options))
+        versions = {v: configs for v, configs in self.cache.index().get(dataset_name, {}).items()
+                    if json.loads(v).get("options", {}) == wanted}
         mine = {v: sum(json.loads(c).get("recipe") == config.recipe for c in configs)
                 for v, configs in versions.items()}
         data = max(mine, key=lambda v: (mine[v], len(versions[v]))) if mine else None

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from ifm.models import DISPLAY_NAMES
 from ifm.registry import DATASET_NAMES
 from ifm.stats import best_by, paired_t_test, seeds_per_setting, summarize
 
@@ -392,3 +393,29 @@ def markdown(text: str):
     """A paragraph of Markdown in a page (the rules and notes the library writes)."""
     from IPython.display import Markdown
     return Markdown(text)
+
+
+def scaling_figure(df: pd.DataFrame, paper: pd.DataFrame, metric: str = "test_rmse", title: str = "") -> plt.Figure:
+    """Test error against the number of training instances (log scale), mean and 95% interval over
+    seeds per model; the paper's value at the whole training set as an open marker (its FM is LibFM)."""
+    datasets = _datasets(df)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 3.6), squeeze=False)
+    palette = dict(zip(df.model.unique(), sns.color_palette(n_colors=df.model.nunique())))
+    for ax, name in zip(axes[0], datasets):
+        part = df[df.dataset == name]
+        stats = summarize(part, ["model", "train_instances"], [metric])
+        for model, line in stats.groupby("model", sort=False):
+            ax.errorbar(line.train_instances, line[f"{metric}_mean"], yerr=line[f"{metric}_half"].fillna(0),
+                        marker="o", color=palette[model], label=f"{DISPLAY_NAMES.get(model, model)} (ours)")
+            ref = paper[(paper.dataset == name) & (paper.model == ("libfm" if model == "fm" else model))]
+            if len(ref):
+                ax.scatter([part.train_instances.max()], [ref[metric.split("_")[1].upper()].iloc[0]], s=80,
+                           facecolors="none", edgecolors=palette[model],
+                           label=f"{DISPLAY_NAMES.get(model, model)} (paper{', LibFM' if model == 'fm' else ''})")
+        ax.set_xscale("log")
+        ax.set_xlabel("training instances")
+        ax.set_ylabel(metric.replace("_", " "))
+        ax.set_title(_label(df, name))
+        ax.legend(fontsize="x-small")
+    fig.suptitle(title)
+    return fig

@@ -132,8 +132,8 @@ AVAZU_SAMPLE_NOTES = {
                                        "file), a pipeline check, not the paper's 40M rows",
     "avazu-sample/avazu_sample.txt": "Avazu 100-row sample, not the paper's 40M rows",
 }
-OPTIONS = {"frappe": {"sample_seed", "opener"}, "movielens": {"sample_seed", "opener"},
-            "avazu": {"min_count", "nrows", "sample"}, "synthetic": set(SYNTHETIC_DEFAULTS)}
+OPTIONS = {"frappe": {"sample_seed", "opener", "train_fraction"}, "movielens": {"sample_seed", "opener", "train_fraction"},
+            "avazu": {"min_count", "nrows", "sample"}, "synthetic": set(SYNTHETIC_DEFAULTS) | {"train_fraction"}}
 
 
 def random_split(x, y, seed):
@@ -174,3 +174,21 @@ def how_to_get(name, roots, download, failures):
             f"(CLI --data-dir) or set IFM_DATA_DIR to a directory holding any of: {', '.join(layouts)}; "
             f"or set IFM_CACHE_DIR / cache_dir and call with download=True to fetch and verify: "
             + " ".join(urls))
+
+
+def with_train_fraction(ds: Dataset, fraction: float, seed: int) -> Dataset:
+    """The same dataset with a seeded share of its training instances (validation and test
+    unchanged): the data-scaling study's smaller training sets. 1 returns ``ds`` itself."""
+    if not (isinstance(fraction, (int, float)) and not isinstance(fraction, bool) and 0 < fraction <= 1):
+        raise ValueError(f"train_fraction must be a number in (0, 1], got {fraction!r}")
+    if fraction == 1:
+        return ds
+    n = len(ds.train)
+    keep = torch.from_numpy(np.sort(np.random.default_rng(seed).permutation(n)[:max(1, round(fraction * n))]))
+    train = Split(ds.train.x[keep], ds.train.y[keep])
+    sizes = dict(ds.provenance["sizes"], train=len(train), total=len(train) + len(ds.valid) + len(ds.test))
+    prov = dict(ds.provenance, sizes=sizes, train_fraction=fraction,
+                notes=list(ds.provenance.get("notes", [])) + [
+                    f"train: a seeded {fraction:g} of its {n:,} instances ({len(train):,}; seed {seed}), "
+                    "validation and test unchanged"])
+    return Dataset(ds.name, ds.task, ds.num_features, ds.num_fields, train, ds.valid, ds.test, prov)

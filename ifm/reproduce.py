@@ -30,6 +30,7 @@ NOTEBOOKS = [
     ("components", "notebooks/components.ipynb"),
     ("regression", "notebooks/regression.ipynb"),
     ("ctr", "notebooks/ctr.ipynb"),
+    ("scaling", "notebooks/scaling.ipynb"),
     ("results", "book/results.ipynb"),
 ]
 # What the book needs besides the notebooks, copied into the staging folder.

@@ -217,6 +217,28 @@ def _compute_factors(exp: Experiment, dataset: str, fields: list[int], ifm_recor
             "factors": [[float(f"{v:.5g}") for v in column] for column in factors.T]}
 
 
+# --------------------------------------------------------------------------- data scaling
+SCALING_FRACTIONS = (0.125, 0.25, 0.5, 1.0)
+SCALING_MODELS = ("fm", "ifm", "nfm")
+
+
+def scaling_study(exp: Experiment, fractions=SCALING_FRACTIONS, models=SCALING_MODELS) -> pd.DataFrame:
+    """Test error against the size of the training set: each model on seeded shares of the train
+    split (validation and test unchanged; the whole split's runs are Table 3's). One row per
+    (dataset, fraction, model, seed); Frappe unless the runner names datasets."""
+    seeds = _seeds(exp, exp.profile.seeds)
+    rows = []
+    for name in exp.datasets or ("frappe",):
+        for fraction in fractions:
+            options = {} if fraction == 1 else {"train_fraction": fraction}
+            for model in models:
+                for seed in seeds:
+                    record = exp.run(exp.config(name, model, seed), name, data_options=options)
+                    if record is not None:
+                        rows.append(exp.row(record, name, train_fraction=fraction))
+    return _frame(rows, exp, "scaling", seeds)
+
+
 # --------------------------------------------------------------------------- Tables 2-4
 def component_study(exp: Experiment) -> pd.DataFrame:
     """Table 2: initialise each model from an FM with the embeddings (w0, w, v) frozen, train only

@@ -441,3 +441,16 @@ def test_data_labels_come_from_the_structured_kind_and_old_records_from_their_no
     assert "partial data" in ex.data_note(old_pool)
     head = {"dataset": "avazu", "data_kind": "sample", "sizes": {**sizes, "total": 9999}, "notes": ["Avazu head"]}
     assert ex.dataset_label(head) == "Avazu 9,999-row sample" and ex.data_note(head).endswith("Avazu head")
+
+
+def test_scaling_study_trains_on_seeded_shares_and_reads_them_back(tmp_path):
+    common = dict(overrides=TINY, results_dir=tmp_path, log=None, datasets=["synthetic"], seeds=[0])
+    df = studies.scaling_study(ex.Experiment("smoke", **common), fractions=(0.25, 1.0), models=("fm", "ifm"))
+    sizes = df.groupby("train_fraction").train_instances.first()
+    assert len(df) == 4 and sizes[0.25] == round(0.25 * sizes[1.0])
+    assert (df.groupby("train_fraction").test_instances.nunique() == 1).all()     # the same test set
+    read = studies.scaling_study(ex.Experiment("smoke", **common, train_missing=False), fractions=(0.25, 1.0),
+                                 models=("fm", "ifm"))
+    assert not read.attrs["missing"] and sorted(read.key) == sorted(df.key)
+    with pytest.raises(ValueError, match=r"train_fraction must be a number in \(0, 1\]"):
+        load_dataset("synthetic", n=400, train_fraction=1.5)
