@@ -55,6 +55,7 @@ class Experiment:
         self.progress = progress
         self.log = log
         self._datasets = {}
+        self._versions = {}     # (dataset, options, recipe) -> the data identity the book reads
         self.stats = {"reused": 0, "trained": 0, "pretrained": 0, "missing": 0, "seconds": 0.0}   # since the last report
         self.totals = dict(self.stats)                                              # since creation
         self._nesting = 0
@@ -130,15 +131,10 @@ class Experiment:
         return record
 
     def _committed(self, config: TrainConfig, dataset_name: str, data_options: dict | None = None) -> dict | None:
-        """The stored record of `config` on the data most records of `dataset_name` with these
-        dataset options under the same recipe used (one dataset version per page; the legacy
-        records sit on other data)."""
-        wanted = canonical(self.data_options(dataset_name, data_options))
-        versions = {v: configs for v, configs in self.cache.index().get(dataset_name, {}).items()
-                    if json.loads(v).get("options", {}) == wanted}
-        mine = {v: sum(json.loads(c).get("recipe") == config.recipe for c in configs)
-                for v, configs in versions.items()}
-        data = max(mine, key=lambda v: (mine[v], len(versions[v]))) if mine else None
+        """The stored record of `config` on the data version `_data_version` picks."""
+        versions = self.cache.index().get(dataset_name, {})
+        data = self._data_version(dataset_name, canonical(self.data_options(dataset_name, data_options)),
+                                  config.recipe)
         record = versions.get(data, {}).get(_identity_text(_without_device(config_identity(config))))
         if record is None:
             self.missing.append(self.describe(config, dataset_name))
@@ -146,6 +142,18 @@ class Experiment:
             return None
         self.stats["reused"] += 1
         return record
+
+    def _data_version(self, dataset_name: str, options: dict, recipe: str) -> str | None:
+        """The data identity most records of `dataset_name` with these dataset options under `recipe`
+        used: one data version per page (the legacy records sit on other data). Worked out once per
+        (dataset, options, recipe), not per lookup."""
+        memo = (dataset_name, json.dumps(options, sort_keys=True), recipe)
+        if memo not in self._versions:
+            versions = {v: configs for v, configs in self.cache.index().get(dataset_name, {}).items()
+                        if json.loads(v).get("options", {}) == options}
+            mine = {v: sum(json.loads(c).get("recipe") == recipe for c in configs) for v, configs in versions.items()}
+            self._versions[memo] = max(mine, key=lambda v: (mine[v], len(versions[v]))) if mine else None
+        return self._versions[memo]
 
     def describe(self, config: TrainConfig, dataset_name: str) -> str:
         """'IFM on frappe, seed 1 (fen_layers=4)': a run in words, with what sets it apart."""

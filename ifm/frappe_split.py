@@ -60,14 +60,19 @@ def _rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.concatenate([x, y.astype(np.int64)[:, None]], axis=1)
 
 
+def _stack(*splits: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) of several (x, y) splits, one after the other."""
+    return np.concatenate([x for x, _ in splits]), np.concatenate([y for _, y in splits])
+
+
 def nfm_rest(nfm_validation: tuple, nfm_test: tuple, authors_valid: tuple, authors_test: tuple):
     """(x, y) of the lines of NFM's validation + test in neither of the authors' valid and test
     files (they belong to the authors' train split); refuses files that do not contain them."""
-    nfm_x = np.concatenate([nfm_validation[0], nfm_test[0]])
-    nfm_y = np.concatenate([nfm_validation[1], nfm_test[1]])
-    authors = _rows(np.concatenate([authors_valid[0], authors_test[0]]),
-                    np.concatenate([authors_valid[1], authors_test[1]]))
-    keep, missing = _minus(_rows(nfm_x, nfm_y), authors)
+    return _rest(*_stack(nfm_validation, nfm_test), authors_valid, authors_test)
+
+
+def _rest(nfm_x, nfm_y, authors_valid, authors_test):
+    keep, missing = _minus(_rows(nfm_x, nfm_y), _rows(*_stack(authors_valid, authors_test)))
     if missing:
         raise DataFormatError(f"{missing:,} lines of the authors' valid + test files are not in NFM's "
                               "validation + test files: these are not the files the reconstruction needs")
@@ -93,9 +98,8 @@ def reconstruct(raw_path, authors_valid: tuple, authors_test: tuple, nfm_validat
             raise DataFormatError(f"{name}: not in the encoding of this frappe.csv "
                                   f"({len(sizes)} fields, {int(sum(sizes)):,} features)")
 
-    rest_x, rest_y = nfm_rest(nfm_validation, nfm_test, authors_valid, authors_test)   # exact
-    nfm_x = np.concatenate([nfm_validation[0], nfm_test[0]])
-    nfm_y = np.concatenate([nfm_validation[1], nfm_test[1]])
+    nfm_x, nfm_y = _stack(nfm_validation, nfm_test)
+    rest_x, rest_y = _rest(nfm_x, nfm_y, authors_valid, authors_test)     # exact
 
     positive = nfm_y > 0
     keep_logs, missing = _minus(logs, nfm_x[positive])

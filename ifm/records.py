@@ -223,6 +223,7 @@ class RunCache:
         self.directory = Path(directory).expanduser()
         self.force_since = time.time() if force is True else (force or None)
         self._index = None
+        self._checked_state = None      # (stem, state) read by the last state check
         if self.directory.is_dir():
             removed = remove_stale_temporaries(self.directory)
             if removed:
@@ -303,6 +304,7 @@ class RunCache:
         if not isinstance(state, dict):
             warnings.warn(f"ignoring unreadable model state {path} ({type(state).__name__}); retraining its run")
             return False
+        self._checked_state = (stem, state)     # the caller loads it next: hand this one over
         return True
 
     def lock(self, stem: str, on_wait=None):
@@ -317,6 +319,9 @@ class RunCache:
         return write_json_atomic(record_path, record)
 
     def load_state(self, stem: str) -> dict:
+        checked, self._checked_state = self._checked_state, None
+        if checked is not None and checked[0] == stem:
+            return checked[1]
         return torch.load(self.paths(stem)[1], map_location="cpu", weights_only=True)
 
     def derived_path(self, kind: str, dataset_name: str, key: str) -> Path:

@@ -18,8 +18,8 @@ import torch
 from . import frappe_split, raw
 from .download import fetch_verified, file_digests
 from .libfm import read_libfm
-from .registry import AVAZU_SAMPLE_NOTES, DATASETS, STAND_IN_NOTES, DataNotFoundError, how_to_get, \
-    make_dataset, random_split
+from .registry import AVAZU_SAMPLE_NOTES, DATASETS, STAND_IN_FILES, STAND_IN_NOTES, DataNotFoundError, \
+    how_to_get, make_dataset, random_split
 
 __all__ = ["load_regression", "load_avazu"]
 
@@ -219,11 +219,9 @@ def _from_raw(name, source, path, cache_dir, split_seed, options):
     data_kind = "raw"
     if name == "movielens":
         data_kind = "stand-in"
-        notes.insert(0, STAND_IN_NOTES.get(sha256) or
-                     ("MovieLens stand-in (25,758-tag subset of ml-20m tags.csv), not the paper's MovieLens"
-                      if path.name == "ml-20m-tags-subset.csv" else
-                      f"MovieLens stand-in: built from {path.name} ({positives:,} tag applications); the "
-                      "paper's MovieLens has 668,953, so this is not the paper's MovieLens"))
+        notes.insert(0, STAND_IN_NOTES.get(sha256) or STAND_IN_NOTES.get(STAND_IN_FILES.get(path.name)) or
+                     f"MovieLens stand-in: built from {path.name} ({positives:,} tag applications); the "
+                     "paper's MovieLens has 668,953, so this is not the paper's MovieLens")
     return make_dataset(name, int(sum(meta["field_sizes"])), random_split(x, y, split_seed), dict(
         source=source, data_kind=data_kind, files=[_describe(path, "raw", None, sha256)],
         built_from_cache=cached, sample_seed=seed,

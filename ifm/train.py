@@ -156,11 +156,9 @@ def make_optimizer(model, config: TrainConfig):
     groups = []
     for params, lam in model.l2_groups(config.l2, biases=config.l2_biases):
         params = [trainable.pop(id(p)) for p in params if id(p) in trainable]
-        if params and lam > 0:
+        if params:
             # d/dW of lambda ||W||^2 is 2 lambda W; of TensorFlow's lambda/2 ||W||^2, lambda W.
             groups.append({"params": params, "weight_decay": (1 if config.l2_half else 2) * lam})
-        elif params:
-            groups.append({"params": params, "weight_decay": 0.0})
     sparse = [m.weight for m in model.modules() if getattr(m, "sparse", False) and id(m.weight) in trainable]
     for p in sparse:
         trainable.pop(id(p))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .registry import Dataset, Split, random_split
+from .registry import Dataset, random_split, to_split
 from .download import file_digests
 from .libfm import DataFormatError, read_libfm
 
@@ -46,7 +46,7 @@ def load_files(paths, *, target: str | None = None, fields=None, split_seed: int
     x_all = np.concatenate([x for x, _ in arrays])
     num_features = int(x_all.max()) + 1
     splits = arrays if len(arrays) == 3 else random_split(*arrays[0], split_seed)
-    tensors = [Split(*_tensors(x, y)) for x, y in splits]
+    tensors = [to_split(x, y) for x, y in splits]
     num_fields = x_all.shape[1]
     rule = ("your train, validation and test files" if len(paths) == 3 else
             f"seeded random 8:1:1 of {len(arrays[0][1]):,} instances (seed {split_seed})")
@@ -60,11 +60,6 @@ def load_files(paths, *, target: str | None = None, fields=None, split_seed: int
         num_features=num_features, num_fields=num_fields, fields=field_names,
         paper_instances=None, fraction_of_paper=None, labels=labels[:10].tolist())
     return Dataset(provenance["dataset"], task, num_features, num_fields, *tensors, provenance)
-
-
-def _tensors(x, y):
-    import torch
-    return torch.as_tensor(np.asarray(x), dtype=torch.int64), torch.as_tensor(np.asarray(y), dtype=torch.float32)
 
 
 def _read_libfms(paths):
