@@ -5,6 +5,7 @@ and `Experiment.row` turns a record into one row of a study's frame (`ifm.studie
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -40,10 +41,8 @@ class Experiment:
         the book does): it loads no data, trains nothing, and lists what is missing in
         ``self.missing``. A record then matches on its configuration, whatever device made it."""
         self.profile = get_profile(profile, overrides)
-        if recipe not in (None, "", "None"):
-            if recipe not in RECIPES + ("legacy",):
-                raise ValueError(f"recipe must be one of {', '.join(RECIPES)} (or legacy, read-only), got {recipe!r}")
-            self.profile = dataclasses.replace(self.profile, recipe=str(recipe))
+        self.recipes = parse_recipes(recipe) or (self.profile.recipe,)
+        self.profile = dataclasses.replace(self.profile, recipe=self.recipes[0])
         self.train_missing = parse_bool("train_missing", train_missing)
         self.missing: list[str] = []
         self.datasets, self.seeds = parse_datasets(datasets), parse_seeds(seeds)
@@ -59,6 +58,14 @@ class Experiment:
         self.stats = {"reused": 0, "trained": 0, "pretrained": 0, "missing": 0, "seconds": 0.0}   # since the last report
         self.totals = dict(self.stats)                                              # since creation
         self._nesting = 0
+
+    def for_recipe(self, recipe: str) -> "Experiment":
+        """This runner under one recipe (same cache, data, device and seeds): the studies run each
+        recipe of a two-recipe runner through it (`ifm.studies.per_recipe`)."""
+        one = copy.copy(self)
+        one.profile, one.recipes, one.missing = dataclasses.replace(self.profile, recipe=recipe), (recipe,), []
+        one.stats = {k: 0 if k != "seconds" else 0.0 for k in self.stats}   # its own counts; totals shared
+        return one
 
     # --- data
     def data_options(self, name: str, extra: dict | None = None) -> dict:
@@ -97,7 +104,7 @@ class Experiment:
                 record = self.cache.lookup(stem, key, need_state=save_state)   # it may have been made meanwhile
                 if record is None:
                     return self._train(config, dataset_name, data, key, material, stem,
-                                       keep_state=save_state or config.model == "fm", data_options=data_options)
+                                       keep_state=save_state or config.model in ("fm", "ifm"), data_options=data_options)
         if not self._nesting:
             self.stats["reused"] += 1
         return record
@@ -161,8 +168,8 @@ class Experiment:
         mine = config.to_dict()
         changes = [f"{k}={v}" for k, v in mine.items() if k not in ("model_options", "device") and v != base.get(k)]
         changes += [f"{k}={v}" for k, v in mine["model_options"].items() if v != base["model_options"].get(k)]
-        return (f"{DISPLAY_NAMES.get(config.model, config.model)} on {dataset_name}, seed {config.seed}"
-                + (f" ({', '.join(changes)})" if changes else ""))
+        return (f"{DISPLAY_NAMES.get(config.model, config.model)} on {dataset_name}, seed {config.seed}, "
+                f"recipe {config.recipe}" + (f" ({', '.join(changes)})" if changes else ""))
 
     def model(self, record: dict, dataset_name: str) -> torch.nn.Module:
         """The trained model of a record that kept its state (see `run(save_state=True)`)."""
@@ -197,11 +204,12 @@ class Experiment:
     def _report_line(self, what: str, s: dict) -> str:
         if not self.train_missing:
             return (f"{what}: {s['reused']} of {s['reused'] + s['missing']} runs read from {self.where()}"
-                    f" (nothing trained), {s['missing']} missing; profile {self.profile.name}")
+                    f" (nothing trained), {s['missing']} missing; profile {self.profile.name}, "
+                    f"recipe {', '.join(self.recipes)}")
         extra = f" + {s['pretrained']} FM pre-training(s)" if s["pretrained"] else ""
         return (f"{what}: {s['reused'] + s['trained']} runs, {s['reused']} reused from {self.where()}, "
                 f"{s['trained']} trained now{extra} ({s['seconds']:.0f} s) on {self.device}; "
-                f"profile {self.profile.name}")
+                f"profile {self.profile.name}, recipe {', '.join(self.recipes)}")
 
     # --- rows
     def row(self, record: dict, dataset_name: str, **extra) -> dict:
@@ -227,6 +235,20 @@ class Experiment:
             for metric, value in (record.get(split) or {}).items():
                 row[f"{split}_{metric}"] = _num(value)
         return row
+
+
+def parse_recipes(value) -> tuple:
+    """A runner's recipes: one name, or several ("paper,code", ["paper", "code"]); () for None."""
+    if value in (None, "", "None"):
+        return ()
+    names = [v.strip() for v in value.split(",")] if isinstance(value, str) else [str(v) for v in value]
+    for name in names:
+        if name not in RECIPES + ("legacy",):
+            raise ValueError(f"recipe must be one of {', '.join(RECIPES)} (or legacy, read-only), or several "
+                             f"joined by commas (e.g. paper,code), got {value!r}")
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"recipe: name each recipe once, got {value!r}")
+    return tuple(names)
 
 
 def _num(value) -> float:

@@ -16,18 +16,26 @@ from ifm.experiments import Experiment, dataset_label
 from ifm.models import DISPLAY_NAMES
 from ifm.paper import paper_best, paper_reported, paper_table
 from ifm.records import read_json
-from ifm.stats import best_by, seeds_per_setting, t_interval
+from ifm.stats import best_by, by_recipe, seeds_per_setting, t_interval
 from ifm.studies import (activation_study, component_study, convergence_study, ctr_study, depth_study,
                          dropout_study, factor_study, regression_study)
 
-COLUMNS = ["item", "dataset", "dataset_label", "quantity", "paper", "ours", "interval", "n_seeds", "model", "metric"]
+COLUMNS = ["item", "recipe", "dataset", "dataset_label", "quantity", "paper", "ours", "interval", "n_seeds", "model", "metric"]
 SWEEP_WORDS = {"fen_layers": "FEN depth", "dropout": "FEN dropout", "activation": "FEN activation"}
 SWEEPS = (("Fig. 3a / 4a", "fen_layers", depth_study), ("Fig. 3b / 4b", "dropout", dropout_study),
           ("Fig. 5", "activation", activation_study))
 
 
-def _row(item, dataset, label, quantity, paper, ours, half=float("nan"), n=1, model=None, metric=None) -> dict:
-    return dict(zip(COLUMNS, (item, dataset, label, quantity, paper, ours, half, n, model, metric)))
+def _row(item, recipe, dataset, label, quantity, paper, ours, half=float("nan"), n=1, model=None,
+         metric=None) -> dict:
+    return dict(zip(COLUMNS, (item, recipe, dataset, label, quantity, paper, ours, half, n, model, metric)))
+
+
+def _groups(df: pd.DataFrame, *columns):
+    """(recipe, keys, rows) per group of `columns` within each recipe of the frame."""
+    for recipe, rows in by_recipe(df):
+        for keys, group in rows.groupby(list(columns), sort=False):
+            yield (recipe or df.attrs.get("recipe")), keys, group
 
 
 def _setting(value) -> str:
@@ -44,8 +52,9 @@ def compare_sweep(df: pd.DataFrame, item: str, option: str, grid, reported: dict
     rows = []
     for metric in ("valid_rmse", "valid_mae"):
         for r in best_by(df, option, metric).itertuples():
-            runs = df[df.dataset == r.dataset]
-            rows.append(_row(item, r.dataset, runs.dataset_label.iloc[0],
+            recipe = getattr(r, "recipe", df.attrs.get("recipe"))
+            runs = df[(df.dataset == r.dataset) & ((df.recipe == recipe) if "recipe" in df else True)]
+            rows.append(_row(item, recipe, r.dataset, runs.dataset_label.iloc[0],
                              f"best {SWEEP_WORDS[option]} by validation {metric.split('_')[1].upper()}"
                              f" ({runs[option].nunique()} of {len(grid)} settings run)",
                              _setting(best.get(r.dataset)), _setting(getattr(r, option)),
@@ -56,10 +65,10 @@ def compare_sweep(df: pd.DataFrame, item: str, option: str, grid, reported: dict
 def compare_convergence(df: pd.DataFrame) -> list[dict]:
     """Fig. 6: each model's best validation RMSE (mean over seeds); the paper shows only shapes."""
     rows = []
-    for (name, model), group in df.groupby(["dataset", "model"], sort=False):
+    for recipe, (name, model), group in _groups(df, "dataset", "model"):
         per_seed = group.groupby("seed")["valid_rmse"].min()
         mean, half = t_interval(per_seed)
-        rows.append(_row("Fig. 6", name, group.dataset_label.iloc[0],
+        rows.append(_row("Fig. 6", recipe, name, group.dataset_label.iloc[0],
                          f"{DISPLAY_NAMES[model]} best validation RMSE (paper: shape only)",
                          "IFM lower than FM", mean, half, len(per_seed)))
     return rows
@@ -68,10 +77,12 @@ def compare_convergence(df: pd.DataFrame) -> list[dict]:
 def compare_factors(fs, reported: dict | None = None) -> list[dict]:
     """Table 1: the errors and factors of our three instances beside the paper's three."""
     rows = []
-    for ours, paper in zip(fs.table.itertuples(), paper_table("table1", reported).itertuples()):
+    pairs = [(recipe or fs.attrs.get("recipe"), ours, paper) for recipe, table in by_recipe(fs.table)
+             for ours, paper in zip(table.itertuples(), paper_table("table1", reported).itertuples())]
+    for recipe, ours, paper in pairs:
         for col, what in (("fm_error", "FM |y_hat - y|"), ("ifm_error", "IFM |y_hat - y|"),
                           ("ifm_factor_x3", "IFM factor of x3"), ("ifm_factor_x9", "IFM factor of x9")):
-            rows.append(_row("Table 1", "frappe", ours.dataset_label, f"instance {ours.instance}: {what}",
+            rows.append(_row("Table 1", recipe, "frappe", ours.dataset_label, f"instance {ours.instance}: {what}",
                              getattr(paper, col), getattr(ours, col, float("nan"))))
     return rows
 
@@ -80,10 +91,10 @@ def compare_components(df: pd.DataFrame, reported: dict | None = None) -> list[d
     """Table 2: each component's relative improvement of RMSE over the frozen FM."""
     paper = paper_table("table2", reported)
     rows = []
-    for (name, model), group in (df[df.model != "fm"] if len(df) else df).groupby(["dataset", "model"], sort=False):
+    for recipe, (name, model), group in _groups(df[df.model != "fm"] if len(df) else df, "dataset", "model"):
         mean, half = t_interval(group["ri_rmse"])
         p = paper[(paper.dataset == name) & (paper.model == model)]["RI"]
-        rows.append(_row("Table 2", name, group.dataset_label.iloc[0],
+        rows.append(_row("Table 2", recipe, name, group.dataset_label.iloc[0],
                          f"{DISPLAY_NAMES[model]} relative improvement of RMSE over FM",
                          float(p.iloc[0]) if len(p) else float("nan"), mean, half, len(group), model, "RI"))
     return rows
@@ -93,11 +104,11 @@ def compare_means(item: str, df: pd.DataFrame, paper: pd.DataFrame, metrics) -> 
     """Tables 3-4: per (dataset, model), the mean and interval over seeds of each (metric, column,
     unit) beside the paper's."""
     rows = []
-    for (name, model), group in df.groupby(["dataset", "model"], sort=False):
+    for recipe, (name, model), group in _groups(df, "dataset", "model"):
         for metric, col, unit in metrics:
             mean, half = t_interval(group[col])
             p = paper[(paper.dataset == name) & (paper.model == model)][metric]
-            rows.append(_row(item, name, group.dataset_label.iloc[0], f"{DISPLAY_NAMES[model]} test {metric}{unit}",
+            rows.append(_row(item, recipe, name, group.dataset_label.iloc[0], f"{DISPLAY_NAMES[model]} test {metric}{unit}",
                              float(p.iloc[0]) if len(p) else float("nan"), mean, half, len(group), model, metric))
     return rows
 
@@ -151,7 +162,7 @@ def overview(exp: Experiment) -> pd.DataFrame:
     out = pd.DataFrame(rows, columns=COLUMNS)
     out["data_note"] = out.dataset.map(lambda n: notes.get(n, ""))
     out["device"] = out.dataset.map(lambda n: ", ".join(sorted(devices.get(n, ()))))
-    out.attrs.update(profile=exp.profile.name, recipe=exp.profile.recipe, device=exp.device, missing=missing,
+    out.attrs.update(profile=exp.profile.name, recipe=", ".join(exp.recipes), device=exp.device, missing=missing,
                      complete=not missing, coverage=coverage,
                      seeds=sorted(set(exp.seeds or exp.profile.seeds) | set(exp.seeds or exp.profile.sweep_seeds)),
                      profile_differences=exp.profile.differences(), report=exp.report("overview", total=True))
@@ -168,7 +179,9 @@ def ranking_agreement(ov: pd.DataFrame) -> pd.DataFrame:
 
     rows = []
     tables = ov[ov.model.notna() & ov.ours.map(lambda v: isinstance(v, (int, float)) and not math.isnan(v))]
-    for (item, name, metric), part in tables.groupby(["item", "dataset", "metric"], sort=False):
+    by = ["item", "recipe", "dataset", "metric"] if "recipe" in ov else ["item", "dataset", "metric"]
+    for keys, part in tables.groupby(by, sort=False):
+        item, recipe, name, metric = keys if len(keys) == 4 else (keys[0], None, *keys[1:])
         part = part[part.paper.notna()]
         if len(part) < 2:
             continue
@@ -176,7 +189,7 @@ def ranking_agreement(ov: pd.DataFrame) -> pd.DataFrame:
         paper_order = part.sort_values("paper", key=lambda v: sign * v.astype(float)).model.tolist()
         our_order = part.sort_values("ours", key=lambda v: sign * v.astype(float)).model.tolist()
         tau = stats.kendalltau(part.paper.astype(float), part.ours.astype(float)).statistic
-        rows.append({"item": item, "dataset": name, "dataset_label": part.dataset_label.iloc[0], "metric": metric,
+        rows.append({"item": item, "recipe": recipe, "dataset": name, "dataset_label": part.dataset_label.iloc[0], "metric": metric,
                      "models": len(part), "paper_order": " > ".join(DISPLAY_NAMES[m] for m in paper_order),
                      "our_order": " > ".join(DISPLAY_NAMES[m] for m in our_order), "kendall_tau": float(tau),
                      "paper_best": DISPLAY_NAMES[paper_order[0]], "our_best": DISPLAY_NAMES[our_order[0]],
@@ -185,7 +198,7 @@ def ranking_agreement(ov: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=RANKING_COLUMNS)
 
 
-RANKING_COLUMNS = ["item", "dataset", "dataset_label", "metric", "models", "paper_order", "our_order", "kendall_tau",
+RANKING_COLUMNS = ["item", "recipe", "dataset", "dataset_label", "metric", "models", "paper_order", "our_order", "kendall_tau",
                    "paper_best", "our_best", "same_best", "seeds"]
 
 

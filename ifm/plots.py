@@ -18,11 +18,13 @@ import seaborn as sns
 
 from ifm.models import DISPLAY_NAMES
 from ifm.registry import DATASET_NAMES
-from ifm.stats import best_by, paired_t_test, seeds_per_setting, summarize
+from ifm.stats import best_by, by_recipe, paired_t_test, panels, recipes_of, seeds_per_setting, summarize
 
 OURS = "#0173b2"      # seaborn colorblind blue
 PAPER = "#de8f05"     # seaborn colorblind orange
 MODEL_COLORS = {"fm": "#949494", "ifm": OURS}
+RECIPE_COLORS = {"paper": OURS, "code": "#029e73", "legacy": "#949494"}   # ours under each recipe
+RECIPE_LINES = {"paper": "-", "code": "--", "legacy": ":"}
 METRIC_LABELS = {"rmse": "RMSE", "mae": "MAE", "auc": "AUC", "logloss": "log loss", "auc_pct": "AUC (%)"}
 STYLE = dict(context="notebook", style="whitegrid", palette="colorblind", font_scale=0.9,
              rc={"figure.dpi": 100, "savefig.dpi": 100, "axes.titlesize": "medium",
@@ -38,6 +40,10 @@ use_style()
 
 
 # --------------------------------------------------------------------------- words
+def _ours(recipe) -> str:
+    return "ours" if recipe is None else f"ours, recipe {recipe}"
+
+
 def metric_label(column: str) -> str:
     split, _, metric = column.partition("_")
     names = {"valid": "validation", "test": "test", "train": "training"}
@@ -55,7 +61,7 @@ def _seeds_text(df) -> str:
 
 
 def _devices_text(df) -> str:
-    if "device" not in df:
+    if "device" not in df or not len(df):
         return str(df.attrs.get("device", "?"))
     if "device_name" not in df:   # the overview: one "device (name)" text per row
         return "; ".join(sorted({d for d in df.device if d}))
@@ -69,10 +75,11 @@ def stamp(df) -> str:
             f"{_devices_text(df)} | {_seeds_text(df)}")
 
 
-LEGACY_NOTE = ("These records predate the two recipes and the paper's Frappe split: they were trained "
-               "on 30% of Frappe re-split 8:1:1, with the settings of recipe `legacy` (Adagrad accumulator "
-               "0.1, stop after 5 epochs without a new best, NFM's two dropouts swapped); the book re-run "
-               "replaces them with recipes `paper` and `code` on the reconstructed split.")
+LEGACY_NOTE = ("Recipe `legacy` marks the book's earlier records, which predate the two recipes and the "
+               "paper's Frappe split: 30% of Frappe (NFM's validation and test files) re-split 8:1:1, with its "
+               "own validation and test sets, trained with the settings of recipe `legacy` (Adagrad "
+               "accumulator 0.1, stop after 5 epochs without a new best, NFM's two dropouts swapped). They "
+               "stay in the book only as the smallest point of the data-scaling study.")
 
 
 def caption(df, extra: str = "") -> "IPython.display.Markdown":
@@ -81,11 +88,11 @@ def caption(df, extra: str = "") -> "IPython.display.Markdown":
     from IPython.display import Markdown
 
     recipe = df.attrs.get("recipe", "?")
-    lines = [f"**Ours** — profile `{df.attrs.get('profile', '?')}`, recipe `{recipe}`, device {_devices_text(df)}, "
-             f"{_seeds_text(df)}."]
-    if recipe == "legacy":
+    lines = [f"**Ours** — profile `{df.attrs.get('profile', '?')}`, recipe{'s' if ',' in str(recipe) else ''} "
+             f"`{recipe}`, device {_devices_text(df)}, {_seeds_text(df)}."]
+    if "legacy" in str(recipe):
         lines.append(LEGACY_NOTE)
-    if "dataset_label" in df:
+    if "dataset_label" in df and len(df):
         data = df.drop_duplicates("dataset")
         lines.append("Data: " + "; ".join(f"{r.dataset_label}: {getattr(r, 'data_note', '')}"
                                           for r in data.itertuples()) + ".")
@@ -100,24 +107,43 @@ def caption(df, extra: str = "") -> "IPython.display.Markdown":
     if df.attrs.get("report"):
         lines.append(f"Cache: {df.attrs['report']}.")
     missing = df.attrs.get("missing") or []
-    if missing:
+    if not missing:
+        lines.append("**Complete:** every run this page asks for is in the records.")
+    else:
         lines.append(f"**Incomplete:** {len(missing)} run(s) of this page are not in the records yet: "
                      + "; ".join(missing[:12]) + (f"; and {len(missing) - 12} more" if len(missing) > 12 else "")
-                     + ". `python -m ifm reproduce --profile paper` trains them (the cache resumes).")
+                     + f". `python -m ifm reproduce --profile {df.attrs.get('profile', 'paper')} --recipe paper` "
+                     "and `--recipe code` train them (the cache resumes).")
     if extra:
         lines.append(extra)
     return Markdown(" ".join(lines))
 
 
-def require_runs(df, notebook: str) -> None:
-    """Stop a page early, with the command that fills it, when none of its runs are recorded."""
-    if len(df) == 0:
-        missing = df.attrs.get("missing") or []
-        raise RuntimeError(
-            f"no run of this page is in the records of profile {df.attrs.get('profile', '?')!r} "
-            f"({len(missing)} needed, e.g. {'; '.join(missing[:3]) or 'none listed'}); make them with "
-            f"`python -m ifm reproduce --profile {df.attrs.get('profile', 'paper')} --only {notebook}` "
-            "or re-run this notebook with train_missing=True")
+def require_runs(df, notebook: str):
+    """A page with none of its runs in the records says so, with the command that fills it (its
+    figures and tables then show the paper alone); a page whose study found nothing to run and
+    nothing missing is an error."""
+    if len(df):
+        return None
+    missing = df.attrs.get("missing") or []
+    command = (f"`python -m ifm reproduce --profile {df.attrs.get('profile', 'paper')} --recipe RECIPE "
+               f"--only {notebook}`")
+    if not missing:
+        raise RuntimeError(f"no run of this page is in the records of profile {df.attrs.get('profile', '?')!r} and "
+                           f"none is missing: the study asked for no runs; make them with {command}")
+    return markdown(f"**No run of this page is in the records yet** ({len(missing)} needed, e.g. "
+                    f"{'; '.join(missing[:3])}): its tables show the paper's numbers alone. {command} for recipes "
+                    "paper and code makes them (or re-run this notebook with train_missing=True).")
+
+
+def _nothing(what: str = "figure"):
+    """What a figure or table shows when none of its runs are in the records."""
+    return markdown(f"*(no run of this {what} is in the records yet: see the note above)*")
+
+
+def runs_table(df: pd.DataFrame, columns) -> pd.DataFrame:
+    """A page's runs, one row each: its recipe, then `columns` (those the rows have)."""
+    return df[[c for c in ["recipe", *columns] if c in df.columns]]
 
 
 def fmt(mean: float, half: float = float("nan"), digits: int = 4) -> str:
@@ -131,7 +157,7 @@ def fmt(mean: float, half: float = float("nan"), digits: int = 4) -> str:
 # --------------------------------------------------------------------------- tables
 def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame, index, metrics: dict, digits: int = 4,
                  scale: float = 1.0, paper_scale: float = 1.0) -> pd.DataFrame:
-    """Paper and ours in adjacent columns.
+    """Paper and ours in adjacent columns (ours once per recipe when the rows hold several).
 
     ``ours``: raw rows (one per run); they are summarised here (mean ± 95% t half-width).
     ``paper``: the paper's values, same ``index`` columns. ``metrics``: {title: (our column,
@@ -140,19 +166,31 @@ def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame, index, metrics: dict, 
     index = list(index)
     metrics = {k: (v[0], v[1], v[2] if len(v) > 2 else digits) for k, v in metrics.items()}
     ours_cols = [v[0] for v in metrics.values()]
-    summary = summarize(ours, index, ours_cols)
-    merged = summary.merge(paper, on=index, how="left") if paper is not None and len(paper) else summary
-    order = list(dict.fromkeys(ours[index[-1]].tolist()))
+    recipes = recipes_of(ours)
+    summary = summarize(ours, index + (["recipe"] if recipes else []), ours_cols)
+    if summary.empty:
+        summary = pd.DataFrame(columns=index + [f"{c}_{k}" for c in ours_cols for k in ("mean", "half", "n")])
+    keys = summary[index]
+    if paper is not None and len(paper):   # a row the paper has and ours lack shows ours as n/a
+        shown = paper[paper[index[0]].isin(ours[index[0]])] if len(ours) else paper
+        keys = pd.concat([keys, shown[index]])
+    keys = keys.drop_duplicates().reset_index(drop=True)
+    merged = keys.merge(paper, on=index, how="left") if paper is not None and len(paper) else keys
+    order = list(dict.fromkeys(ours[index[-1]].tolist() + merged[index[-1]].tolist()))
     merged["_order"] = merged[index[-1]].map({k: i for i, k in enumerate(order)})
     merged = merged.sort_values([*index[:-1], "_order"]).reset_index(drop=True)
+    mine = {r: merged[index].merge(summary if r is None else summary[summary.recipe == r], on=index, how="left")
+            for r in (recipes or [None])}
     out = pd.DataFrame(index=pd.MultiIndex.from_frame(merged[index]))
     for title, (ours_col, paper_col, digits) in metrics.items():
         paper_values = merged[paper_col] if paper_col in merged else pd.Series(np.nan, index=merged.index)
         out[(title, "paper")] = [fmt(v * paper_scale if pd.notna(v) else float("nan"), digits=digits)
                                  for v in paper_values]
-        out[(title, "ours")] = [fmt(m * scale, h * scale, digits) for m, h in
-                                zip(merged[f"{ours_col}_mean"], merged[f"{ours_col}_half"])]
-    out[("", "seeds")] = merged[f"{ours_cols[0]}_n"].fillna(0).astype(int).to_numpy()
+        for recipe, part in mine.items():
+            out[(title, _ours(recipe))] = [fmt(m * scale, h * scale, digits) for m, h in
+                                           zip(part[f"{ours_col}_mean"], part[f"{ours_col}_half"])]
+    for recipe, part in mine.items():
+        out[("seeds", recipe or "")] = pd.to_numeric(part[f"{ours_cols[0]}_n"]).fillna(0).astype(int).to_numpy()
     out.columns = pd.MultiIndex.from_tuples(out.columns)
     return out
 
@@ -173,10 +211,13 @@ def best_setting_table(df: pd.DataFrame, option: str, paper_best: dict,
                        metrics=("valid_rmse", "valid_mae")) -> pd.DataFrame:
     """Per dataset: the paper's best setting, ours by each metric, our error at both, and (with
     two or more seeds at both) a paired t-test over seeds of our best against the paper's best."""
+    if df.empty:
+        return pd.DataFrame({"paper's best": paper_best}).rename_axis("dataset")
     rows = []
-    for name in _datasets(df):
-        part = df[df.dataset == name]
-        row = {"dataset": _label(df, name), "paper's best": paper_best.get(name, "n/a")}
+    cells = [(recipe, name, part[part.dataset == name]) for recipe, part in by_recipe(df) for name in _datasets(part)]
+    for recipe, name, part in cells:
+        row = {"dataset": _label(df, name) + ("" if recipe is None else f", recipe {recipe}"),
+               "paper's best": paper_best.get(name, "n/a")}
         for metric in metrics:
             best = best_by(part, option, metric)
             row[f"our best by {metric_label(metric)}"] = best[option].iloc[0] if len(best) else "n/a"
@@ -206,26 +247,36 @@ def sweep_figure(df: pd.DataFrame, option: str, paper_best: dict, *, metrics=("v
                  xlabel: str | None = None, title: str = "") -> plt.Figure:
     """Ours: mean validation error per setting (95% interval over seeds); the paper gives only
     its best setting (dashed orange line), our best is the filled star."""
+    if df.empty:
+        return _nothing()
     datasets = _datasets(df)
     categorical = df[option].dtype == object or isinstance(df[option].iloc[0], str)
     fig, axes = plt.subplots(len(metrics), len(datasets), figsize=(4.6 * len(datasets), 3.0 * len(metrics)),
                              squeeze=False)
+    parts = by_recipe(df)
     for col, name in enumerate(datasets):
-        part = df[df.dataset == name]
-        values = list(dict.fromkeys(part[option].tolist()))
-        s = summarize(part, [option], list(metrics)).set_index(option).loc[values]
-        x = np.arange(len(values)) if categorical else np.asarray(values, dtype=float)
+        values = list(dict.fromkeys(df.loc[df.dataset == name, option].tolist()))
+        x_all = np.arange(len(values)) if categorical else np.asarray(values, dtype=float)
         for row, metric in enumerate(metrics):
             ax = axes[row, col]
-            mean, half = s[f"{metric}_mean"].to_numpy(), s[f"{metric}_half"].to_numpy()
-            has_bars = not np.all(np.isnan(half))
-            ax.errorbar(x, mean, yerr=np.nan_to_num(half) if has_bars else None, color=OURS, marker="o",
-                        capsize=3, lw=1.5, ls="none" if categorical else "-",   # no line between categories
-                        label="ours (mean ± 95% CI)" if has_bars else "ours (1 seed)")
-            if not np.all(np.isnan(mean)):
-                best = int(np.nanargmin(mean))
-                ax.plot(x[best], mean[best], marker="*", ms=14, color=OURS, ls="none",
-                        label=f"our best: {values[best]}")
+            for n, (recipe, rows) in enumerate(parts):
+                part = rows[rows.dataset == name]
+                if part.empty:
+                    continue
+                mine = [v for v in values if v in set(part[option])]
+                s = summarize(part, [option], list(metrics)).set_index(option).loc[mine]
+                x = x_all[[values.index(v) for v in mine]] + (0.08 * (n - (len(parts) - 1) / 2) if categorical else 0)
+                color = OURS if recipe is None else RECIPE_COLORS.get(recipe, OURS)
+                mean, half = s[f"{metric}_mean"].to_numpy(), s[f"{metric}_half"].to_numpy()
+                has_bars = not np.all(np.isnan(half))
+                ax.errorbar(x, mean, yerr=np.nan_to_num(half) if has_bars else None, color=color, marker="o",
+                            capsize=3, lw=1.5, ls="none" if categorical else RECIPE_LINES.get(recipe, "-"),
+                            label=f"{_ours(recipe)} ({'mean ± 95% CI' if has_bars else '1 seed'})")
+                if not np.all(np.isnan(mean)):
+                    best = int(np.nanargmin(mean))
+                    ax.plot(x[best], mean[best], marker="*", ms=14, color=color, ls="none",
+                            label=f"{'our' if recipe is None else recipe} best: {mine[best]}")
+            x = x_all
             if name in paper_best:
                 pb = paper_best[name]
                 px = values.index(pb) if categorical and pb in values else (None if categorical else pb)
@@ -245,20 +296,28 @@ def sweep_figure(df: pd.DataFrame, option: str, paper_best: dict, *, metrics=("v
 def convergence_figure(df: pd.DataFrame, metric: str = "rmse", title: str = "") -> plt.Figure:
     """Per-epoch training (solid) and validation (dashed) error of FM and IFM, mean over seeds.
     The paper's Fig. 6 gives only the shape (IFM lower and faster), so there is no paper line."""
-    datasets = _datasets(df)
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.8 * len(datasets), 3.4), squeeze=False)
-    for ax, name in zip(axes[0], datasets):
-        part = df[df.dataset == name]
+    if df.empty:
+        return _nothing()
+    datasets, parts = _datasets(df), by_recipe(df)
+    fig, axes = plt.subplots(len(parts), len(datasets), figsize=(4.8 * len(datasets), 3.4 * len(parts)),
+                             squeeze=False)
+    for ax, (recipe, name) in zip(axes.flat, [(r, n) for r, _ in parts for n in datasets]):
+        part = df[(df.dataset == name) & ((df.recipe == recipe) if recipe is not None else True)]
         for model, group in part.groupby("model", sort=False):
-            curve = group.groupby("epoch")[[f"train_{metric}", f"valid_{metric}"]].mean()
+            # the training error where the runs have it (a running MAE is not kept: no MAE train curve)
+            columns = [c for c in (f"train_{metric}", f"valid_{metric}") if c in group and group[c].notna().any()]
+            curve = group.groupby("epoch")[columns].mean()
             color = MODEL_COLORS.get(model)
             label = group["model_name"].iloc[0]
-            ax.plot(curve.index, curve[f"train_{metric}"], color=color, marker=".", label=f"{label} train")
+            if f"train_{metric}" in columns:
+                running = str(group.get("train_error", pd.Series([""])).iloc[0]).startswith("running")
+                ax.plot(curve.index, curve[f"train_{metric}"], color=color, marker=".",
+                        label=f"{label} train{' (running, dropout on)' if running else ''}")
             ax.plot(curve.index, curve[f"valid_{metric}"], color=color, ls="--", marker=".",
                     label=f"{label} validation")
         ax.set_xlabel("epoch")
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-        ax.set_title(_label(df, name))
+        ax.set_title(_label(df, name) + ("" if recipe is None else f"\nrecipe {recipe}"))
         ax.legend()
     fig.suptitle(f"{title}\n{stamp(df)}" if title else stamp(df))
     return fig
@@ -268,32 +327,40 @@ def comparison_figure(df: pd.DataFrame, paper: pd.DataFrame | None, metrics: dic
                       scale: float = 1.0) -> plt.Figure:
     """Dot plot per dataset and metric: ours (blue, 95% interval) and the paper (hollow orange
     diamond). ``metrics``: {label: (our column, paper column)}."""
+    if df.empty:
+        return _nothing()
     datasets = _datasets(df)
     fig, axes = plt.subplots(len(metrics), len(datasets), squeeze=False,
-                             figsize=(max(6.0, 4.6 * len(datasets)), 0.45 * df.model.nunique() * len(metrics) + 1.6))
+                             figsize=(max(6.0, 4.6 * len(datasets)),
+                                      0.45 * df.model.nunique() * len(metrics) * max(1, len(recipes_of(df))) + 1.6))
     for col, name in enumerate(datasets):
         part = df[df.dataset == name]
         models = list(dict.fromkeys(part.model.tolist()))
-        s = summarize(part, ["model"], [c for c, _ in metrics.values()]).set_index("model").loc[models]
         names = [part.loc[part.model == m, "model_name"].iloc[0] for m in models]
         y = np.arange(len(models))
+        recipes = recipes_of(part) or [None]
         for row, (label, (ours_col, paper_col)) in enumerate(metrics.items()):
             ax = axes[row, col]
-            mean = s[f"{ours_col}_mean"].to_numpy() * scale
-            half = s[f"{ours_col}_half"].to_numpy() * scale
-            has_bars = not np.all(np.isnan(half))
-            ax.errorbar(mean, y + 0.12, xerr=np.nan_to_num(half) if has_bars else None, fmt="o", color=OURS,
-                        capsize=3, label="ours (mean ± 95% CI)" if has_bars else "ours (1 seed)")
             p = np.full(len(models), np.nan)
             if paper is not None and paper_col in paper:
                 p = paper[paper.dataset == name] if "dataset" in paper else paper
                 p = p.set_index("model").reindex(models)[paper_col].to_numpy(dtype=float)
                 if not np.all(np.isnan(p)):
                     ax.plot(p, y - 0.12, "D", mfc="none", mec=PAPER, mew=1.8, ls="none", label="paper")
-            for yi, m, pv in zip(y, mean, p):   # a run without a number (e.g. diverged) says so
-                if np.isnan(m):
-                    ax.annotate("ours: n/a", (np.nanmean(mean) if np.isnan(pv) else pv, yi + 0.12),
-                                color=OURS, fontsize="small", va="center")
+            for n, recipe in enumerate(recipes):
+                rows = part if recipe is None else part[part.recipe == recipe]
+                s = summarize(rows, ["model"], [c for c, _ in metrics.values()]).set_index("model").reindex(models)
+                mean = s[f"{ours_col}_mean"].to_numpy() * scale
+                half = s[f"{ours_col}_half"].to_numpy() * scale
+                has_bars = not np.all(np.isnan(half))
+                color, offset = OURS if recipe is None else RECIPE_COLORS.get(recipe, OURS), 0.12 + 0.2 * n
+                ax.errorbar(mean, y + offset, xerr=np.nan_to_num(half) if has_bars else None, fmt="o",
+                            color=color, capsize=3, label=f"{_ours(recipe)} ({'mean ± 95% CI' if has_bars else '1 seed'})")
+                for yi, m, pv in zip(y, mean, p):   # a model without a number here (diverged, not run) says so
+                    if np.isnan(m):
+                        where = pv if not np.isnan(pv) else np.nanmean(p) if not np.all(np.isnan(p)) else 0.0
+                        ax.annotate(f"{_ours(recipe)}: n/a", (where, yi + offset), color=color,
+                                    fontsize="small", va="center")
             ax.set_yticks(y, names)
             ax.invert_yaxis()
             ax.set_xlabel(label)
@@ -304,44 +371,60 @@ def comparison_figure(df: pd.DataFrame, paper: pd.DataFrame | None, metrics: dic
 
 
 def factor_figure(distribution: pd.DataFrame, highlight=(), title: str = "") -> plt.Figure:
-    """Distribution of each field's input-aware factor over the test set (log scale); FM
-    corresponds to m = 1 everywhere (grey line). Highlighted fields are the Table 1 ones."""
-    fig, ax = plt.subplots(figsize=(10, 3.6))
-    d = distribution.copy()
-    d["label"] = [f"x{f}\n{n}" for f, n in zip(d.field, d.field_name)]
-    order = list(dict.fromkeys(d.sort_values("field").label))
-    highlight_labels = {lab for lab in order if int(lab.split("\n")[0][1:]) in set(highlight)}
-    palette = {lab: (OURS if lab in highlight_labels else "#bbbbbb") for lab in order}
-    sns.boxplot(data=d, x="label", y="factor", hue="label", order=order, palette=palette, legend=False,
-                ax=ax, fliersize=1.5, linewidth=1)
-    ax.axhline(1.0, color="#555555", lw=1, ls=":", label="FM (m = 1)")
-    ax.set_yscale("log")
-    ax.yaxis.set_major_locator(FixedLocator([0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10]))
-    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
-    ax.yaxis.set_minor_formatter(NullFormatter())
-    ax.set_xlabel("field")
-    ax.tick_params(axis="x", labelsize="small")
-    ax.set_ylabel("input-aware factor $m_{x,i}$")
-    ax.legend(loc="upper right")
+    """Distribution of each field's input-aware factor over the test set (log scale), one panel per
+    recipe; FM corresponds to m = 1 everywhere (grey line). Highlighted fields are the Table 1 ones."""
+    if distribution.empty:
+        return _nothing()
+    parts = by_recipe(distribution)
+    fig, axes = plt.subplots(len(parts), 1, figsize=(10, 3.6 * len(parts)), squeeze=False)
+    for ax, (recipe, d) in zip(axes[:, 0], parts):
+        d = d.copy()
+        d["label"] = [f"x{f}\n{n}" for f, n in zip(d.field, d.field_name)]
+        order = list(dict.fromkeys(d.sort_values("field").label))
+        highlight_labels = {lab for lab in order if int(lab.split("\n")[0][1:]) in set(highlight)}
+        palette = {lab: (OURS if lab in highlight_labels else "#bbbbbb") for lab in order}
+        sns.boxplot(data=d, x="label", y="factor", hue="label", order=order, palette=palette, legend=False,
+                    ax=ax, fliersize=1.5, linewidth=1)
+        ax.axhline(1.0, color="#555555", lw=1, ls=":", label="FM (m = 1)")
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(FixedLocator([0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10]))
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("field")
+        ax.tick_params(axis="x", labelsize="small")
+        ax.set_ylabel("input-aware factor $m_{x,i}$")
+        if recipe is not None:
+            ax.set_title(f"recipe {recipe}")
+        ax.legend(loc="upper right")
     fig.suptitle(f"{title}\n{stamp(distribution)}" if title else stamp(distribution))
     return fig
 
 
 def factor_table(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
-    """Table 1 side by side: per instance, the paper's and our FM error, IFM factors, IFM error."""
+    """Table 1 side by side: per instance, the paper's and our FM error, IFM factors, IFM error
+    (our instances once per recipe when the rows hold several)."""
+    if ours.empty:
+        return paper.set_index("instance")
     cols = [c for c in ours.columns if c.startswith("ifm_factor_x")]
-    out = pd.DataFrame(index=pd.Index(ours.instance.tolist(), name="instance"))
     pairs = [("FM |ŷ − y|", "fm_error")] + [(f"IFM m of {c.split('_')[-1]}", c) for c in cols] + \
         [("IFM |ŷ − y|", "ifm_error")]
-    p = paper.set_index("instance").reindex(out.index)
-    o = ours.set_index("instance")
-    for title, col in pairs:
-        out[(title, "paper")] = [fmt(v, digits=2) for v in (p[col] if col in p else [float("nan")] * len(out))]
-        out[(title, "ours")] = [fmt(v, digits=2) for v in o[col]]
     feature_cols = [c for c in ours.columns if c.startswith("feature_x")]
-    out[("our instance", "test row")] = o["test_index"].to_numpy()
-    out[("our instance", "feature ids")] = [", ".join(str(o.loc[i, c]) for c in feature_cols) for i in out.index]
-    out[("our instance", "chosen as")] = o["chosen_as"].to_numpy()
+    p = paper.set_index("instance")
+    tables = []
+    for recipe, o in by_recipe(ours):
+        o = o.set_index("instance")
+        out = pd.DataFrame(index=pd.Index(o.index.tolist(), name="instance"))
+        for title, col in pairs:
+            out[(title, "paper")] = [fmt(v, digits=2) for v in (p[col].reindex(out.index) if col in p
+                                                                 else [float("nan")] * len(out))]
+            out[(title, "ours")] = [fmt(v, digits=2) for v in o[col]]
+        out[("our instance", "test row")] = o["test_index"].to_numpy()
+        out[("our instance", "feature ids")] = [", ".join(str(o.loc[i, c]) for c in feature_cols) for i in out.index]
+        out[("our instance", "chosen as")] = o["chosen_as"].to_numpy()
+        if recipe is not None:
+            out.index = pd.MultiIndex.from_tuples([(recipe, i) for i in out.index], names=["recipe", "instance"])
+        tables.append(out)
+    out = pd.concat(tables)
     out.columns = pd.MultiIndex.from_tuples(out.columns)
     return out
 
@@ -358,35 +441,38 @@ def overview_table(ov: pd.DataFrame) -> pd.DataFrame:
         return f"{v:.{digits}f}"
 
     out = pd.DataFrame({
-        "item": ov["item"], "data": ov["dataset_label"], "quantity": ov["quantity"],
+        "item": ov["item"], "data": ov["dataset_label"], "recipe": ov["recipe"], "quantity": ov["quantity"],
         "paper": [show(v) for v in ov["paper"]],
         "ours": [show(v) if isinstance(v, str) or pd.isna(h) else f"{v:.4f} ± {h:.4f}"
                  for v, h in zip(ov["ours"], ov["interval"])],
         "seeds": ov["n_seeds"]})
-    return out.set_index(["item", "data", "quantity"])
+    return out.set_index(["item", "data", "recipe", "quantity"])
 
 
 def convergence_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Best validation error of FM and IFM per dataset with the epoch it was reached."""
+    if summary.empty:
+        return _nothing("table")
     out = pd.DataFrame({
-        "data": summary.dataset_label, "model": summary.model_name,
+        "data": summary.dataset_label, "recipe": summary.get("recipe", "?"), "model": summary.model_name,
         "best validation RMSE": [fmt(m, h) for m, h in zip(summary.valid_rmse, summary.valid_rmse_half)],
         "best validation MAE": [fmt(m, h) for m, h in zip(summary.valid_mae, summary.valid_mae_half)],
         "training RMSE there": [fmt(m, h) for m, h in zip(summary.train_rmse, summary.train_rmse_half)],
         "validation RMSE after epoch 1": [fmt(v) for v in summary.first_epoch_valid_rmse],
         "best epoch (mean)": summary.best_epoch.round(1), "epochs run": summary.epochs_run,
-        "seeds": summary.n_seeds})
-    return out.set_index(["data", "model"])
+        "training error": summary.get("train_error", "?"), "seeds": summary.n_seeds})
+    return out.set_index(["data", "recipe", "model"])
 
 
 VERDICT_COLOURS = {"reproduced": "#d8f0d8", "partly": "#fdf0c8", "not reproduced": "#f6d0cc",
-                   "cannot be tested here": "#e6e6e6"}
+                   "cannot be tested here": "#e6e6e6", "not run yet": "#ffffff"}
 
 
 def scorecard_table(card: pd.DataFrame):
     """The claims scorecard as a table, each verdict cell coloured by its verdict."""
     return (card.style.hide(axis="index")
-            .map(lambda v: f"background-color: {VERDICT_COLOURS.get(v, 'white')}", subset=["verdict"]))
+            .map(lambda v: f"background-color: {VERDICT_COLOURS.get(v, 'white')}",
+                 subset=[c for c in card.columns if c.startswith("verdict")]))
 
 
 def markdown(text: str):
@@ -398,18 +484,23 @@ def markdown(text: str):
 def scaling_figure(df: pd.DataFrame, paper: pd.DataFrame, metric: str = "test_rmse", title: str = "") -> plt.Figure:
     """Test error against the number of training instances (log scale), mean and 95% interval over
     seeds per model; the paper's value at the whole training set as an open marker (its FM is LibFM)."""
+    if df.empty:
+        return _nothing()
     datasets = _datasets(df)
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 3.6), squeeze=False)
     palette = dict(zip(df.model.unique(), sns.color_palette(n_colors=df.model.nunique())))
     for ax, name in zip(axes[0], datasets):
         part = df[df.dataset == name]
-        stats = summarize(part, ["model", "train_instances"], [metric])
-        for model, line in stats.groupby("model", sort=False):
+        stats = summarize(part, panels(part, "model", "train_instances"), [metric])
+        for keys, line in stats.groupby(panels(part, "model"), sort=False):
+            recipe, model = keys if len(keys) == 2 else (None, keys[0])
             ax.errorbar(line.train_instances, line[f"{metric}_mean"], yerr=line[f"{metric}_half"].fillna(0),
-                        marker="o", color=palette[model], label=f"{DISPLAY_NAMES.get(model, model)} (ours)")
+                        marker="o", color=palette[model], ls=RECIPE_LINES.get(recipe, "-"),
+                        label=f"{DISPLAY_NAMES.get(model, model)} ({_ours(recipe)})")
+        for model in part.model.unique():
             ref = paper[(paper.dataset == name) & (paper.model == ("libfm" if model == "fm" else model))]
             if len(ref):
-                ax.scatter([part.train_instances.max()], [ref[metric.split("_")[1].upper()].iloc[0]], s=80,
+                ax.scatter([(part.train_instances / part.train_fraction).max()], [ref[metric.split("_")[1].upper()].iloc[0]], s=80,
                            facecolors="none", edgecolors=palette[model],
                            label=f"{DISPLAY_NAMES.get(model, model)} (paper{', LibFM' if model == 'fm' else ''})")
         ax.set_xscale("log")
@@ -417,5 +508,5 @@ def scaling_figure(df: pd.DataFrame, paper: pd.DataFrame, metric: str = "test_rm
         ax.set_ylabel(metric.replace("_", " "))
         ax.set_title(_label(df, name))
         ax.legend(fontsize="x-small")
-    fig.suptitle(title)
+    fig.suptitle(f"{title}\n{stamp(df)}" if title else stamp(df))
     return fig

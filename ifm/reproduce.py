@@ -52,9 +52,9 @@ def add_reproduce_parser(sub):
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--profile", default="smoke", choices=sorted(PROFILES),
                    help="smoke: minutes on a CPU (default); paper: the paper's settings")
-    p.add_argument("--recipe", default="paper", choices=["paper", "code", "legacy"],
-                   help="paper: the paper's text (default); code: the authors' released code; "
-                        "legacy: only read the records made before the recipes")
+    p.add_argument("--recipe", default="paper,code", type=recipes_arg,
+                   help="paper: the paper's text; code: the authors' released code; paper,code: both, side by "
+                        "side (default; what the book shows); legacy: only read the records made before the recipes")
     p.add_argument("--only", action="append", choices=[n for n, _ in NOTEBOOKS], metavar="NAME",
                    help="execute only this notebook (repeatable): " + ", ".join(n for n, _ in NOTEBOOKS))
     p.add_argument("--data-dir", type=path_arg,
@@ -71,6 +71,19 @@ def add_reproduce_parser(sub):
                    help=f"per-cell timeout in seconds: {LIMITS['timeout']} (default: none)")
     p.set_defaults(func=cmd_reproduce)
     return p
+
+
+def recipes_arg(text: str) -> str:
+    """--recipe: one recipe or several joined by commas, checked before any notebook runs."""
+    from ifm.experiments import parse_recipes
+
+    try:
+        recipes = parse_recipes(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    if "legacy" in recipes and len(recipes) > 1:
+        raise argparse.ArgumentTypeError("legacy only reads the old records: give it alone")
+    return ",".join(recipes)
 
 
 def _parameters(args, started: float) -> dict:

@@ -41,6 +41,25 @@ def paired_t_test(a, b) -> tuple[float, float]:
     return float(result.statistic), float(result.pvalue)
 
 
+def panels(df: pd.DataFrame, *columns) -> list:
+    """The columns that split a study's rows into independent comparisons: the recipe (when the
+    frame names one) and then `columns` (e.g. the dataset)."""
+    return (["recipe"] if "recipe" in df.columns else []) + list(columns)
+
+
+def recipes_of(df) -> list:
+    """The recipes of a frame's rows, in order of appearance, when there are several ([] for one:
+    the page's caption names it)."""
+    recipes = list(dict.fromkeys(df["recipe"].tolist())) if "recipe" in df and len(df) else []
+    return recipes if len(recipes) > 1 else []
+
+
+def by_recipe(df) -> list:
+    """[(recipe, rows)]: one part per recipe of a frame that holds several, else [(None, df)]."""
+    recipes = recipes_of(df)
+    return [(r, df[df.recipe == r]) for r in recipes] if recipes else [(None, df)]
+
+
 def summarize(df: pd.DataFrame, by, metrics, confidence: float = 0.95) -> pd.DataFrame:
     """Mean, 95% t-interval (low, high, half-width), std and n per group, one row per group."""
     rows = []
@@ -68,7 +87,9 @@ def significance(df: pd.DataFrame, metrics=("test_mae", "test_rmse"), reference:
     share the split and seed); significant when p < alpha and the reference's mean is better.
     """
     rows = []
-    for name, data in df.groupby("dataset", sort=False):
+    by = panels(df, "dataset")
+    for keys, data in df.groupby(by, sort=False):
+        where = dict(zip(by, keys))
         ref = data[data.model == reference].set_index("seed")
         for model, other in data[data.model != reference].groupby("model", sort=False):
             other = other.set_index("seed")
@@ -78,7 +99,7 @@ def significance(df: pd.DataFrame, metrics=("test_mae", "test_rmse"), reference:
                 t, p = paired_t_test(a, b)
                 ma, mb = _mean(a), _mean(b)
                 better = (ma < mb) if lower_is_better else (ma > mb)   # False when either is NaN
-                rows.append({"dataset": name, "reference": reference, "baseline": model,
+                rows.append({"recipe": where.get("recipe"), "dataset": where["dataset"], "reference": reference, "baseline": model,
                              "baseline_name": DISPLAY_NAMES.get(model, model), "metric": metric,
                              "n_pairs": len(seeds), "reference_mean": ma, "baseline_mean": mb,
                              "mean_difference": _mean(a - b), "t": t, "p_value": p, "better": bool(better),
@@ -89,7 +110,7 @@ def significance(df: pd.DataFrame, metrics=("test_mae", "test_rmse"), reference:
     return pd.DataFrame(rows, columns=SIGNIFICANCE_COLUMNS)
 
 
-SIGNIFICANCE_COLUMNS = ["dataset", "reference", "baseline", "baseline_name", "metric", "n_pairs", "reference_mean",
+SIGNIFICANCE_COLUMNS = ["recipe", "dataset", "reference", "baseline", "baseline_name", "metric", "n_pairs", "reference_mean",
                         "baseline_mean", "mean_difference", "t", "p_value", "better", "significant", "verdict"]
 
 
@@ -101,9 +122,9 @@ def _mean(values) -> float:
 
 
 def best_by(df: pd.DataFrame, option: str, metric: str = "valid_rmse") -> pd.DataFrame:
-    """Per dataset: the sweep value with the lowest mean `metric` over seeds."""
-    means = df.groupby(["dataset", option], sort=False)[metric].mean().reset_index()
-    idx = means.groupby("dataset", sort=False)[metric].idxmin()
+    """Per dataset (and recipe): the sweep value with the lowest mean `metric` over seeds."""
+    means = df.groupby(panels(df, "dataset", option), sort=False)[metric].mean().reset_index()
+    idx = means.groupby(panels(df, "dataset"), sort=False)[metric].idxmin()
     return means.loc[idx.dropna()].reset_index(drop=True)
 
 

@@ -4,6 +4,7 @@ Experiment`), asks it for the runs the item needs, and returns a tidy frame, one
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -14,7 +15,7 @@ import torch
 from ifm.experiments import Experiment, _num
 from ifm.records import read_json, write_json_atomic
 from ifm.registry import DATASETS
-from ifm.stats import t_interval
+from ifm.stats import panels, t_interval
 from ifm.train import predict
 
 
@@ -23,7 +24,7 @@ def _seeds(exp: Experiment, default: tuple) -> tuple:
 
 
 # The columns of a study with no runs yet, so that grouping and filtering still work on it.
-EMPTY_COLUMNS = ["dataset", "dataset_label", "model", "model_name", "seed", "data_note", "device", "device_name"]
+EMPTY_COLUMNS = ["recipe", "dataset", "dataset_label", "model", "model_name", "seed", "data_note", "device", "device_name"]
 
 
 def _frame(rows, exp: Experiment, study: str, seeds) -> pd.DataFrame:
@@ -37,6 +38,37 @@ def _frame(rows, exp: Experiment, study: str, seeds) -> pd.DataFrame:
                     profile_differences=exp.profile.differences(), report=exp.report(study))
     exp.say(df.attrs["report"])
     return df
+
+
+def per_recipe(study):
+    """Run `study` once per recipe of a runner that holds several (``recipe="paper,code"``) and
+    stack the results; every row already names its recipe. A one-recipe runner runs it as is."""
+    @functools.wraps(study)
+    def run(exp: Experiment, *args, **kwargs):
+        if len(exp.recipes) == 1:
+            return study(exp, *args, **kwargs)
+        parts = [study(exp.for_recipe(recipe), *args, **kwargs) for recipe in exp.recipes]
+        if isinstance(parts[0], FactorStudy):
+            attrs = _joined_attrs([p.attrs for p in parts])
+            frames = [pd.concat([getattr(p, name) for p in parts], ignore_index=True)
+                      for name in ("table", "distribution", "summary")]
+            for frame in frames:
+                frame.attrs.update(attrs)
+            return FactorStudy(*frames, attrs)
+        out = pd.concat(parts, ignore_index=True)
+        out.attrs.update(_joined_attrs([p.attrs for p in parts]))
+        return out
+    return run
+
+
+def _joined_attrs(parts: list[dict]) -> dict:
+    """One study's attrs over its recipes: missing runs listed together, complete when all are."""
+    attrs = dict(parts[0])
+    attrs.update(recipe=", ".join(p.get("recipe", "?") for p in parts),
+                 missing=[m for p in parts for m in p.get("missing", [])],
+                 complete=all(p.get("complete", True) for p in parts),
+                 report=" | ".join(p.get("report", "") for p in parts if p.get("report")))
+    return attrs
 
 
 # --------------------------------------------------------------------------- Figs. 3-5: FEN sweeps
@@ -56,46 +88,62 @@ def _fen_sweep(exp: Experiment, study: str, option: str, values) -> pd.DataFrame
     return _frame(rows, exp, study, seeds)
 
 
+@per_recipe
 def depth_study(exp: Experiment) -> pd.DataFrame:
     """Fig. 3a / 4a: validation RMSE and MAE of IFM vs the number of FEN hidden layers
     (dropout and activation held at the paper's best for the dataset)."""
     return _fen_sweep(exp, "depth", "fen_layers", [int(v) for v in exp.profile.depth_grid])
 
 
+@per_recipe
 def dropout_study(exp: Experiment) -> pd.DataFrame:
     """Fig. 3b / 4b: validation RMSE and MAE vs the FEN dropout ratio (depth at the paper's best)."""
     return _fen_sweep(exp, "dropout", "dropout", [float(v) for v in exp.profile.dropout_grid])
 
 
+@per_recipe
 def activation_study(exp: Experiment) -> pd.DataFrame:
     """Fig. 5: validation RMSE and MAE for the FEN activation functions."""
     return _fen_sweep(exp, "activation", "activation", list(exp.profile.activation_grid))
 
 
 # --------------------------------------------------------------------------- Fig. 6
+@per_recipe
 def convergence_study(exp: Experiment, *, pretrain_fm: bool | None = None) -> pd.DataFrame:
-    """Fig. 6: per-epoch error on the whole training set and on validation, IFM vs FM.
+    """Fig. 6: per-epoch training and validation error, IFM vs FM: Table 3's runs of IFM and the FM
+    it is pre-trained from (no runs of its own).
 
-    One row per (dataset, model, seed, epoch). Runs use ``eval_train=True`` (train error
-    scored with dropout off after each epoch). IFM starts from its FM pre-training, as in
-    the paper's setup, unless ``pretrain_fm=False``.
+    One row per (dataset, model, seed, epoch). The training error is the whole training set's,
+    scored with dropout off after each epoch, where a run recorded it (``eval_train=True``), else
+    the running RMSE over the epoch's batches (dropout on), as the column ``train_error`` says.
+    IFM starts from its FM pre-training, as in the paper's setup, unless ``pretrain_fm=False``.
     """
     seeds = _seeds(exp, exp.profile.seeds)
     rows = []
     for name in exp.datasets or exp.profile.datasets:
         for model in ("fm", "ifm"):
             for seed in seeds:
-                changes = {"eval_train": True}
-                if model == "ifm" and pretrain_fm is not None:
-                    changes["pretrain_fm"] = pretrain_fm
+                changes = {"pretrain_fm": pretrain_fm} if model == "ifm" and pretrain_fm is not None else {}
                 config = exp.config(name, model, seed, **changes)
                 record = exp.run(config, name)
                 if record is None:
                     continue
-                base = exp.row(record, name, pretrained=config.uses_pretraining())
+                base = exp.row(record, name, pretrained=config.uses_pretraining(),
+                               train_error="whole training set" if record["config"].get("eval_train")
+                               else "running over the epoch, dropout on")
                 for epoch in record["history"]:
-                    rows.append({**base, **{k: _num(v) if k != "epoch" else v for k, v in epoch.items()}})
+                    rows.append({**base, **{k: _num(v) if k != "epoch" else v for k, v in epoch.items()},
+                                 "train_rmse": train_rmse(epoch, record["config"])})
     return _frame(rows, exp, "convergence", seeds)
+
+
+def train_rmse(epoch: dict, config: dict) -> float:
+    """An epoch's training RMSE: as recorded, else from its mean training loss, which is
+    ``loss_scale`` times the mean squared error (records before the running RMSE was kept
+    under every loss scale)."""
+    if epoch.get("train_rmse") is not None:
+        return _num(epoch["train_rmse"])
+    return math.sqrt(epoch["train_loss"] / config.get("loss_scale", 1.0))
 
 
 # --------------------------------------------------------------------------- Table 1
@@ -110,6 +158,7 @@ class FactorStudy:
     attrs: dict
 
 
+@per_recipe
 def factor_study(exp: Experiment, *, dataset: str = "frappe", fields=(2, 8)) -> FactorStudy:
     """Table 1: input-aware factors m_x,i of two fields in three test instances.
 
@@ -145,7 +194,7 @@ def factor_study(exp: Experiment, *, dataset: str = "frappe", fields=(2, 8)) -> 
     base = exp.row(ifm_record, dataset) if ifm_record is not None else {}
     common_cols = {k: base.get(k) for k in ("profile", "dataset", "dataset_label", "seed", "train_instances",
                                             "test_instances", "data_note", "device", "device_name")}
-    common_cols["profile"] = exp.profile.name
+    common_cols.update(profile=exp.profile.name, recipe=exp.profile.recipe)
     table = pd.DataFrame([{**common_cols, **r} for r in derived["table"]]) if derived else pd.DataFrame()
     if derived:
         table["candidates"] = derived["candidates"]
@@ -157,13 +206,15 @@ def factor_study(exp: Experiment, *, dataset: str = "frappe", fields=(2, 8)) -> 
                                  "field_name": np.repeat(np.asarray(names, dtype=object), n),
                                  "factor": factors.reshape(-1)})
     distribution["dataset"] = dataset
-    distribution["profile"] = exp.profile.name
+    distribution["profile"], distribution["recipe"] = exp.profile.name, exp.profile.recipe
     distribution["device"], distribution["device_name"] = base.get("device"), base.get("device_name")
     q = distribution.groupby(["field", "field_name"])["factor"]
     summary = pd.DataFrame({"mean": q.mean(), "std": q.std(), "p05": q.quantile(0.05), "median": q.median(),
                             "p95": q.quantile(0.95), "share_far_from_1": q.apply(lambda s: float(
                                 ((s < 0.5) | (s > 2)).mean()))}).reset_index()
-    exp_attrs = {"study": "factors", "profile": exp.profile.name, "device": exp.device, "seeds": [seed],
+    summary["recipe"] = exp.profile.recipe
+    exp_attrs = {"study": "factors", "profile": exp.profile.name, "recipe": exp.profile.recipe, "device": exp.device,
+                 "seeds": [seed],
                  "fields": fields, "field_names": [names[f] for f in fields] if names else [],
                  "common_pair": derived["common_pair"] if derived else [],
                  "profile_differences": exp.profile.differences(), "missing": exp.missing,
@@ -225,7 +276,20 @@ SCALING_MODELS = ("fm", "ifm", "nfm")
 def scaling_study(exp: Experiment, fractions=SCALING_FRACTIONS, models=SCALING_MODELS) -> pd.DataFrame:
     """Test error against the size of the training set: each model on seeded shares of the train
     split (validation and test unchanged; the whole split's runs are Table 3's). One row per
-    (dataset, fraction, model, seed); Frappe unless the runner names datasets."""
+    (dataset, fraction, model, seed, recipe); Frappe unless the runner names datasets. When the
+    book reads its records, the earlier records on a 30% pool of Frappe (recipe legacy) join as
+    points of their own (`earlier_pool_rows`)."""
+    df = _scaling_runs(exp, fractions, models)
+    earlier = earlier_pool_rows(exp, models)
+    if not earlier:
+        return df
+    out = pd.concat([df, pd.DataFrame(earlier)], ignore_index=True)
+    out.attrs.update(df.attrs, recipe=df.attrs["recipe"] + ", legacy (the 30% pool's points)")
+    return out
+
+
+@per_recipe
+def _scaling_runs(exp: Experiment, fractions, models) -> pd.DataFrame:
     seeds = _seeds(exp, exp.profile.seeds)
     rows = []
     for name in exp.datasets or ("frappe",):
@@ -239,7 +303,26 @@ def scaling_study(exp: Experiment, fractions=SCALING_FRACTIONS, models=SCALING_M
     return _frame(rows, exp, "scaling", seeds)
 
 
+def earlier_pool_rows(exp: Experiment, models) -> list[dict]:
+    """The book's earlier records of `models` (recipe legacy: 30% of Frappe re-split 8:1:1, its own
+    validation and test), as scaling rows at that pool's training size; none when training."""
+    if exp.train_missing or "legacy" in exp.recipes:
+        return []
+    legacy = exp.for_recipe("legacy")
+    rows = []
+    for name in exp.datasets or ("frappe",):
+        for model in models:
+            for seed in _seeds(exp, exp.profile.seeds):
+                record = legacy.run(legacy.config(name, model, seed), name)
+                if record is not None and record["dataset"]["provenance"].get("fraction_of_paper"):
+                    row = legacy.row(record, name)
+                    rows.append({**row, "study": "scaling", "train_fraction": row["data_fraction"],
+                                 "seeds": "", "n_seeds": 1})
+    return rows
+
+
 # --------------------------------------------------------------------------- Tables 2-4
+@per_recipe
 def component_study(exp: Experiment) -> pd.DataFrame:
     """Table 2: initialise each model from an FM with the embeddings (w0, w, v) frozen, train only
     its extra component; RI = (RMSE_FM - RMSE_model) / RMSE_FM on test, against the very FM it was
@@ -272,6 +355,7 @@ def component_study(exp: Experiment) -> pd.DataFrame:
 COMPONENTS = {"fm": "-", "deepfm": "DNN", "nfm": "DNN", "afm": "Attention", "ifm": "FEN", "wide_deep": "DNN"}
 
 
+@per_recipe
 def regression_study(exp: Experiment) -> pd.DataFrame:
     """Table 3: test MAE and RMSE of each model; one row per (dataset, model, seed)."""
     seeds = _seeds(exp, exp.profile.seeds)
@@ -282,6 +366,7 @@ def regression_study(exp: Experiment) -> pd.DataFrame:
     return _frame(rows, exp, "regression", seeds)
 
 
+@per_recipe
 def ctr_study(exp: Experiment) -> pd.DataFrame:
     """Table 4: test AUC (in %) and logloss on Avazu; one row per (model, seed). On the CTR
     datasets among the runner's datasets, else the profile's (the mirror's Avazu is a 9,999-row
@@ -305,14 +390,18 @@ def convergence_summary(df: pd.DataFrame) -> pd.DataFrame:
     """Per (dataset, model): best validation RMSE/MAE (mean ± 95% half-width over seeds), the
     epoch it was reached and the training RMSE there, from `convergence_study` rows."""
     rows = []
-    for (name, model), group in df.groupby(["dataset", "model"], sort=False):
+    by = panels(df, "dataset", "model")
+    for keys, group in df.groupby(by, sort=False):
+        where = dict(zip(by, keys))
         best = group.loc[group.groupby("seed")["valid_rmse"].idxmin().dropna()]
-        row = {"dataset": name, "dataset_label": group.dataset_label.iloc[0], "model": model,
-               "model_name": group.model_name.iloc[0], "n_seeds": group.seed.nunique(),
+        row = {"recipe": where.get("recipe"), "dataset": where["dataset"], "dataset_label": group.dataset_label.iloc[0],
+               "model": where["model"], "model_name": group.model_name.iloc[0], "n_seeds": group.seed.nunique(),
+               "train_error": "; ".join(dict.fromkeys(group.get("train_error", pd.Series(["?"])))),
                "epochs_run": int(group.epoch.max()), "best_epoch": float(best.epoch.mean())}
         for col in ("valid_rmse", "valid_mae", "train_rmse", "train_mae"):
             if col in best:
                 row[col], row[f"{col}_half"] = t_interval(best[col])
         row["first_epoch_valid_rmse"] = float(group[group.epoch == 1].valid_rmse.mean())
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=None if rows else ["recipe", "dataset", "dataset_label", "model", "model_name",
+                                                         "n_seeds"])

@@ -264,8 +264,8 @@ def train(config: TrainConfig, dataset, *, pretrained: dict | None = None, progr
         row = {"epoch": epoch, "train_loss": mean_loss, "seconds": time.perf_counter() - epoch_start}
         if config.eval_train:
             row.update({f"train_{k}": v for k, v in score(model, train_split, task, label_range).items()})
-        elif task == "regression" and not (_plain_sgd(model, optimizer) or config.loss_scale != 1.0):
-            row["train_rmse"] = mean_loss ** 0.5   # running RMSE over the epoch, dropout on
+        elif task == "regression" and not _plain_sgd(model, optimizer):
+            row["train_rmse"] = (mean_loss / loss_scale) ** 0.5   # running RMSE over the epoch, dropout on
         row.update({f"valid_{k}": v for k, v in score(model, valid, task, label_range).items()})
         row.update({f"test_{k}": v for k, v in score(model, test, task, label_range).items()})
         history.append(row)

@@ -7,8 +7,11 @@
 * no page shows a Python traceback or an error output of a notebook cell;
 * every notebook page shows at least one figure or table, and says which profile produced it
   (the book's default build shows the committed `paper` records);
-* no page says that runs are missing from the records ("Incomplete: ..."): the committed book is
-  complete. `--allow-incomplete` skips this for a local build from partial records.
+* every notebook page says whether all its runs are in the records ("Complete: ..." or
+  "Incomplete: N run(s) ... are not in the records yet", both written by `ifm.plots.caption` from
+  the runner's list of missing runs): no page can hide missing runs;
+* no page is incomplete, unless `--allow-incomplete` (a book built from partial records, which
+  then lists each incomplete page and its count).
 """
 from __future__ import annotations
 
@@ -50,10 +53,13 @@ def toc_files(toc_path: Path) -> list[str]:
 
 
 INCOMPLETE = re.compile(r"Incomplete:(?:\s*</strong>)?\s*(\d+) run")
+COMPLETE = re.compile(r"Complete:(?:\s*</strong>)?\s*every run this page asks for is in the records")
 
 
-def check(build: Path, root: Path = ROOT, profile: str = "paper", allow_incomplete: bool = False) -> list[str]:
-    problems = []
+def check(build: Path, root: Path = ROOT, profile: str = "paper", allow_incomplete: bool = False,
+          incomplete: list | None = None) -> list[str]:
+    """The problems of a built book; the incomplete pages are appended to `incomplete`."""
+    problems, incomplete = [], incomplete if incomplete is not None else []
     if not (build / "index.html").is_file():
         return [f"{build / 'index.html'} is missing: was the book built?"]
     for doc in toc_files(root / "_toc.yml"):
@@ -85,9 +91,14 @@ def check(build: Path, root: Path = ROOT, profile: str = "paper", allow_incomple
             if not re.search(rf"profile\s*(?:<[^>]+>\s*)*{profile}\b", html):
                 problems.append(f"{page.relative_to(build)}: does not say that profile {profile} produced it")
         missing = INCOMPLETE.search(html)
-        if missing and not allow_incomplete:
-            problems.append(f"{page.relative_to(build)}: {missing.group(1)} run(s) are not in the records "
-                            f"(fill them with `python -m ifm reproduce --profile {profile}`)")
+        if is_notebook and not missing and not COMPLETE.search(html):
+            problems.append(f"{page.relative_to(build)}: says neither that its runs are complete nor which are "
+                            "missing (no 'Complete:' or 'Incomplete:' line from ifm.plots.caption)")
+        if missing:
+            incomplete.append(f"{page.relative_to(build)}: {missing.group(1)} run(s) missing")
+            if not allow_incomplete:
+                problems.append(f"{page.relative_to(build)}: {missing.group(1)} run(s) are not in the records "
+                                f"(fill them with `python -m ifm reproduce --profile {profile}`)")
     return problems
 
 
@@ -96,8 +107,13 @@ def main(argv=None) -> int:
     allow_incomplete = "--allow-incomplete" in argv
     paths = [a for a in argv if not a.startswith("--")]
     build = Path(paths[0]) if paths else ROOT / "_build" / "html"
-    problems = check(build, allow_incomplete=allow_incomplete)
+    incomplete = []
+    problems = check(build, allow_incomplete=allow_incomplete, incomplete=incomplete)
     pages = len(toc_files(ROOT / "_toc.yml"))
+    if incomplete:
+        print(f"{len(incomplete)} page(s) say that runs are missing from the records:")
+        for line in incomplete:
+            print("  - " + line)
     if problems:
         print(f"book check FAILED ({len(problems)} problem(s)) in {build}:")
         for p in problems:

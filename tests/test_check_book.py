@@ -9,8 +9,11 @@ _spec = importlib.util.spec_from_file_location("check_book", Path(__file__).with
 check_book = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(check_book)
 
-GOOD_PAGE = ('<html><p>Frappe, <strong>profile</strong> paper, cpu, 3 seeds</p>'
+GOOD_PAGE = ('<html><p>Frappe, <strong>profile</strong> paper, cpu, 3 seeds. <strong>Complete:</strong> every run '
+             'this page asks for is in the records.</p>'
              '<table><tr><td>0.47</td></tr></table><img src="../_images/fig.png"></html>')
+INCOMPLETE_PAGE = GOOD_PAGE.replace("<strong>Complete:</strong> every run this page asks for is in the records.",
+                                    "<strong>Incomplete:</strong> 2 run(s) of this page are not in the records yet")
 
 
 def make_book(tmp_path: Path, page_html: str) -> tuple[Path, Path]:
@@ -37,9 +40,10 @@ def test_clean_page_passes(tmp_path):
     (GOOD_PAGE.replace("paper", "smoke"), "does not say that profile paper"),
     (GOOD_PAGE.replace("fig.png", "gone.png"), "does not exist"),
     (GOOD_PAGE + "<pre>Traceback (most recent call last)</pre>", "traceback"),
-    ("<html><p>profile paper</p></html>", "without any figure or table"),
-    (GOOD_PAGE + "<p><strong>Incomplete:</strong> 4 run(s) of this page are not in the records yet</p>",
-     "4 run(s) are not in the records"),
+    ("<html><p>profile paper <strong>Complete:</strong> every run this page asks for is in the records</p></html>",
+     "without any figure or table"),
+    (INCOMPLETE_PAGE, "2 run(s) are not in the records"),
+    (GOOD_PAGE.replace("Complete:", "Done:"), "says neither that its runs are complete nor which are missing"),
 ])
 def test_each_problem_is_reported(tmp_path, html, complaint):
     root, build = make_book(tmp_path, html)
@@ -47,9 +51,14 @@ def test_each_problem_is_reported(tmp_path, html, complaint):
     assert len(problems) == 1 and complaint in problems[0], problems
 
 
-def test_incomplete_allowed_on_request(tmp_path):
-    root, build = make_book(tmp_path, GOOD_PAGE + "<p><strong>Incomplete:</strong> 2 run(s)</p>")
-    assert check_book.check(build, root, allow_incomplete=True) == []
+def test_incomplete_allowed_on_request_but_listed(tmp_path):
+    root, build = make_book(tmp_path, INCOMPLETE_PAGE)
+    listed = []
+    assert check_book.check(build, root, allow_incomplete=True, incomplete=listed) == []
+    assert listed == ["notebooks/study.html: 2 run(s) missing"]
+    # a page that hides its missing runs (no stamp) fails even then
+    root, build = make_book(tmp_path / "hidden", GOOD_PAGE.replace("Complete:", ""))
+    assert "says neither" in check_book.check(build, root, allow_incomplete=True)[0]
 
 
 def test_missing_page_and_missing_build(tmp_path):

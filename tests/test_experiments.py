@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ifm import experiments as ex, overview, paper, profiles, records, stats, studies
+from ifm import experiments as ex, overview, paper, profiles, records, stats, studies, verdicts
 from ifm import train as train_mod
 from ifm.data import load_dataset
 
@@ -115,7 +115,8 @@ def test_record_is_reused_not_retrained(tmp_path, trains):
     # the FM pre-training is cached on its own, with its weights beside it
     names = files(tmp_path)
     assert any(n.startswith("fm-synthetic-") and n.endswith(".pt") for n in names)
-    assert not any(n.startswith("ifm-") and n.endswith(".pt") for n in names)     # only when asked
+    # IFM keeps its weights as well (Table 1's factors are computed from them); no other model does
+    assert any(n.startswith("ifm-") and n.endswith(".pt") for n in names)
 
 
 def test_a_changed_config_trains_again(tmp_path, trains):
@@ -234,14 +235,14 @@ def test_tables_and_factors_on_synthetic(tmp_path, trains):
     n = len(trains)
     fs = studies.factor_study(ex.Experiment("smoke", seeds=[0], overrides=TINY,
                          results_dir=tmp_path, log=None), dataset="synthetic", fields=(0, 1))
-    assert len(trains) == n + 1                                # the IFM again, to keep its weights; FM reused
+    assert len(trains) == n                                    # IFM and FM reused: both kept their weights
     assert 1 <= len(fs.table) <= 3
     per_instance = fs.distribution.groupby("test_index").factor.sum()
     # factors of an instance sum to h (kept at 5 significant digits in the derived record)
     assert np.allclose(per_instance, 5, atol=5e-4)
     again = studies.factor_study(ex.Experiment("smoke", seeds=[0], overrides=TINY,
                             results_dir=tmp_path, log=None), dataset="synthetic", fields=(0, 1))
-    assert len(trains) == n + 1                                # now everything is cached
+    assert len(trains) == n                                    # everything is cached
     pd.testing.assert_frame_equal(again.table, fs.table)
 
     # The book's mode: read the records only, train nothing, say what is missing.
@@ -253,11 +254,11 @@ def test_tables_and_factors_on_synthetic(tmp_path, trains):
                          results_dir=tmp_path, log=None, train_missing=False), dataset="synthetic", fields=(0, 1))
     pd.testing.assert_frame_equal(ro.table, fs.table)
     more = studies.regression_study(ex.Experiment("smoke", **dict(read, seeds=[0, 1, 5])))
-    assert len(trains) == n + 1 and len(more) == 12
+    assert len(trains) == n and len(more) == 12
     assert len(more.attrs["missing"]) == 6 and not more.attrs["complete"]
-    assert "IFM on synthetic, seed 5" in more.attrs["missing"]
+    assert "IFM on synthetic, seed 5, recipe paper" in more.attrs["missing"]
     empty = studies.regression_study(ex.Experiment("smoke", **dict(read, results_dir=tmp_path / "nothing")))
-    assert empty.empty and len(empty.attrs["missing"]) == 12 and len(trains) == n + 1
+    assert empty.empty and len(empty.attrs["missing"]) == 12 and len(trains) == n
 
 
 def assert_frame_equal_runs(a, b):
@@ -348,13 +349,21 @@ def test_side_by_side_puts_paper_and_ours_in_adjacent_columns():
     ours = pd.DataFrame({"dataset": ["frappe"] * 4, "model": ["ifm", "ifm", "nfm", "nfm"], "seed": [0, 1, 0, 1],
                          "test_rmse": [0.30, 0.32, 0.40, float("nan")]})
     table = plots.side_by_side(ours, paper.paper_table("table3"), ["dataset", "model"], {"RMSE": ("test_rmse", "RMSE")})
-    assert list(table.columns) == [("RMSE", "paper"), ("RMSE", "ours"), ("", "seeds")]
+    assert list(table.columns) == [("RMSE", "paper"), ("RMSE", "ours"), ("seeds", "")]
     assert table.loc[("frappe", "ifm"), ("RMSE", "paper")] == "0.2872"
     half = 12.706204736174705 * np.std([0.30, 0.32], ddof=1) / math.sqrt(2)
     assert table.loc[("frappe", "ifm"), ("RMSE", "ours")] == f"0.3100 ± {half:.4f}"
     assert table.loc[("frappe", "nfm"), ("RMSE", "ours")] == "0.4000"        # one finite seed: no interval
-    assert table.loc[("frappe", "nfm"), ("", "seeds")] == 1
-    assert ("movielens", "ifm") not in table.index                          # only what we ran
+    assert table.loc[("frappe", "nfm"), ("seeds", "")] == 1
+    assert table.loc[("frappe", "afm"), ("RMSE", "ours")] == "n/a"          # the paper's rows we lack show as such
+    assert table.loc[("frappe", "afm"), ("seeds", "")] == 0
+    assert ("movielens", "ifm") not in table.index                          # only the datasets we ran
+    # two recipes: the paper's value once, then ours under each
+    both = pd.concat([ours.assign(recipe="paper"), ours.assign(recipe="code", test_rmse=ours.test_rmse - 0.1)])
+    table = plots.side_by_side(both, paper.paper_table("table3"), ["dataset", "model"], {"RMSE": ("test_rmse", "RMSE")})
+    assert list(table.columns) == [("RMSE", "paper"), ("RMSE", "ours, recipe paper"), ("RMSE", "ours, recipe code"),
+                                   ("seeds", "paper"), ("seeds", "code")]
+    assert table.loc[("frappe", "nfm"), ("RMSE", "ours, recipe code")] == "0.3000"
 
 
 def test_ranking_agreement_orders_best_first_and_knows_which_metrics_are_higher_is_better():
@@ -373,13 +382,23 @@ def test_ranking_agreement_orders_best_first_and_knows_which_metrics_are_higher_
     assert not ranks.loc["Table 4", "same_best"] and ranks.loc["Table 4", "our_best"] == "AFM"
 
 
-def test_a_page_without_any_recorded_run_stops_with_the_command_that_fills_it(tmp_path):
+def test_a_page_without_any_recorded_run_says_so_with_the_command_that_fills_it(tmp_path):
     from ifm import plots
 
     df = studies.regression_study(ex.Experiment("smoke", datasets=["synthetic"], overrides=TINY, results_dir=tmp_path, log=None,
                              train_missing=False))
     assert df.empty and "dataset" in df and len(stats.significance(df)) == 0
-    with pytest.raises(RuntimeError, match="reproduce --profile smoke --only regression"):
+    note = plots.require_runs(df, "regression").data
+    assert "No run of this page is in the records yet" in note and "6 needed" in note
+    assert "reproduce --profile smoke --recipe RECIPE --only regression" in note
+    # the page's tables then show the paper's numbers alone, its figures and verdicts say there is nothing
+    table = plots.side_by_side(df, paper.paper_table("table3"), ["dataset", "model"], {"RMSE": ("test_rmse", "RMSE")})
+    assert len(table) == 12 and set(table[("RMSE", "ours")]) == {"n/a"}          # the paper's rows, all of them
+    assert "no run" in plots.comparison_figure(df, paper.paper_table("table3"), {"RMSE": ("test_rmse", "RMSE")}).data
+    assert "nothing yet" in verdicts.regression(df, stats.significance(df)).data
+    # an empty page with nothing missing is a study that asked for nothing: an error
+    df.attrs["missing"] = []
+    with pytest.raises(RuntimeError, match="asked for no runs"):
         plots.require_runs(df, "regression")
 
 

@@ -39,7 +39,7 @@ def test_ifm_beats_fm_on_paired_seeds_and_not_on_a_stand_in():
     conv = runs("Frappe (paper split, reconstructed)", {"ifm": [0.30, 0.31, 0.29], "fm": [0.34, 0.36, 0.33]})
     conv["valid_rmse"] = conv.pop("value")
     row, = sc.beats_fm(conv)
-    assert row["verdict"] == sc.REPRODUCED and row["seeds"] == 3 and "IFM 0.3000 vs FM 0.3433" in row["ours"]
+    assert row["verdict"] == sc.REPRODUCED and row["seeds"] == 3 and "IFM 0.3000 ± 0.0248 vs FM 0.3433 ± 0.0379" in row["ours"]
     conv["dataset_label"] = "MovieLens stand-in"
     assert sc.beats_fm(conv)[0]["verdict"] == sc.UNTESTABLE
 

@@ -1,0 +1,118 @@
+"""A runner holding both recipes (what the book shows): each study runs once per recipe and stacks
+the rows; tables put ours under each recipe beside the paper's value; the scorecard judges every
+claim under each recipe and lists the claims without runs as *not run yet*."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from ifm import experiments as ex, overview, paper, plots, scorecard as sc, stats, studies, verdicts
+
+TINY = {"dataset_options": {"synthetic": {"n": 400}}, "embedding_size": 4, "epochs": 2, "batch_size": 128,
+        "model_options": {"ifm": {"fen_width": 8}, "wide_deep": {"hidden": [8]}, "deepfm": {"hidden": [8]},
+                          "nfm": {"hidden": [8]}},
+        "regression_models": ["libfm", "nfm", "ifm"], "seeds": [0, 1]}
+
+
+def runner(tmp_path, recipe="paper,code", **kwargs):
+    return ex.Experiment("smoke", recipe=recipe, datasets=["synthetic"], overrides=TINY, results_dir=tmp_path,
+                         log=None, **kwargs)
+
+
+def test_recipes_are_parsed_and_refused_by_name():
+    assert ex.parse_recipes("paper,code") == ("paper", "code")
+    assert ex.parse_recipes(["code"]) == ("code",) and ex.parse_recipes(None) == ()
+    for bad in ("paper,paper", "paper,texts", ""):
+        if bad:
+            with pytest.raises(ValueError, match="recipe"):
+                ex.parse_recipes(bad)
+    exp = ex.Experiment("smoke", recipe="code,paper", log=None)
+    assert exp.recipes == ("code", "paper") and exp.profile.recipe == "code"
+    one = exp.for_recipe("paper")
+    assert one.recipes == ("paper",) and one.profile.recipe == "paper" and one.cache is exp.cache
+
+
+def test_each_study_runs_each_recipe_and_the_table_shows_both(tmp_path):
+    exp = runner(tmp_path)
+    reg = studies.regression_study(exp)
+    assert list(dict.fromkeys(reg.recipe)) == ["paper", "code"] and len(reg) == 2 * 3 * 2
+    assert reg.attrs["recipe"] == "paper, code" and reg.attrs["complete"]
+    # the two recipes train different configurations (Adagrad accumulator, loss scale, ...)
+    keys = reg.groupby("recipe").key.apply(set)
+    assert not keys["paper"] & keys["code"]
+    # one recipe alone reads the same records back, without training
+    alone = studies.regression_study(runner(tmp_path, "code", train_missing=False))
+    pd.testing.assert_frame_equal(alone[["model", "seed", "test_rmse"]].reset_index(drop=True),
+                                  reg[reg.recipe == "code"][["model", "seed", "test_rmse"]].reset_index(drop=True))
+
+    table = plots.side_by_side(reg, paper.paper_table("table3"), ["dataset", "model"], {"RMSE": ("test_rmse", "RMSE")})
+    assert [c for c in table.columns if c[0] == "RMSE"] == [("RMSE", "paper"), ("RMSE", "ours, recipe paper"),
+                                                          ("RMSE", "ours, recipe code")]
+    for recipe in ("paper", "code"):
+        values = reg[(reg.recipe == recipe) & (reg.model == "ifm")].test_rmse
+        mean, half = stats.t_interval(values)
+        assert table.loc[("synthetic", "ifm"), ("RMSE", f"ours, recipe {recipe}")] == plots.fmt(mean, half)
+
+    sig = stats.significance(reg)
+    assert len(sig) == 2 * 2 * 2 and set(sig.recipe) == {"paper", "code"}      # per recipe: 2 baselines x 2 metrics
+    text = verdicts.regression(reg, sig).data
+    assert "under recipe `paper`" in text and "under recipe `code`" in text
+
+    # the overview and the rankings keep the recipes apart
+    rows = overview.compare_means("Table 3", reg, paper.paper_table("table3"), [("RMSE", "test_rmse", "")])
+    assert {r["recipe"] for r in rows} == {"paper", "code"} and len(rows) == 6
+
+
+def test_convergence_reuses_the_table_runs_and_derives_the_running_training_error(tmp_path, monkeypatch):
+    exp = runner(tmp_path)
+    conv = studies.convergence_study(exp)
+    reg = studies.regression_study(ex.Experiment("smoke", recipe="paper,code", datasets=["synthetic"], log=None,
+                                                 overrides={**TINY, "regression_models": ["ifm"]},
+                                                 results_dir=tmp_path, train_missing=False))
+    assert reg.attrs["complete"]                                   # Fig. 6's IFM runs are Table 3's
+    assert set(conv.train_error) == {"running over the epoch, dropout on"}
+    # recipe code halves the squared error (loss_scale 0.5): the running RMSE undoes it
+    code = conv[conv.recipe == "code"].iloc[0]
+    assert code.train_rmse == pytest.approx(math.sqrt(code.train_loss / 0.5))
+    assert studies.train_rmse({"train_loss": 0.08}, {"loss_scale": 0.5}) == pytest.approx(0.4)
+    assert studies.train_rmse({"train_loss": 0.08, "train_rmse": 0.3}, {"loss_scale": 0.5}) == 0.3
+    summary = studies.convergence_summary(conv)
+    assert len(summary) == 4 and set(summary.recipe) == {"paper", "code"}
+
+
+def test_the_scorecard_judges_each_recipe_and_lists_what_is_not_run(tmp_path):
+    exp = runner(tmp_path, train_missing=False)          # nothing recorded: every claim is not run yet
+    card = sc.scorecard(exp)
+    assert set(card.verdict) == {sc.NOT_RUN}
+    # synthetic: the regression claims, no Table 1 (Frappe only); Table 4 falls back to the profile's Avazu
+    assert len(card) == len([c for c in sc.CLAIMS if c[2] == "regression"]) + 1
+    assert card.data.iloc[-1] == "Avazu" and card.claim.iloc[-1] == "IFM is best on Avazu"
+    assert {"verdict (paper)", "verdict (code)", "ours (paper)", "ours (code)", "by"} <= set(card.columns)
+    assert not card.attrs["complete"] and card.attrs["recipe"] == "paper, code"
+
+
+def test_wide_rows_take_the_better_verdict_and_name_its_recipe():
+    rows = [{"claim": "IFM beats FM", "paper": "Fig. 6", "dataset": "frappe", "data": "Frappe", "ours": "x",
+             "seeds": 3, "verdict": sc.PARTLY, "recipe": "paper"},
+            {"claim": "IFM beats FM", "paper": "Fig. 6", "dataset": "frappe", "data": "Frappe", "ours": "y",
+             "seeds": 3, "verdict": sc.REPRODUCED, "recipe": "code"}]
+    expected = [("IFM beats FM", "Fig. 6", "frappe", "Frappe"), ("IFM beats FM", "Fig. 6", "movielens", "MovieLens")]
+    card = sc.wide(rows, ("paper", "code"), expected).set_index("data")
+    assert card.loc["Frappe", "verdict"] == sc.REPRODUCED and card.loc["Frappe", "by"] == "code"
+    assert card.loc["Frappe", "ours (paper)"] == "x" and card.loc["Frappe", "seeds (code)"] == 3
+    assert card.loc["MovieLens", "verdict"] == sc.NOT_RUN and card.loc["MovieLens", "seeds (paper)"] == 0
+    assert sc.best_verdict([sc.NOT, sc.UNTESTABLE]) == sc.NOT
+    assert sc.best_verdict([sc.NOT_RUN, sc.UNTESTABLE]) == sc.UNTESTABLE
+
+
+def test_a_best_setting_needs_the_whole_grid():
+    rows = [{"dataset": "frappe", "dataset_label": "Frappe", "fen_layers": depth, "seed": seed,
+             "valid_rmse": 0.3 + 0.01 * abs(depth - 2) + 0.001 * seed, "valid_mae": 0.1}
+            for depth in (1, 2) for seed in (0, 1)]
+    df = pd.DataFrame(rows)
+    row, = sc.best_settings(df, "fen_layers", *sc.CLAIMS[3][:2], grid=(0, 1, 2, 3, 4))
+    assert row["verdict"] == sc.NOT_RUN and row["ours"].startswith("2 of 5 settings run")
+    row, = sc.best_settings(df, "fen_layers", *sc.CLAIMS[3][:2], grid=(1, 2))
+    assert row["verdict"] == sc.REPRODUCED
