@@ -114,7 +114,11 @@ def compare_means(item: str, df: pd.DataFrame, paper: pd.DataFrame, metrics) -> 
 
 
 def _coverage(study: str, df: pd.DataFrame) -> dict:
-    return {"study": study, "runs": int(df["key"].nunique()) if "key" in df else 0,
+    """A study's runs, missing runs, seeds, devices, and the hours its runs took (each run once;
+    one thread per run on CPU)."""
+    runs = df.drop_duplicates("key") if "key" in df else df.iloc[0:0]
+    hours = float(runs["wall_seconds"].sum()) / 3600 if "wall_seconds" in runs else 0.0
+    return {"study": study, "runs": int(len(runs)), "hours": round(hours, 2),
             "missing": len(df.attrs.get("missing", [])),
             "seeds": ",".join(str(v) for v in sorted(df["seed"].unique())) if len(df) else "",
             "devices": "; ".join(sorted({f"{d} ({n})" for d, n in zip(df.get("device", []), df.get("device_name", []))}))}

@@ -116,3 +116,29 @@ def test_a_best_setting_needs_the_whole_grid():
     assert row["verdict"] == sc.NOT_RUN and row["ours"].startswith("2 of 5 settings run")
     row, = sc.best_settings(df, "fen_layers", *sc.CLAIMS[3][:2], grid=(1, 2))
     assert row["verdict"] == sc.REPRODUCED
+
+
+def test_the_scaling_page_keeps_the_earlier_30_percent_records_as_their_own_points():
+    from ifm.records import REPO_ROOT
+
+    exp = ex.Experiment("paper", recipe="paper,code", results_dir=REPO_ROOT / "results", train_missing=False, log=None)
+    rows = studies.earlier_pool_rows(exp, ("fm", "ifm", "nfm"))
+    if not rows:
+        pytest.skip("no legacy records in results/paper")
+    assert {r["recipe"] for r in rows} == {"legacy"} and {r["model"] for r in rows} == {"fm", "ifm", "nfm"}
+    assert {r["train_instances"] for r in rows} == {69266}                  # 30% of Frappe, re-split 8:1:1
+    assert all(0.29 < r["train_fraction"] < 0.31 for r in rows)
+    # never when training (the legacy recipe only reads), nor under recipe legacy itself
+    assert studies.earlier_pool_rows(ex.Experiment("smoke", recipe="paper", log=None), ("fm",)) == []
+
+
+def test_a_claim_over_several_models_waits_for_all_of_them_unless_already_refuted():
+    rows = [{"dataset": "frappe", "dataset_label": "Frappe", "model": m, "model_name": m.upper(), "seed": s,
+             "test_rmse": v} for m, vs in (("ifm", (0.29, 0.30, 0.28)), ("nfm", (0.32, 0.33, 0.31)))
+            for s, v in enumerate(vs)]
+    reg = pd.DataFrame(rows)
+    row, = sc.beats_every_baseline(reg, baselines=5)
+    assert row["verdict"] == sc.NOT_RUN and "below 1 of the 1 baselines run (of 5)" in row["ours"]
+    assert sc.beats_every_baseline(reg)[0]["verdict"] == sc.REPRODUCED       # all the baselines there are
+    reg.loc[reg.model == "nfm", "test_rmse"] -= 0.05                         # one run baseline beats IFM
+    assert sc.beats_every_baseline(reg, baselines=5)[0]["verdict"] == sc.NOT
