@@ -25,6 +25,7 @@ PAPER = "#de8f05"     # seaborn colorblind orange
 MODEL_COLORS = {"fm": "#949494", "ifm": OURS}
 RECIPE_COLORS = {"paper": OURS, "code": "#029e73", "legacy": "#949494"}   # ours under each recipe
 RECIPE_LINES = {"paper": "-", "code": "--", "legacy": ":"}
+RECIPE_MARKERS = {"paper": "o", "code": "s", "legacy": "X"}
 METRIC_LABELS = {"rmse": "RMSE", "mae": "MAE", "auc": "AUC", "logloss": "log loss", "auc_pct": "AUC (%)"}
 STYLE = dict(context="notebook", style="whitegrid", palette="colorblind", font_scale=0.9,
              rc={"figure.dpi": 100, "savefig.dpi": 100, "axes.titlesize": "medium",
@@ -254,8 +255,9 @@ def sweep_figure(df: pd.DataFrame, option: str, paper_best: dict, *, metrics=("v
     fig, axes = plt.subplots(len(metrics), len(datasets), figsize=(4.6 * len(datasets), 3.0 * len(metrics)),
                              squeeze=False)
     parts = by_recipe(df)
+    grid = list(df.attrs.get("grid") or [])     # the sweep's settings, run or not: the x axis shows them all
     for col, name in enumerate(datasets):
-        values = list(dict.fromkeys(df.loc[df.dataset == name, option].tolist()))
+        values = list(dict.fromkeys(grid + df.loc[df.dataset == name, option].tolist()))
         x_all = np.arange(len(values)) if categorical else np.asarray(values, dtype=float)
         for row, metric in enumerate(metrics):
             ax = axes[row, col]
@@ -275,7 +277,8 @@ def sweep_figure(df: pd.DataFrame, option: str, paper_best: dict, *, metrics=("v
                 if not np.all(np.isnan(mean)):
                     best = int(np.nanargmin(mean))
                     ax.plot(x[best], mean[best], marker="*", ms=14, color=color, ls="none",
-                            label=f"{'our' if recipe is None else recipe} best: {mine[best]}")
+                            label=f"our best{'' if recipe is None else f', recipe {recipe}'}: {mine[best]}"
+                                  + (f" ({len(mine)} of {len(values)} settings run)" if len(mine) < len(values) else ""))
             x = x_all
             if name in paper_best:
                 pb = paper_best[name]
@@ -285,6 +288,9 @@ def sweep_figure(df: pd.DataFrame, option: str, paper_best: dict, *, metrics=("v
             if categorical:
                 ax.set_xticks(x, [str(v) for v in values])
                 ax.set_xlim(-0.5, len(values) - 0.5)
+            else:
+                ax.set_xticks(x)
+                ax.set_xlim(x.min() - 0.05 * max(np.ptp(x), 1), x.max() + 0.05 * max(np.ptp(x), 1))
             ax.set_xlabel(xlabel or option)
             ax.set_ylabel(metric_label(metric))
             ax.set_title(_label(df, name))
@@ -487,26 +493,27 @@ def scaling_figure(df: pd.DataFrame, paper: pd.DataFrame, metric: str = "test_rm
     if df.empty:
         return _nothing()
     datasets = _datasets(df)
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 3.6), squeeze=False)
-    palette = dict(zip(df.model.unique(), sns.color_palette(n_colors=df.model.nunique())))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(7.6 * len(datasets), 4.0), squeeze=False)
+    palette = dict(zip(df.model.unique(), sns.color_palette("dark", n_colors=df.model.nunique())))
     for ax, name in zip(axes[0], datasets):
         part = df[df.dataset == name]
         stats = summarize(part, panels(part, "model", "train_instances"), [metric])
         for keys, line in stats.groupby(panels(part, "model"), sort=False):
             recipe, model = keys if len(keys) == 2 else (None, keys[0])
             ax.errorbar(line.train_instances, line[f"{metric}_mean"], yerr=line[f"{metric}_half"].fillna(0),
-                        marker="o", color=palette[model], ls=RECIPE_LINES.get(recipe, "-"),
-                        label=f"{DISPLAY_NAMES.get(model, model)} ({_ours(recipe)})")
+                        marker=RECIPE_MARKERS.get(recipe, "o"), color=palette[model], ls=RECIPE_LINES.get(recipe, "-"),
+                        capsize=3, label=f"{DISPLAY_NAMES.get(model, model)}, "
+                        + ("30% pool (earlier records, recipe legacy)" if recipe == "legacy" else _ours(recipe)))
         for model in part.model.unique():
             ref = paper[(paper.dataset == name) & (paper.model == ("libfm" if model == "fm" else model))]
             if len(ref):
-                ax.scatter([(part.train_instances / part.train_fraction).max()], [ref[metric.split("_")[1].upper()].iloc[0]], s=80,
-                           facecolors="none", edgecolors=palette[model],
+                ax.scatter([(part.train_instances / part.train_fraction).max()], [ref[metric.split("_")[1].upper()].iloc[0]],
+                           s=110, marker="D", facecolors="none", edgecolors=palette[model], linewidths=1.5,
                            label=f"{DISPLAY_NAMES.get(model, model)} (paper{', LibFM' if model == 'fm' else ''})")
         ax.set_xscale("log")
-        ax.set_xlabel("training instances")
-        ax.set_ylabel(metric.replace("_", " "))
+        ax.set_xlabel("training instances (log scale)")
+        ax.set_ylabel(metric_label(metric))
         ax.set_title(_label(df, name))
-        ax.legend(fontsize="x-small")
+        ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(f"{title}\n{stamp(df)}" if title else stamp(df))
     return fig

@@ -85,7 +85,9 @@ def _fen_sweep(exp: Experiment, study: str, option: str, values) -> pd.DataFrame
                 rows.append(exp.row(record, name, **{
                     "fen_layers": config.model_options["fen_layers"], "dropout": config.model_options["dropout"],
                     "activation": config.model_options["activation"]}))
-    return _frame(rows, exp, study, seeds)
+    df = _frame(rows, exp, study, seeds)
+    df.attrs["grid"] = list(values)
+    return df
 
 
 @per_recipe
