@@ -159,3 +159,34 @@ def rankings(ranks: pd.DataFrame, ov: pd.DataFrame):
                      f"({'the same' if same else '**different**'}; {r.n_seeds} seed{'s' if r.n_seeds != 1 else ''} "
                      "per setting).")
     return _markdown("\n".join(lines) if lines else "No table has both the paper's numbers and ours yet.")
+
+
+def scaling(df: pd.DataFrame):
+    """The data-scaling page: per recipe, IFM's margin over FM (test RMSE) at each training size,
+    and the earlier 30% records beside the whole split's runs."""
+    if df.empty:
+        return _markdown(NOTHING)
+    lines = []
+    current = df[df.recipe != "legacy"]
+    for recipe, rows in by_recipe(current):
+        means = rows.groupby(["train_instances", "model"])["test_rmse"].mean().unstack()
+        if not {"fm", "ifm"} <= set(means.columns):
+            continue
+        margin = (means["fm"] - means["ifm"]).dropna()
+        if len(margin) >= 2:
+            grows = bool(margin.is_monotonic_increasing and margin.iloc[-1] > margin.iloc[0])
+            lines.append(f"{_under(recipe)}IFM's margin over FM (test RMSE) goes from {margin.iloc[0]:.4f} at "
+                         f"{margin.index[0]:,} training instances to {margin.iloc[-1]:.4f} at {margin.index[-1]:,}: it "
+                         + ("grows with every step of data" if grows else "does not grow steadily with data"))
+        elif len(margin):
+            lines.append(f"{_under(recipe)}IFM's margin over FM (test RMSE) is {margin.iloc[0]:.4f} at "
+                         f"{margin.index[0]:,} training instances (one size run so far)")
+    earlier = df[df.recipe == "legacy"].groupby("model_name")["test_rmse"].mean()
+    whole = current[current.train_fraction == 1].groupby(["model_name", "recipe"])["test_rmse"].mean()
+    if len(earlier):
+        lines.append("the earlier records on the 30% pool (recipe `legacy`, their own test set) have test RMSE "
+                     + ", ".join(f"{m} {v:.4f}" for m, v in earlier.items())
+                     + (", against " + ", ".join(f"{m} {v:.4f} (recipe {r})" for (m, r), v in whole.items())
+                        + " on the whole reconstructed split" if len(whole) else ""))
+    return _markdown("**What we got:** " + ("; ".join(lines) if lines else "no size has both FM and IFM yet")
+                     + ". The paper reports only the whole split.")

@@ -67,3 +67,18 @@ def test_rankings_agree_disagree_and_sweeps():
     assert "Fig. 3a, Frappe, best depth: paper 2, ours 3 (**different**; 3 seeds per setting)" in text
     assert "Table 3, Frappe, x" not in text
     assert verdicts.rankings(ranks.iloc[:0], ov.iloc[:0]).data.startswith("No table")
+
+
+def test_scaling_margin_and_the_earlier_records():
+    rows = [{"recipe": "code", "model": m, "model_name": m.upper(), "train_instances": n, "train_fraction": f,
+             "seed": 0, "test_rmse": v}
+            for n, f, fm, ifm in ((28865, 0.125, 0.40, 0.39), (115462, 0.5, 0.35, 0.32), (230925, 1.0, 0.32, 0.29))
+            for m, v in (("fm", fm), ("ifm", ifm))]
+    rows += [{"recipe": "legacy", "model": "fm", "model_name": "FM", "train_instances": 69266, "train_fraction": 0.3,
+              "seed": 0, "test_rmse": 0.47}]
+    text = verdicts.scaling(pd.DataFrame(rows)).data
+    assert "goes from 0.0100 at 28,865 training instances to 0.0300 at 230,925: it grows" in text
+    assert "30% pool (recipe `legacy`, their own test set) have test RMSE FM 0.4700" in text
+    assert "FM 0.3200 (recipe code)" in text
+    shrinking = pd.DataFrame(rows[:6]).assign(test_rmse=[0.40, 0.37, 0.35, 0.34, 0.32, 0.31])
+    assert "does not grow steadily" in verdicts.scaling(shrinking).data
