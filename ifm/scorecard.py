@@ -122,6 +122,12 @@ def beats_every_baseline(reg: pd.DataFrame, baselines: int | None = None) -> lis
     the table has), *not run yet* while some are missing, unless one run already beats IFM."""
     rows = []
     sig = significance(reg, metrics=("test_rmse",))
+    alone = [n for n in dict.fromkeys(reg.dataset) if n not in set(sig.dataset) and (reg[reg.dataset == n].model == "ifm").any()]
+    for name in alone:      # IFM's runs are there, no baseline's yet
+        ifm = reg[(reg.dataset == name) & (reg.model == "ifm")]
+        rows.append(_row(CLAIMS[1][0], CLAIMS[1][1], name, ifm.dataset_label.iloc[0],
+                         f"IFM test RMSE {_pm(ifm.test_rmse)}; none of the {baselines or 'other'} baselines run yet",
+                         int(ifm.seed.nunique()), NOT_RUN))
     for name, part in sig.groupby("dataset", sort=False):
         n_better, n_sig = int(part.better.sum()), int(part.significant.sum())
         worst = part.loc[part.p_value.fillna(1.0).idxmax()]
@@ -182,23 +188,46 @@ def best_settings(df: pd.DataFrame, option: str, claim: str, evidence: str, grid
     return rows
 
 
+def epochs_to_reach(conv: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, seed): the epoch of FM's best validation RMSE, and the first epoch at which
+    IFM's validation RMSE is at or below that best (NaN when it never gets there)."""
+    rows = []
+    for (name, seed), part in conv.groupby(["dataset", "seed"], sort=False):
+        fm, ifm = part[part.model == "fm"], part[part.model == "ifm"]
+        if fm.empty or ifm.empty:
+            continue
+        best = fm.loc[fm.valid_rmse.idxmin()]
+        reached = ifm[ifm.valid_rmse <= best.valid_rmse].epoch
+        rows.append({"dataset": name, "seed": seed, "fm_best_epoch": int(best.epoch),
+                     "ifm_epoch": float(reached.min()) if len(reached) else math.nan})
+    return pd.DataFrame(rows, columns=["dataset", "seed", "fm_best_epoch", "ifm_epoch"])
+
+
 def converges_faster(conv: pd.DataFrame) -> list[dict]:
-    """IFM converges faster than FM and to lower training and validation error (Fig. 6)."""
+    """IFM converges faster than FM and to lower training and validation error (Fig. 6): in the
+    mean over seeds, IFM's best validation RMSE and its training RMSE there are below FM's, and
+    IFM reaches FM's best validation RMSE in fewer epochs than FM took to reach it."""
     rows = []
     summary = convergence_summary(conv)
+    speed = epochs_to_reach(conv)
     for name, part in summary.groupby("dataset", sort=False):
         models = part.set_index("model")
         if not {"fm", "ifm"} <= set(models.index):
             continue
         ifm, fm = models.loc["ifm"], models.loc["fm"]
+        mine = speed[speed.dataset == name]
+        faster = bool(len(mine) and mine.ifm_epoch.notna().all() and mine.ifm_epoch.mean() < mine.fm_best_epoch.mean())
         checks = {"lower validation RMSE": ifm.valid_rmse < fm.valid_rmse,
                   "lower training RMSE": ifm.get("train_rmse", math.nan) < fm.get("train_rmse", math.nan),
-                  "earlier best epoch": ifm.best_epoch < fm.best_epoch}
+                  "reaches FM's best sooner": faster}
         held = [k for k, ok in checks.items() if ok]
         verdict = UNTESTABLE if not _testable(conv, name) else REPRODUCED if len(held) == 3 else \
             PARTLY if held else NOT
-        rows.append(_row(CLAIMS[6][0], CLAIMS[6][1], name, ifm.dataset_label, "holds: " + (", ".join(held) or "none of the three"),
-                         int(ifm.n_seeds), verdict))
+        when = (f"; IFM reaches FM's best validation RMSE at epoch {mine.ifm_epoch.mean():.0f}, FM at "
+                f"{mine.fm_best_epoch.mean():.0f}" if len(mine) and mine.ifm_epoch.notna().all() else
+                "; IFM does not reach FM's best validation RMSE in every seed" if len(mine) else "")
+        rows.append(_row(CLAIMS[6][0], CLAIMS[6][1], name, ifm.dataset_label,
+                         "holds: " + (", ".join(held) or "none of the three") + when, int(ifm.n_seeds), verdict))
     return rows
 
 

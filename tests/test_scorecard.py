@@ -66,3 +66,22 @@ def test_converges_faster_counts_the_three_parts():
             for s in (0, 1) for e, v in ((1, base + 0.05), (2, base), (3, base + step))]
     row, = sc.converges_faster(pd.DataFrame(rows))
     assert row["verdict"] == sc.PARTLY and "lower validation RMSE, lower training RMSE" in row["ours"]
+    assert "IFM reaches FM's best validation RMSE at epoch 2, FM at 2" in row["ours"]
+    # IFM below FM's best already after epoch 1: faster, all three hold
+    for r in rows:
+        if r["model"] == "ifm" and r["epoch"] == 1:
+            r["valid_rmse"] = 0.335
+    row, = sc.converges_faster(pd.DataFrame(rows))
+    assert row["verdict"] == sc.REPRODUCED and "reaches FM's best sooner" in row["ours"]
+    speed = sc.epochs_to_reach(pd.DataFrame(rows))
+    assert list(speed.fm_best_epoch) == [2, 2] and list(speed.ifm_epoch) == [1.0, 1.0]
+    # an IFM that never gets down to FM's best is not faster
+    slow = pd.DataFrame([{**r, "valid_rmse": r["valid_rmse"] + (0.1 if r["model"] == "ifm" else 0)} for r in rows])
+    assert sc.epochs_to_reach(slow).ifm_epoch.isna().all()
+
+
+def test_every_baseline_with_no_baseline_run_yet():
+    reg = runs("Frappe", {"ifm": [0.29, 0.30, 0.28]})
+    reg["test_rmse"] = reg.pop("value")
+    row, = sc.beats_every_baseline(reg, baselines=5)
+    assert row["verdict"] == sc.NOT_RUN and "none of the 5 baselines run yet" in row["ours"]
