@@ -97,7 +97,7 @@ class Experiment:
         options = self.data_options(dataset_name, data_options)
         key, material = run_key(config, data, options)
         stem = self.cache.stem(key, config, dataset_name)
-        record = self.cache.lookup(stem, key, need_state=save_state)
+        record = self._stored(config, dataset_name, data, options, save_state)
         if record is None:
             with self.cache.lock(stem, on_wait=lambda lock, holder: self.say(
                     f"  waiting for {holder}, which is training this run ({lock})")):
@@ -108,6 +108,17 @@ class Experiment:
         if not self._nesting:
             self.stats["reused"] += 1
         return record
+
+    def _stored(self, config: TrainConfig, dataset_name: str, data, options: dict, need_state: bool) -> dict | None:
+        """The stored record of `config`, or of its twin: the same settings labelled with the other
+        recipe, which trains the very same run (LibFM, Wide&Deep and DeepFM read the same under
+        both recipes, so one run serves both)."""
+        for twin in twins(config):
+            key, _ = run_key(twin, data, options)
+            record = self.cache.lookup(self.cache.stem(key, twin, dataset_name), key, need_state=need_state)
+            if record is not None:
+                return record
+        return None
 
     def _train(self, config: TrainConfig, dataset_name: str, data, key: str, material: dict, stem: str,
                keep_state: bool, data_options=None) -> dict:
@@ -142,7 +153,9 @@ class Experiment:
         versions = self.cache.index().get(dataset_name, {})
         data = self._data_version(dataset_name, canonical(self.data_options(dataset_name, data_options)),
                                   config.recipe)
-        record = versions.get(data, {}).get(_identity_text(_without_device(config_identity(config))))
+        stored = versions.get(data, {})
+        record = next((stored[text] for text in (_identity_text(_without_device(config_identity(twin)))
+                                                 for twin in twins(config)) if text in stored), None)
         if record is None:
             self.missing.append(self.describe(config, dataset_name))
             self.stats["missing"] += 1
@@ -218,7 +231,7 @@ class Experiment:
         sizes = prov.get("sizes", {})
         env = record.get("environment", {})
         config = record["config"]
-        row = {"profile": self.profile.name, "recipe": config.get("recipe", "legacy"),
+        row = {"profile": self.profile.name, "recipe": self.profile.recipe,     # a twin's record serves this recipe
                "dataset": dataset_name, "dataset_label": dataset_label(prov),
                "model": config["model"], "model_name": DISPLAY_NAMES.get(config["model"], config["model"]),
                "seed": config["seed"], **extra,
@@ -235,6 +248,14 @@ class Experiment:
             for metric, value in (record.get(split) or {}).items():
                 row[f"{split}_{metric}"] = _num(value)
         return row
+
+
+def twins(config: TrainConfig) -> list[TrainConfig]:
+    """`config`, then the same settings under each other recipe's label (not legacy's: its
+    records have settings of their own)."""
+    if config.recipe not in RECIPES:
+        return [config]
+    return [config] + [dataclasses.replace(config, recipe=r) for r in RECIPES if r != config.recipe]
 
 
 def parse_recipes(value) -> tuple:

@@ -34,14 +34,23 @@ def test_recipes_are_parsed_and_refused_by_name():
     assert one.recipes == ("paper",) and one.profile.recipe == "paper" and one.cache is exp.cache
 
 
-def test_each_study_runs_each_recipe_and_the_table_shows_both(tmp_path):
+def test_each_study_runs_each_recipe_and_the_table_shows_both(tmp_path, monkeypatch):
+    trained = []
+    real = ex.train
+    monkeypatch.setattr(ex, "train", lambda config, data, **kw: trained.append((config.model, config.recipe))
+                        or real(config, data, **kw))
     exp = runner(tmp_path)
     reg = studies.regression_study(exp)
     assert list(dict.fromkeys(reg.recipe)) == ["paper", "code"] and len(reg) == 2 * 3 * 2
     assert reg.attrs["recipe"] == "paper, code" and reg.attrs["complete"]
-    # the two recipes train different configurations (Adagrad accumulator, loss scale, ...)
-    keys = reg.groupby("recipe").key.apply(set)
-    assert not keys["paper"] & keys["code"]
+    # NFM and IFM train different configurations under the two recipes (loss scale, L2, ...); the
+    # libFM-style FM has the same settings under both, so its run is made once and serves both
+    keys = reg.groupby(["recipe", "model"]).key.apply(set)
+    for model in ("nfm", "ifm"):
+        assert not keys["paper", model] & keys["code", model]
+    assert keys["paper", "libfm"] == keys["code", "libfm"]
+    assert trained.count(("libfm", "paper")) == 2 and ("libfm", "code") not in trained     # 2 seeds, once each
+    assert trained.count(("ifm", "code")) == 2
     # one recipe alone reads the same records back, without training
     alone = studies.regression_study(runner(tmp_path, "code", train_missing=False))
     pd.testing.assert_frame_equal(alone[["model", "seed", "test_rmse"]].reset_index(drop=True),
