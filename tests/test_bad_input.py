@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from ifm.cli import main
+from ifm.cli import build_parser, main
 
 TRAIN = ["train", "--dataset", "synthetic", "--quiet", "--epochs", "1", "--embedding-size", "4"]
 
@@ -190,6 +190,11 @@ def test_reproduce_checks_its_numbers_and_device(capsys):
     refused(capsys, ["reproduce", "--seeds", "0", "-1"], "argument --seeds", "an integer from 0 to 4294967295")
     refused(capsys, ["reproduce", "--timeout", "0"], "argument --timeout", "an integer >= 1")
     refused(capsys, ["reproduce", "--device", "gpu"], "argument --device", "'gpu' is not a device")
+    refused(capsys, ["reproduce", "--recipe", "texts"], "argument --recipe", "several joined by commas")
+    refused(capsys, ["reproduce", "--recipe", "paper,paper"], "argument --recipe", "name each recipe once")
+    refused(capsys, ["reproduce", "--recipe", "paper,legacy"], "argument --recipe", "give it alone")
+    assert build_parser().parse_args(["reproduce", "--recipe", "code, paper"]).recipe == "code,paper"
+    assert build_parser().parse_args(["reproduce"]).recipe == "paper,code"          # the book's default
 
 
 def test_a_tilde_in_reproduce_paths_is_the_home_directory(tmp_path, monkeypatch):
