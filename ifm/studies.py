@@ -135,16 +135,18 @@ def convergence_study(exp: Experiment, *, pretrain_fm: bool | None = None) -> pd
                                else "running over the epoch, dropout on")
                 for epoch in record["history"]:
                     rows.append({**base, **{k: _num(v) if k != "epoch" else v for k, v in epoch.items()},
-                                 "train_rmse": train_rmse(epoch, record["config"])})
+                                 "train_rmse": train_rmse(epoch, record["config"], record["dataset"]["task"])})
     return _frame(rows, exp, "convergence", seeds)
 
 
-def train_rmse(epoch: dict, config: dict) -> float:
-    """An epoch's training RMSE: as recorded, else from its mean training loss, which is
-    ``loss_scale`` times the mean squared error (records before the running RMSE was kept
-    under every loss scale)."""
+def train_rmse(epoch: dict, config: dict, task: str = "regression") -> float:
+    """An epoch's training RMSE: as recorded, else (regression) from its mean training loss, which
+    is ``loss_scale`` times the mean squared error (records before the running RMSE was kept under
+    every loss scale); NaN for a CTR task, whose loss is a log loss."""
     if epoch.get("train_rmse") is not None:
         return _num(epoch["train_rmse"])
+    if task != "regression":
+        return float("nan")
     return math.sqrt(epoch["train_loss"] / config.get("loss_scale", 1.0))
 
 

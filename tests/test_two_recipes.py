@@ -87,6 +87,7 @@ def test_convergence_reuses_the_table_runs_and_derives_the_running_training_erro
     assert code.train_rmse == pytest.approx(math.sqrt(code.train_loss / 0.5))
     assert studies.train_rmse({"train_loss": 0.08}, {"loss_scale": 0.5}) == pytest.approx(0.4)
     assert studies.train_rmse({"train_loss": 0.08, "train_rmse": 0.3}, {"loss_scale": 0.5}) == 0.3
+    assert math.isnan(studies.train_rmse({"train_loss": 0.4}, {"loss_scale": 1.0}, "binary"))
     summary = studies.convergence_summary(conv)
     assert len(summary) == 4 and set(summary.recipe) == {"paper", "code"}
 
