@@ -23,10 +23,14 @@ def test_setting_rule():
 
 
 def test_spread_rule():
-    assert sc.spread_verdict(0.01, 9.6) == sc.REPRODUCED                 # 960x >= the paper's 62.4x
-    assert sc.spread_verdict(0.5, 1.5) == sc.PARTLY
-    assert sc.spread_verdict(0.84, 0.98) == sc.NOT
-    assert sc.spread_verdict(0.0, 1.0) == sc.UNTESTABLE
+    x3, x9 = sc.PAPER_FACTOR_RANGES[3], sc.PAPER_FACTOR_RANGES[9]
+    assert sc.spread_verdict(0.3, 2.9, x3) == sc.REPRODUCED              # width 2.6 >= the paper's 2.45
+    assert sc.spread_verdict(0.5, 1.8, x3) == sc.PARTLY                  # 1.3: at least half of 2.45
+    assert sc.spread_verdict(0.84, 0.98, x3) == sc.NOT
+    assert sc.spread_verdict(0.0, 1.2, x9) == sc.REPRODUCED              # 1.2 >= 1.14
+    # near zero everywhere: a huge ratio of tiny values is no spread on the factor's scale
+    assert sc.spread_verdict(2e-7, 0.02, x3) == sc.NOT
+    assert sc.spread_verdict(float("nan"), 1.0, x3) == sc.UNTESTABLE
 
 
 def runs(label, values):
