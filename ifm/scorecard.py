@@ -16,7 +16,9 @@ from ifm.studies import (activation_study, component_study, convergence_study, c
 
 REPRODUCED, PARTLY, NOT, UNTESTABLE = "reproduced", "partly", "not reproduced", "cannot be tested here"
 NOT_RUN = "not run yet"
-ORDER = (REPRODUCED, PARTLY, NOT, UNTESTABLE, NOT_RUN)      # the row's verdict: the best of its recipes
+# The row's verdict from its recipes': the data decides testability for both; a reproduction under
+# either reading counts; a recipe still to run can still reproduce it; then the better of the rest.
+ORDER = (UNTESTABLE, REPRODUCED, NOT_RUN, PARTLY, NOT)
 
 RULE = (
     f"**How a verdict is reached.** A claim that one model beats another is *{REPRODUCED}* when ours "
@@ -32,9 +34,10 @@ RULE = (
     f"least half as wide, *{NOT}* otherwise (a factor near 0 in almost every instance does not vary, "
     "however large the ratio of its tiny values). Any claim on data that is not the paper's (a MovieLens "
     f"stand-in, an Avazu sample) is *{UNTESTABLE}*; a claim whose runs are not in the records yet is "
-    f"*{NOT_RUN}*. Each recipe (the paper's text, the authors' released code) gets its own verdict; the "
-    "row's verdict is the better of the two, and `by` names the recipe that gives it: a claim counts as "
-    "reproduced when either reading of the method reproduces it."
+    f"*{NOT_RUN}*. Each recipe (the paper's text, the authors' released code) gets its own verdict, and "
+    f"the row's verdict is the first of these that either recipe has: *{UNTESTABLE}*, *{REPRODUCED}* (a "
+    f"claim counts as reproduced when either reading of the method reproduces it), *{NOT_RUN}* (the "
+    f"recipe still to run may yet reproduce it), *{PARTLY}*, *{NOT}*; `by` names the recipe that gives it."
 )
 PAPER_FACTOR_RANGES = {3: (0.67, 3.12), 9: (0.05, 1.19)}   # Table 1: each field's factors over its 3 instances
 
@@ -283,8 +286,7 @@ def claim_rows(frames: dict, fs, grids: dict | None = None, models: dict | None 
 
 
 def best_verdict(verdicts) -> str:
-    """The row's verdict: the best of its recipes' (reproduced > partly > not reproduced >
-    cannot be tested here > not run yet)."""
+    """The row's verdict from its recipes' verdicts: the first of `ORDER` that one of them has."""
     return min(verdicts, key=ORDER.index)
 
 
