@@ -16,7 +16,7 @@ from ifm.experiments import Experiment, dataset_label
 from ifm.models import DISPLAY_NAMES
 from ifm.paper import paper_best, paper_reported, paper_table
 from ifm.records import read_json
-from ifm.stats import best_by, by_recipe, seeds_per_setting, t_interval
+from ifm.stats import best_by, by_recipe, panels, seeds_per_setting, t_interval
 from ifm.studies import (activation_study, component_study, convergence_study, ctr_study, depth_study,
                          dropout_study, factor_study, regression_study)
 
@@ -183,9 +183,10 @@ def ranking_agreement(ov: pd.DataFrame) -> pd.DataFrame:
 
     rows = []
     tables = ov[ov.model.notna() & ov.ours.map(lambda v: isinstance(v, (int, float)) and not math.isnan(v))]
-    by = ["item", "recipe", "dataset", "metric"] if "recipe" in ov else ["item", "dataset", "metric"]
+    by = ["item", *panels(ov, "dataset", "metric")]
     for keys, part in tables.groupby(by, sort=False):
-        item, recipe, name, metric = keys if len(keys) == 4 else (keys[0], None, *keys[1:])
+        where = dict(zip(by, keys))
+        item, recipe, name, metric = where["item"], where.get("recipe"), where["dataset"], where["metric"]
         part = part[part.paper.notna()]
         if len(part) < 2:
             continue

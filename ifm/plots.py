@@ -307,8 +307,8 @@ def convergence_figure(df: pd.DataFrame, metric: str = "rmse", title: str = "") 
     datasets, parts = _datasets(df), by_recipe(df)
     fig, axes = plt.subplots(len(parts), len(datasets), figsize=(4.8 * len(datasets), 3.4 * len(parts)),
                              squeeze=False)
-    for ax, (recipe, name) in zip(axes.flat, [(r, n) for r, _ in parts for n in datasets]):
-        part = df[(df.dataset == name) & ((df.recipe == recipe) if recipe is not None else True)]
+    for ax, (recipe, rows, name) in zip(axes.flat, [(r, rows, n) for r, rows in parts for n in datasets]):
+        part = rows[rows.dataset == name]
         for model, group in part.groupby("model", sort=False):
             # the training error where the runs have it (a running MAE is not kept: no MAE train curve)
             columns = [c for c in (f"train_{metric}", f"valid_{metric}") if c in group and group[c].notna().any()]
@@ -344,7 +344,6 @@ def comparison_figure(df: pd.DataFrame, paper: pd.DataFrame | None, metrics: dic
         models = list(dict.fromkeys(part.model.tolist()))
         names = [part.loc[part.model == m, "model_name"].iloc[0] for m in models]
         y = np.arange(len(models))
-        recipes = recipes_of(part) or [None]
         for row, (label, (ours_col, paper_col)) in enumerate(metrics.items()):
             ax = axes[row, col]
             p = np.full(len(models), np.nan)
@@ -353,8 +352,7 @@ def comparison_figure(df: pd.DataFrame, paper: pd.DataFrame | None, metrics: dic
                 p = p.set_index("model").reindex(models)[paper_col].to_numpy(dtype=float)
                 if not np.all(np.isnan(p)):
                     ax.plot(p, y - 0.12, "D", mfc="none", mec=PAPER, mew=1.8, ls="none", label="paper")
-            for n, recipe in enumerate(recipes):
-                rows = part if recipe is None else part[part.recipe == recipe]
+            for n, (recipe, rows) in enumerate(by_recipe(part)):
                 s = summarize(rows, ["model"], [c for c, _ in metrics.values()]).set_index("model").reindex(models)
                 mean = s[f"{ours_col}_mean"].to_numpy() * scale
                 half = s[f"{ours_col}_half"].to_numpy() * scale
