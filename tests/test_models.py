@@ -185,3 +185,14 @@ def test_afm_attention_pooling_is_the_plain_formula_with_its_gradients(monkeypat
         assert torch.allclose(g_ours, g_plain)
     assert torch.autograd.gradcheck(afm.attention_pooling, [a[:9].detach().requires_grad_() if a.dim() == 3 else a
                                                             for a in args])
+
+
+def test_afm_pools_in_cache_sized_chunks_on_a_cpu_and_in_one_chunk_elsewhere():
+    """On a CPU the pair tensors of a chunk stay near 2**20 numbers; on an accelerator (a meta
+    tensor stands in for one) the whole batch is one chunk, so a step launches each kernel once."""
+    from ifm.models import afm
+
+    cpu = torch.empty(2048, 10, 256)
+    assert afm._chunk_size(cpu) == (1 << 20) // (45 * 256)
+    assert afm._chunk_size(torch.empty(2048, 10, 256, device="meta")) == 2048
+    assert afm._chunk_size(torch.empty(3, 2, 4)) == (1 << 20) // 4     # more than the batch: one chunk

@@ -64,7 +64,7 @@ class _AttentionPooling(torch.autograd.Function):
             grad_weight.addmm_(flat_hidden.t(), e.reshape(-1, e.shape[2]))
             grad_bias += flat_hidden.sum(dim=0)
             # d/de_p = W^T grad_hidden_p + a_p * grad, the outer product added in place.
-            grad_e = torch.matmul(grad_hidden, weight).baddbmm_(a.unsqueeze(2), gc.unsqueeze(1))
+            grad_e = torch.matmul(grad_hidden, weight).addcmul_(a.unsqueeze(2), gc.unsqueeze(1))
             n_fields, start = vc.shape[1], 0
             for i in range(n_fields - 1):   # e_(i,j) = v_i * v_j
                 block = grad_e[:, start:start + n_fields - 1 - i]
@@ -75,7 +75,11 @@ class _AttentionPooling(torch.autograd.Function):
 
 
 def _chunk_size(v: torch.Tensor, elements: int = 1 << 20) -> int:
-    """Instances per chunk so that one pair tensor holds about `elements` numbers."""
+    """Instances per chunk so that one pair tensor holds about `elements` numbers (a cache-sized
+    block on a CPU). On a GPU the whole batch is one chunk: there the cost is one kernel launch
+    per operation and chunk, and memory is plentiful."""
+    if v.device.type != "cpu":
+        return max(1, v.shape[0])
     pairs = v.shape[1] * (v.shape[1] - 1) // 2
     return max(1, elements // max(1, pairs * v.shape[2]))
 
