@@ -1,3 +1,4 @@
 from ifm.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":      # not when a worker process of `fill` re-imports the main module
+    raise SystemExit(main())

@@ -299,6 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from ifm.reproduce import add_reproduce_parser   # the book's driver lives with the book code
     add_reproduce_parser(sub)
+    from ifm.fill import add_fill_parser
+    add_fill_parser(sub)
     return parser
 
 

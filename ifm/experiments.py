@@ -45,6 +45,7 @@ class Experiment:
         self.profile = dataclasses.replace(self.profile, recipe=self.recipes[0])
         self.train_missing = parse_bool("train_missing", train_missing)
         self.missing: list[str] = []
+        self.wanted: list | None = None     # a list collects each missing run as (config, dataset, options)
         self.datasets, self.seeds = parse_datasets(datasets), parse_seeds(seeds)
         self.device = resolve_device(device, self.profile)
         if self.profile.threads:
@@ -112,8 +113,10 @@ class Experiment:
     def _stored(self, config: TrainConfig, dataset_name: str, data, options: dict, need_state: bool) -> dict | None:
         """The stored record of `config`, or of its twin: the same settings labelled with the other
         recipe, which trains the very same run (LibFM, Wide&Deep and DeepFM read the same under
-        both recipes, so one run serves both)."""
-        for twin in twins(config):
+        both recipes, so one run serves both), or made on another device (a run made on a GPU
+        serves a CPU runner and the other way round, as the book reads them; an FM state moves
+        between devices, so a GPU's IFM starts from the CPU's FM rather than training a second one)."""
+        for twin in equivalents(config):
             key, _ = run_key(twin, data, options)
             record = self.cache.lookup(self.cache.stem(key, twin, dataset_name), key, need_state=need_state)
             if record is not None:
@@ -159,6 +162,8 @@ class Experiment:
         if record is None:
             self.missing.append(self.describe(config, dataset_name))
             self.stats["missing"] += 1
+            if self.wanted is not None:
+                self.wanted.append((config, dataset_name, dict(data_options or {})))
             return None
         self.stats["reused"] += 1
         return record
@@ -256,6 +261,13 @@ def twins(config: TrainConfig) -> list[TrainConfig]:
     if config.recipe not in RECIPES:
         return [config]
     return [config] + [dataclasses.replace(config, recipe=r) for r in RECIPES if r != config.recipe]
+
+
+def equivalents(config: TrainConfig) -> list[TrainConfig]:
+    """`config`'s twins, each on this device first, then on the CPU and the GPU: the runs whose
+    record serves `config` (`Experiment._stored`)."""
+    devices = list(dict.fromkeys([config.device, "cpu", "cuda"]))
+    return [dataclasses.replace(twin, device=d) for twin in twins(config) for d in devices]
 
 
 def parse_recipes(value) -> tuple:

@@ -2,12 +2,15 @@
 
     python -m ifm reproduce --profile smoke|paper [--only NAME] [--data-dir DIR] [--seeds 0 1 2]
                             [--device cuda] [--results-dir DIR] [--force] [--no-book]
+                            [--workers N] [--time-limit 3h]
 
 Each notebook runs with the given parameters into ``_build/reproduce/<profile>/`` (same
 relative paths as in the repository, one progress line per notebook). The book is then built
 from those executed copies, with execution off, into ``_build/html``: what the book shows is
 exactly what papermill computed. The runs themselves go through the run cache of
-``ifm.experiments``, so a second call only re-draws.
+``ifm.experiments``, so a second call only re-draws. With ``--workers`` or ``--time-limit`` the
+missing runs are first trained several at a time (``python -m ifm fill``); after a time limit the
+notebooks only read the records, and each page lists the runs it still lacks.
 """
 from __future__ import annotations
 
@@ -67,10 +70,22 @@ def add_reproduce_parser(sub):
                    help="run cache directory (default: $IFM_RESULTS_DIR, then results/)")
     p.add_argument("--force", action="store_true", help="retrain every run instead of reusing the cache")
     p.add_argument("--no-book", action="store_true", help="execute the notebooks only")
+    p.add_argument("--workers", type=number_arg("workers"), default=None,
+                   help=f"first train every missing run with this many processes at once ({LIMITS['workers']}; "
+                        "`python -m ifm fill`), then execute the notebooks")
+    p.add_argument("--time-limit", type=duration_arg, default=None,
+                   help="train for at most this long first (seconds, or 90m, 2.5h; with --workers, default 1 "
+                        "worker), then build the pages from the records there are: each page lists what it lacks")
     p.add_argument("--timeout", type=number_arg("timeout"), default=None,
                    help=f"per-cell timeout in seconds: {LIMITS['timeout']} (default: none)")
     p.set_defaults(func=cmd_reproduce)
     return p
+
+
+def duration_arg(text: str) -> float:
+    from ifm.fill import duration_arg as parse
+
+    return parse(text)
 
 
 def recipes_arg(text: str) -> str:
@@ -87,7 +102,9 @@ def recipes_arg(text: str) -> str:
 
 
 def _parameters(args, started: float) -> dict:
-    params = {"profile": args.profile, "recipe": args.recipe, "train_missing": args.recipe != "legacy"}
+    # After a time-limited fill, the notebooks read what is there instead of training the rest.
+    params = {"profile": args.profile, "recipe": args.recipe,
+              "train_missing": args.recipe != "legacy" and not args.time_limit}
     if args.data_dir:
         params["data_dir"] = str(Path(args.data_dir).resolve())
     if args.seeds:
@@ -180,6 +197,23 @@ def cmd_reproduce(args) -> int:
     stage = root / "_build" / "reproduce" / args.profile
     names = args.only or [n for n, _ in NOTEBOOKS]
     params = _parameters(args, started)
+    if (args.workers or args.time_limit) and args.recipe != "legacy":
+        from ifm.fill import fill, plan
+
+        if args.force:
+            print("--force retrains in the notebooks, one run at a time: give it without --workers/--time-limit",
+                  file=sys.stderr)
+            return 2
+        items = plan(args.profile, args.recipe, seeds=args.seeds, results_dir=args.results_dir)
+        print(f"fill: {len(items)} missing run(s), {args.workers or 1} worker(s)"
+              + (f", for at most {args.time_limit:.0f} s" if args.time_limit else ""), flush=True)
+        from ifm.profiles import get_profile, resolve_device
+
+        counts = fill(items, workers=args.workers or 1, device=resolve_device(args.device, get_profile(args.profile)),
+                      time_limit=args.time_limit, profile=args.profile, data_dir=args.data_dir,
+                      results_dir=args.results_dir)
+        print(f"fill: {counts['done']} trained, {counts['failed']} failed, {counts['stopped']} stopped, "
+              f"{counts['not started']} not started", flush=True)
     print(f"profile {args.profile}: {len(names)} notebook(s) -> {stage}; parameters {params}", flush=True)
     failed = execute(root, stage, names, params, timeout=args.timeout)
     print(f"notebooks: {len(names) - len(failed)} ran, {len(failed)} failed "

@@ -1,0 +1,307 @@
+"""`python -m ifm fill`: train the runs the book still lacks, in the order its pages need them,
+with several workers at once and a time limit.
+
+    python -m ifm fill --profile paper [--recipe paper,code] [--workers N] [--time-limit 3h]
+                       [--device cuda] [--study table3 ...] [--dataset frappe ...] [--list]
+
+The plan is what the pages ask for: each study runs through a read-only runner, and every run
+missing from the results directory is collected (`plan`). It is ordered as the issue of record
+asks the pages to fill: Table 3 on Frappe, then Fig. 6 (and Table 1, which reads Table 3's
+IFM), Table 4, Table 2, the data-scaling study, the MovieLens stand-in's rows, and the FEN
+sweeps; within each, seed 0 of everything before seed 1, and FMs (which others start from)
+first. One record serves every runner that asks for the same settings, whatever the recipe
+label or device (`ifm.experiments.equivalents`), so each such run is planned once.
+
+`fill` hands the runs to worker processes (`--workers`, each with its share of the CPU threads;
+on a GPU they share the card). The run cache locks each run, so two `fill`s on one results
+directory never train the same run twice. With `--time-limit` a run starts only when the time
+left exceeds what a run of that model on that dataset took so far (in this call, else in the
+records on this kind of device); at the limit, runs still going are stopped and nothing of
+them is written (records are written whole or not at all), and the command that continues is
+printed.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import multiprocessing as mp
+import os
+import queue
+import re
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+# The studies whose runs the pages read, in the order the pages should fill (see the docstring).
+STUDY_ORDER = ("table3", "fig6", "table4", "table2", "scaling", "depth", "dropout", "activation")
+RANK = {"table3": 0, "fig6": 1, "table4": 1, "table2": 2, "scaling": 3, "depth": 5, "dropout": 5, "activation": 5}
+STAND_IN_RANK = 4          # the MovieLens stand-in's rows of Table 3, Fig. 6 and Table 2
+STAND_IN = "movielens"
+
+
+@dataclass
+class Wanted:
+    """One run a page asks for: its study, dataset, dataset options and configuration."""
+    study: str
+    dataset: str
+    data_options: dict
+    config: object          # ifm.train.TrainConfig
+    label: str              # the run in words (Experiment.describe)
+
+    def order(self) -> tuple:
+        rank = RANK[self.study]
+        if self.dataset == STAND_IN and rank < RANK["scaling"]:
+            rank = STAND_IN_RANK
+        return (rank, self.config.seed, self.config.model != "fm", STUDY_ORDER.index(self.study),
+                self.dataset != "frappe")
+
+
+def _study_functions() -> dict:
+    from ifm import studies
+
+    return {"table3": studies.regression_study, "fig6": studies.convergence_study, "table4": studies.ctr_study,
+            "table2": studies.component_study,
+            "scaling": lambda exp: studies._scaling_runs(exp, studies.SCALING_FRACTIONS, studies.SCALING_MODELS),
+            "depth": studies.depth_study, "dropout": studies.dropout_study, "activation": studies.activation_study}
+
+
+def plan(profile: str = "paper", recipe: str = "paper,code", *, studies=None, datasets=None, seeds=None,
+         results_dir=None, overrides=None) -> list[Wanted]:
+    """The runs missing from the results directory that the pages of `studies` (default: all)
+    ask for, each once, in the order they should be trained."""
+    import io
+
+    from ifm.experiments import Experiment, equivalents
+    from ifm.records import _identity_text, config_identity
+
+    functions = _study_functions()
+    unknown = sorted(set(studies or ()) - set(functions))
+    if unknown:
+        raise ValueError(f"study must be one of {', '.join(STUDY_ORDER)}, got {', '.join(unknown)}")
+    out, seen = [], set()
+    for name in [s for s in STUDY_ORDER if s in (studies or STUDY_ORDER)]:     # a run shared by studies goes to the first
+        exp = Experiment(profile, recipe=recipe, datasets=datasets, seeds=seeds, results_dir=results_dir,
+                         overrides=overrides, train_missing=False, log=io.StringIO())
+        exp.wanted = []
+        functions[name](exp)
+        for config, dataset, options in exp.wanted:
+            same = {_identity_text({"d": dataset, "o": options, "c": config_identity(c)}) for c in equivalents(config)}
+            if same & seen:
+                continue
+            seen |= same
+            out.append(Wanted(name, dataset, options, config, exp.describe(config, dataset)))
+    return sorted(out, key=Wanted.order)
+
+
+# --------------------------------------------------------------------------- how long a run takes
+def past_seconds(results_dir=None, profile: str = "paper") -> dict:
+    """{(model, dataset, device kind): [wall seconds of each record]} of the records in the results
+    directory under the current recipes (not the legacy records, made on a smaller Frappe),
+    device kind 'cpu' or 'gpu'."""
+    from ifm.records import RunCache, results_root
+    from ifm.settings import RECIPES
+
+    times = {}
+    for versions in RunCache(results_root(results_dir) / profile).index().values():
+        for configs in versions.values():
+            for record in configs.values():
+                seconds = record.get("wall_seconds") or record.get("train_seconds")
+                if seconds and record["config"].get("recipe") in RECIPES:
+                    key = (record["config"]["model"], record["cache"]["material"]["data"]["name"],
+                           device_kind(record["config"].get("device", "cpu")))
+                    times.setdefault(key, []).append(float(seconds))
+    return times
+
+
+def device_kind(device: str) -> str:
+    return "cpu" if str(device).startswith("cpu") else "gpu"
+
+
+def expected_seconds(item: Wanted, device: str, seen: dict, past: dict) -> float | None:
+    """What a run of `item` should take here: the longest of this call's runs of that model on that
+    dataset, else the median of the records' on this kind of device, else None (unknown)."""
+    key = (item.config.model, item.dataset, device_kind(device))
+    if seen.get(key):
+        return max(seen[key])
+    if past.get(key):
+        return statistics.median(past[key])
+    return None
+
+
+# --------------------------------------------------------------------------- workers
+def _worker(tasks, results, settings: dict) -> None:
+    """A worker process: train each task it is handed through the run cache, report, repeat."""
+    import io
+
+    import torch
+
+    torch.set_num_threads(settings["threads"])
+    from ifm.experiments import Experiment
+
+    while True:
+        task = tasks.get()
+        if task is None:
+            return
+        index, item = task
+        started = time.time()
+        try:
+            config = dataclasses.replace(item.config, device=settings["device"])
+            exp = Experiment(settings["profile"], recipe=config.recipe, device=settings["device"],
+                             data_dir=settings["data_dir"], results_dir=settings["results_dir"],
+                             overrides=settings["overrides"], log=io.StringIO())
+            record = exp.run(config, item.dataset, data_options=item.data_options or None)
+            test = record.get("test", {})
+            metric = "rmse" if "rmse" in test else "logloss"
+            results.put((index, "done", time.time() - started, f"test {metric} {test.get(metric, float('nan')):.4f}, "
+                         f"{record.get('epochs_run')} epochs"))
+        except Exception as err:        # reported by the parent, which carries on with the others
+            results.put((index, "failed", time.time() - started, f"{type(err).__name__}: {err}"))
+
+
+def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_limit: float | None = None,
+         profile: str = "paper", data_dir=None, results_dir=None, overrides=None, log=print) -> dict:
+    """Train `items` (from `plan`) in order with `workers` processes until done or `time_limit`
+    seconds have passed. Returns counts: done, failed, stopped (cut at the limit), not started."""
+    started = time.time()
+    deadline = started + time_limit if time_limit else math.inf
+    threads = 1 if device_kind(device) == "gpu" else max(1, (os.cpu_count() or 1) // workers)
+    settings = {"device": device, "threads": threads, "profile": profile, "data_dir": data_dir,
+                "results_dir": results_dir, "overrides": overrides}
+    past, seen = past_seconds(results_dir, profile), {}
+    context = mp.get_context("spawn")        # no CUDA state or locks inherited from this process
+    results = context.Queue()
+    pool = []
+    for _ in range(min(workers, len(items))):
+        tasks = context.Queue()
+        process = context.Process(target=_worker, args=(tasks, results, settings), daemon=True)
+        process.start()
+        pool.append({"process": process, "tasks": tasks, "task": None, "since": None})
+    todo, counts = list(range(len(items))), {"done": 0, "failed": 0, "stopped": 0, "not started": 0}
+
+    def hand_out():
+        for slot in pool:
+            if slot["task"] is not None or not todo:
+                continue
+            left = deadline - time.time()
+            pick = next((i for i in todo if (expected_seconds(items[i], device, seen, past) or 0) < left), None)
+            if pick is None:
+                return
+            todo.remove(pick)
+            slot["task"], slot["since"] = pick, time.time()
+            slot["tasks"].put((pick, items[pick]))
+
+    hand_out()
+    while any(slot["task"] is not None for slot in pool):
+        try:
+            index, status, seconds, text = results.get(timeout=max(0.1, min(5.0, deadline - time.time())))
+        except queue.Empty:
+            if time.time() < deadline:
+                continue
+            for slot in pool:
+                if slot["task"] is not None:
+                    log(f"stopped at the time limit: {items[slot['task']].label} "
+                        f"(after {time.time() - slot['since']:.0f} s; nothing of it was written)", flush=True)
+                    counts["stopped"] += 1
+                    slot["task"] = None
+                slot["process"].terminate()
+            break
+        slot = next(s for s in pool if s["task"] == index)
+        slot["task"] = None
+        counts[status] += 1
+        item = items[index]
+        if status == "done":
+            seen.setdefault((item.config.model, item.dataset, device_kind(device)), []).append(seconds)
+        log(f"[{counts['done'] + counts['failed']}/{len(items)}] {item.study}: {item.label}: "
+            f"{'' if status == 'done' else 'FAILED: '}{text} ({seconds:.0f} s)", flush=True)
+        hand_out()
+    for slot in pool:
+        if slot["process"].is_alive():
+            slot["tasks"].put(None)
+    for slot in pool:
+        slot["process"].join(timeout=10)
+        if slot["process"].is_alive():
+            slot["process"].terminate()
+    counts["not started"] = len(todo)
+    counts["seconds"] = time.time() - started
+    return counts
+
+
+# --------------------------------------------------------------------------- command line
+def duration_arg(text: str) -> float:
+    """--time-limit: seconds, or a number with s, m or h (540, 90m, 2.5h)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not match or float(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"a duration above 0: seconds, or a number with s, m or h "
+                                          f"(540, 90m, 2.5h), got {text!r}")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def add_fill_parser(sub):
+    from ifm.cli import LIMITS, device_arg, number_arg, path_arg
+    from ifm.profiles import PROFILES
+    from ifm.registry import DATASET_NAMES
+    from ifm.reproduce import recipes_arg
+
+    p = sub.add_parser("fill", help="train the runs the book still lacks, several at once, within a time limit",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--profile", default="paper", choices=sorted(PROFILES), help="default: paper")
+    p.add_argument("--recipe", default="paper,code", type=recipes_arg, help="default: paper,code (as the book)")
+    p.add_argument("--study", action="append", choices=STUDY_ORDER,
+                   help="only this study's runs (repeatable; default: every study, in the order above)")
+    p.add_argument("--dataset", action="append", choices=[d for d in DATASET_NAMES if d != "synthetic"],
+                   help="only this dataset's runs (repeatable)")
+    p.add_argument("--seeds", type=number_arg("seed"), nargs="+",
+                   help=f"seeds, each {LIMITS['seed']} (default: the profile's)")
+    p.add_argument("--workers", type=number_arg("workers"), default=1,
+                   help=f"training processes at once: {LIMITS['workers']} (default 1); on a CPU each gets "
+                        "its share of the threads, on a GPU they share the card")
+    p.add_argument("--time-limit", type=duration_arg,
+                   help="stop starting runs that would not end in time, and stop the rest at this limit "
+                        "(seconds, or 90m, 2.5h)")
+    p.add_argument("--device", type=lambda text: text if text == "auto" else device_arg(text),
+                   help="cpu, cuda, cuda:N or auto (default: the profile's)")
+    p.add_argument("--data-dir", type=path_arg, help="data directory (default: $IFM_DATA_DIR, then the cache)")
+    p.add_argument("--results-dir", type=path_arg, help="run cache directory (default: $IFM_RESULTS_DIR, then results/)")
+    p.add_argument("--list", action="store_true", help="print the plan (and the hours it should take) and stop")
+    p.set_defaults(func=cmd_fill)
+    return p
+
+
+def describe_plan(items: list[Wanted], device: str, past: dict) -> list[str]:
+    """One line per study and dataset: runs, and the hours they should take on this kind of device."""
+    groups = {}
+    for item in items:
+        groups.setdefault((item.study, item.dataset), []).append(item)
+    lines = []
+    for (study, dataset), group in groups.items():
+        known = [expected_seconds(i, device, {}, past) for i in group]
+        hours = sum(s for s in known if s) / 3600
+        unknown = sum(s is None for s in known)
+        lines.append(f"  {study:<10} {dataset:<10} {len(group):>4} runs, about {hours:.1f} h on one "
+                     f"{device_kind(device).upper()} worker" + (f" ({unknown} of a model never run here)" if unknown else ""))
+    return lines
+
+
+def cmd_fill(args) -> int:
+    from ifm.profiles import get_profile, resolve_device
+
+    args.device = resolve_device(args.device, get_profile(args.profile))
+    items = plan(args.profile, args.recipe, studies=args.study, datasets=args.dataset, seeds=args.seeds,
+                 results_dir=args.results_dir)
+    past = past_seconds(args.results_dir, args.profile)
+    print(f"{len(items)} run(s) missing for profile {args.profile}, recipe {args.recipe}:", flush=True)
+    for line in describe_plan(items, args.device, past):
+        print(line, flush=True)
+    if args.list or not items:
+        for item in items:
+            print(f"    {item.study}: {item.label}" + (f" {item.data_options}" if item.data_options else ""))
+        return 0
+    counts = fill(items, workers=args.workers, device=args.device, time_limit=args.time_limit, profile=args.profile,
+                  data_dir=args.data_dir, results_dir=args.results_dir)
+    print(f"fill: {counts['done']} trained, {counts['failed']} failed, {counts['stopped']} stopped at the time "
+          f"limit, {counts['not started']} not started ({counts['seconds']:.0f} s)", flush=True)
+    if counts["stopped"] or counts["not started"]:
+        print("to continue: the same command again (finished runs are reused from the cache)", flush=True)
+    return 1 if counts["failed"] else 0

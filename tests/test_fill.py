@@ -1,0 +1,137 @@
+"""`ifm.fill`: the plan of missing runs (each once, in the pages' order), the parallel workers,
+the time limit, and the command line. Tiny synthetic data, as in test_experiments."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from ifm import experiments as ex, fill, studies
+from ifm.cli import main
+from test_experiments import TINY
+
+SYNTHETIC = {"datasets": ["synthetic"], "overrides": TINY}
+
+
+def smoke_plan(tmp_path, studies_=("table3",), seeds=(0,)):
+    return fill.plan("smoke", "paper,code", studies=list(studies_), seeds=list(seeds), results_dir=tmp_path, **SYNTHETIC)
+
+
+def test_the_plan_lists_each_missing_run_once_in_the_order_the_pages_fill(tmp_path):
+    items = smoke_plan(tmp_path, ("depth", "table3", "table2"), seeds=(0, 1))
+    profile = ex.Experiment("smoke", overrides=TINY, log=None).profile
+    # Table 3: every model under both recipes, except the three whose settings are one and the same.
+    table3 = [i for i in items if i.study == "table3"]
+    shared = {"libfm", "wide_deep", "deepfm"} & set(profile.regression_models)
+    assert len(table3) == 2 * (2 * len(profile.regression_models) - len(shared))
+    for model in shared:
+        assert sum(i.config.model == model for i in table3) == 2          # one per seed, not one per recipe
+    # Pages in order (Table 3, Table 2, the sweeps), seed 0 of a study before its seed 1.
+    studies_in_order = [i.study for i in items]
+    assert studies_in_order.index("table2") > max(k for k, s in enumerate(studies_in_order) if s == "table3")
+    assert studies_in_order.index("depth") > max(k for k, s in enumerate(studies_in_order) if s == "table2")
+    for study in ("table3", "depth"):
+        seeds = [i.config.seed for i in items if i.study == study]
+        assert seeds == sorted(seeds)
+    # A run two studies ask for (Table 2's FM pre-training, the depth-2 IFM of Table 3) is planned once.
+    keys = [json.dumps([i.dataset, i.data_options, dataclasses.asdict(i.config)], sort_keys=True, default=str)
+            for i in items]
+    assert len(keys) == len(set(keys))
+    depth_grid = TINY["depth_grid"]
+    assert len([i for i in items if i.study == "depth"]) == 2 * 2 * (len(depth_grid) - 1)   # Table 3's depth is there
+
+
+def test_the_stand_in_rows_come_after_the_scaling_study_and_before_the_sweeps():
+    config = ex.Experiment("smoke", overrides=TINY, log=None).config("frappe", "ifm", 0)
+    order = sorted([fill.Wanted(s, d, {}, config, "") for s, d in [("depth", "frappe"), ("table3", "movielens"),
+                    ("scaling", "frappe"), ("table3", "frappe"), ("table2", "frappe")]], key=fill.Wanted.order)
+    assert [(w.study, w.dataset) for w in order] == [("table3", "frappe"), ("table2", "frappe"), ("scaling", "frappe"),
+                                                     ("table3", "movielens"), ("depth", "frappe")]
+
+
+def test_a_record_made_on_another_device_or_recipe_serves_the_run():
+    config = ex.Experiment("smoke", overrides=TINY, log=None).config("frappe", "fm", 0)
+    same = [(c.recipe, c.device) for c in ex.equivalents(config)]
+    assert same == [("paper", "cpu"), ("paper", "cuda"), ("code", "cpu"), ("code", "cuda")]
+    on_gpu = [(c.recipe, c.device) for c in ex.equivalents(dataclasses.replace(config, device="cuda:1"))]
+    assert on_gpu[:3] == [("paper", "cuda:1"), ("paper", "cpu"), ("paper", "cuda")]
+
+
+def test_fill_trains_the_plan_with_two_workers_and_the_pages_then_read_every_run(tmp_path):
+    items = smoke_plan(tmp_path)
+    lines = []
+    counts = fill.fill(items, workers=2, profile="smoke", results_dir=tmp_path, overrides=TINY,
+                       log=lambda *a, **k: lines.append(" ".join(map(str, a))))
+    assert counts["done"] == len(items) and counts["failed"] == counts["stopped"] == counts["not started"] == 0
+    assert len(lines) == len(items) and all("test rmse" in line for line in lines)
+    assert smoke_plan(tmp_path) == []
+    read = studies.regression_study(ex.Experiment("smoke", recipe="paper,code", results_dir=tmp_path,
+                                                  train_missing=False, log=None, **SYNTHETIC))
+    assert read.attrs["complete"] and len(read) == 2 * len(ex.Experiment("smoke", overrides=TINY, log=None)
+                                                           .profile.regression_models)
+
+
+def test_at_the_time_limit_runs_are_stopped_and_nothing_half_written_is_left(tmp_path):
+    items = smoke_plan(tmp_path)
+    lines = []
+    counts = fill.fill(items, workers=1, profile="smoke", results_dir=tmp_path, overrides=TINY, time_limit=0.5,
+                       log=lambda *a, **k: lines.append(" ".join(map(str, a))))
+    assert counts["stopped"] == 1 and counts["done"] == 0
+    assert counts["not started"] == len(items) - 1
+    assert any("stopped at the time limit" in line for line in lines)
+    for path in (tmp_path / "smoke").glob("*.json") if (tmp_path / "smoke").exists() else ():
+        json.loads(path.read_text())                    # every record there is whole
+    assert len(smoke_plan(tmp_path)) == len(items)      # the stopped run is still to do
+
+
+def test_a_run_starts_only_when_its_expected_time_fits():
+    config = ex.Experiment("smoke", overrides=TINY, log=None).config("frappe", "afm", 0)
+    item = fill.Wanted("table3", "frappe", {}, config, "AFM")
+    past = {("afm", "frappe", "cpu"): [3000.0, 3600.0, 4000.0], ("afm", "frappe", "gpu"): [200.0]}
+    assert fill.expected_seconds(item, "cpu", {}, past) == 3600.0                       # the records' median
+    assert fill.expected_seconds(item, "cuda", {}, past) == 200.0                       # on this kind of device
+    assert fill.expected_seconds(item, "cpu", {("afm", "frappe", "cpu"): [10.0, 50.0]}, past) == 50.0   # this call's
+    assert fill.expected_seconds(item, "cpu", {}, {}) is None
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["fill", "--workers", "0"], ["argument --workers", "an integer from 1 to 64"]),
+    (["fill", "--workers", "100"], ["argument --workers", "an integer from 1 to 64"]),
+    (["fill", "--time-limit", "0"], ["argument --time-limit", "a duration above 0"]),
+    (["fill", "--time-limit", "2 days"], ["argument --time-limit", "90m"]),
+    (["fill", "--study", "table9"], ["argument --study", "invalid choice"]),
+    (["fill", "--device", "gpu"], ["argument --device", "'gpu' is not a device"]),
+])
+def test_fill_refuses_bad_flags_before_planning(capsys, argv, words):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and all(w in err[0] for w in words), err
+
+
+def test_durations_read_seconds_minutes_and_hours():
+    assert [fill.duration_arg(t) for t in ("540", "90m", "2.5h", "30s")] == [540, 5400, 9000, 30]
+
+
+def test_fill_list_prints_the_plan_and_trains_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(fill, "fill", lambda *a, **k: pytest.fail("--list must not train"))
+    planned = smoke_plan(tmp_path)
+    monkeypatch.setattr(fill, "plan", lambda *a, **k: planned)
+    assert main(["fill", "--profile", "smoke", "--list", "--results-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "run(s) missing for profile smoke" in out and "table3" in out and "synthetic" in out
+
+
+def test_reproduce_after_a_time_limited_fill_only_reads_the_records():
+    from ifm import reproduce
+    from ifm.cli import build_parser
+
+    limited = build_parser().parse_args(["reproduce", "--profile", "paper", "--workers", "2", "--time-limit", "3h"])
+    assert (limited.workers, limited.time_limit) == (2, 10800)
+    assert reproduce._parameters(limited, 0)["train_missing"] is False     # the pages list what is still missing
+    assert reproduce._parameters(build_parser().parse_args(["reproduce"]), 0)["train_missing"] is True
+
+
+def test_fill_help_states_its_ranges(capsys):
+    assert main(["fill", "--help"]) == 0
+    assert "an integer from 1 to 64" in " ".join(capsys.readouterr().out.split())
