@@ -196,3 +196,19 @@ def test_afm_pools_in_cache_sized_chunks_on_a_cpu_and_in_one_chunk_elsewhere():
     assert afm._chunk_size(cpu) == (1 << 20) // (45 * 256)
     assert afm._chunk_size(torch.empty(2048, 10, 256, device="meta")) == 2048
     assert afm._chunk_size(torch.empty(3, 2, 4)) == (1 << 20) // 4     # more than the batch: one chunk
+
+
+def test_afm_pooling_with_frozen_embeddings_gives_the_attention_net_the_same_gradients(monkeypatch):
+    """Table 2 freezes v: the backward then skips d/dv, and W, b, h get the plain formula's gradients."""
+    from ifm.models import afm
+
+    monkeypatch.setattr(afm, "_chunk_size", lambda v: 4)
+    torch.manual_seed(1)
+    v = torch.randn(10, 5, 3, dtype=torch.float64)                    # frozen: no gradient asked
+    net = [torch.randn(4, 3, dtype=torch.float64, requires_grad=True), torch.randn(4, dtype=torch.float64, requires_grad=True),
+           torch.randn(4, dtype=torch.float64, requires_grad=True)]
+    weights = torch.randn(10, 3, dtype=torch.float64)
+    ours = torch.autograd.grad((afm.attention_pooling(v, *net) * weights).sum(), net)
+    plain = torch.autograd.grad((afm.attention_pooling_reference(v, *net) * weights).sum(), net)
+    for g_ours, g_plain in zip(ours, plain):
+        assert torch.allclose(g_ours, g_plain)

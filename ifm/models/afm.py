@@ -51,10 +51,12 @@ class _AttentionPooling(torch.autograd.Function):
     def backward(ctx, grad):
         v, weight, h, attention, hiddens = ctx.saved_tensors
         chunk = _chunk_size(v)
-        grad_v = torch.zeros_like(v)
+        want_v = ctx.needs_input_grad[0]       # not when the embeddings are frozen (Table 2)
+        grad_v = torch.zeros_like(v) if want_v else None
         grad_weight, grad_bias, grad_h = torch.zeros_like(weight), weight.new_zeros(weight.shape[0]), torch.zeros_like(h)
         for vc, gc, a, hidden, grad_vc in zip(v.split(chunk), grad.split(chunk), attention.split(chunk),
-                                              hiddens.split(chunk), grad_v.split(chunk)):
+                                              hiddens.split(chunk),
+                                              grad_v.split(chunk) if want_v else [None] * len(v.split(chunk))):
             e = pair_products(vc)
             grad_a = torch.bmm(e, gc.unsqueeze(2)).squeeze(2)                      # [chunk, n]
             grad_score = a * (grad_a - (a * grad_a).sum(dim=1, keepdim=True))      # softmax backward
@@ -63,6 +65,8 @@ class _AttentionPooling(torch.autograd.Function):
             flat_hidden = grad_hidden.reshape(-1, grad_hidden.shape[2])
             grad_weight.addmm_(flat_hidden.t(), e.reshape(-1, e.shape[2]))
             grad_bias += flat_hidden.sum(dim=0)
+            if not want_v:
+                continue
             # d/de_p = W^T grad_hidden_p + a_p * grad, the outer product added in place.
             grad_e = torch.matmul(grad_hidden, weight).addcmul_(a.unsqueeze(2), gc.unsqueeze(1))
             n_fields, start = vc.shape[1], 0
