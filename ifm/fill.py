@@ -161,12 +161,15 @@ def _worker(tasks, results, settings: dict) -> None:
 
 
 def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_limit: float | None = None,
-         profile: str = "paper", data_dir=None, results_dir=None, overrides=None, log=print) -> dict:
+         threads: int | None = None, profile: str = "paper", data_dir=None, results_dir=None, overrides=None,
+         log=print) -> dict:
     """Train `items` (from `plan`) in order with `workers` processes until done or `time_limit`
-    seconds have passed. Returns counts: done, failed, stopped (cut at the limit), not started."""
+    seconds have passed; each worker uses `threads` torch threads (default: on a CPU its share of
+    the cores, on a GPU one). Returns counts: done, failed, stopped (cut at the limit), not started."""
     started = time.time()
     deadline = started + time_limit if time_limit else math.inf
-    threads = 1 if device_kind(device) == "gpu" else max(1, (os.cpu_count() or 1) // workers)
+    if threads is None:
+        threads = 1 if device_kind(device) == "gpu" else max(1, (os.cpu_count() or 1) // workers)
     settings = {"device": device, "threads": threads, "profile": profile, "data_dir": data_dir,
                 "results_dir": results_dir, "overrides": overrides}
     past, seen = past_seconds(results_dir, profile), {}
@@ -257,6 +260,9 @@ def add_fill_parser(sub):
     p.add_argument("--workers", type=number_arg("workers"), default=1,
                    help=f"training processes at once: {LIMITS['workers']} (default 1); on a CPU each gets "
                         "its share of the threads, on a GPU they share the card")
+    p.add_argument("--threads", type=number_arg("threads"),
+                   help=f"torch threads per worker: {LIMITS['threads']} (default: on a CPU the cores shared "
+                        "out among the workers, on a GPU 1)")
     p.add_argument("--time-limit", type=duration_arg,
                    help="stop starting runs that would not end in time, and stop the rest at this limit "
                         "(seconds, or 90m, 2.5h)")
@@ -298,7 +304,8 @@ def cmd_fill(args) -> int:
         for item in items:
             print(f"    {item.study}: {item.label}" + (f" {item.data_options}" if item.data_options else ""))
         return 0
-    counts = fill(items, workers=args.workers, device=args.device, time_limit=args.time_limit, profile=args.profile,
+    counts = fill(items, workers=args.workers, device=args.device, time_limit=args.time_limit, threads=args.threads,
+                  profile=args.profile,
                   data_dir=args.data_dir, results_dir=args.results_dir)
     print(f"fill: {counts['done']} trained, {counts['failed']} failed, {counts['stopped']} stopped at the time "
           f"limit, {counts['not started']} not started ({counts['seconds']:.0f} s)", flush=True)

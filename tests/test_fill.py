@@ -102,6 +102,7 @@ def test_a_run_starts_only_when_its_expected_time_fits():
     (["fill", "--time-limit", "2 days"], ["argument --time-limit", "90m"]),
     (["fill", "--study", "table9"], ["argument --study", "invalid choice"]),
     (["fill", "--device", "gpu"], ["argument --device", "'gpu' is not a device"]),
+    (["fill", "--threads", "0"], ["argument --threads", "an integer >= 1"]),
 ])
 def test_fill_refuses_bad_flags_before_planning(capsys, argv, words):
     assert main(argv) == 2
