@@ -37,6 +37,10 @@ from dataclasses import dataclass
 # The studies whose runs the pages read, in the order the pages should fill (see the docstring).
 STUDY_ORDER = ("table3", "fig6", "table4", "table2", "scaling", "depth", "dropout", "activation")
 RANK = {"table3": 0, "fig6": 1, "table4": 1, "table2": 2, "scaling": 3, "depth": 5, "dropout": 5, "activation": 5}
+# The fill study whose runs a page's study reads (Table 1 reads Table 3's IFM and FM).
+FILL_STUDY = {"regression": "table3", "convergence": "fig6", "ctr": "table4", "components": "table2",
+              "scaling": "scaling", "depth": "depth", "dropout": "dropout", "activation": "activation",
+              "factors": "table3"}
 STAND_IN_RANK = 4          # the MovieLens stand-in's rows of Table 3, Fig. 6 and Table 2
 STAND_IN = "movielens"
 

@@ -113,8 +113,7 @@ def caption(df, extra: str = "") -> "IPython.display.Markdown":
     else:
         lines.append(f"**Incomplete:** {len(missing)} run(s) of this page are not in the records yet: "
                      + "; ".join(missing[:12]) + (f"; and {len(missing) - 12} more" if len(missing) > 12 else "")
-                     + f". `python -m ifm reproduce --profile {df.attrs.get('profile', 'paper')} --recipe paper` "
-                     "and `--recipe code` train them (the cache resumes).")
+                     + f". {fill_command(df)} trains them, several at a time (the cache resumes).")
     if extra:
         lines.append(extra)
     return Markdown(" ".join(lines))
@@ -127,14 +126,27 @@ def require_runs(df, notebook: str):
     if len(df):
         return None
     missing = df.attrs.get("missing") or []
-    command = (f"`python -m ifm reproduce --profile {df.attrs.get('profile', 'paper')} --recipe RECIPE "
-               f"--only {notebook}`")
+    command = fill_command(df)
     if not missing:
         raise RuntimeError(f"no run of this page is in the records of profile {df.attrs.get('profile', '?')!r} and "
                            f"none is missing: the study asked for no runs; make them with {command}")
     return markdown(f"**No run of this page is in the records yet** ({len(missing)} needed, e.g. "
-                    f"{'; '.join(missing[:3])}): its tables show the paper's numbers alone. {command} for recipes "
-                    "paper and code makes them (or re-run this notebook with train_missing=True).")
+                    f"{'; '.join(missing[:3])}): its tables show the paper's numbers alone. {command} makes "
+                    f"them (or `python -m ifm reproduce --profile {df.attrs.get('profile', 'paper')} --only {notebook}`, "
+                    "or this notebook re-run with train_missing=True).")
+
+
+def fill_command(df) -> str:
+    """The command that trains a page's missing runs: `python -m ifm fill` for its study and recipes."""
+    from ifm.fill import FILL_STUDY
+
+    study = FILL_STUDY.get(df.attrs.get("study", ""))
+    from ifm.settings import RECIPES
+
+    named = [r.strip() for r in str(df.attrs.get("recipe", "")).split(",")]
+    recipe = ",".join(r for r in named if r in RECIPES) or ",".join(RECIPES)   # not the legacy points
+    return (f"`python -m ifm fill --profile {df.attrs.get('profile', 'paper')} --recipe {recipe}"
+            + (f" --study {study}" if study else "") + "`")
 
 
 def _nothing(what: str = "figure"):

@@ -390,7 +390,8 @@ def test_a_page_without_any_recorded_run_says_so_with_the_command_that_fills_it(
     assert df.empty and "dataset" in df and len(stats.significance(df)) == 0
     note = plots.require_runs(df, "regression").data
     assert "No run of this page is in the records yet" in note and "6 needed" in note
-    assert "reproduce --profile smoke --recipe RECIPE --only regression" in note
+    assert "`python -m ifm fill --profile smoke --recipe paper --study table3`" in note
+    assert "reproduce --profile smoke --only regression" in note
     # the page's tables then show the paper's numbers alone, its figures and verdicts say there is nothing
     table = plots.side_by_side(df, paper.paper_table("table3"), ["dataset", "model"], {"RMSE": ("test_rmse", "RMSE")})
     assert len(table) == 12 and set(table[("RMSE", "ours")]) == {"n/a"}          # the paper's rows, all of them

@@ -136,3 +136,17 @@ def test_reproduce_after_a_time_limited_fill_only_reads_the_records():
 def test_fill_help_states_its_ranges(capsys):
     assert main(["fill", "--help"]) == 0
     assert "an integer from 1 to 64" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_page_names_the_fill_command_of_its_own_study_and_recipes():
+    import pandas as pd
+
+    from ifm import plots
+
+    for study, recipe, expected in [("regression", "paper, code", "--recipe paper,code --study table3"),
+                                    ("scaling", "paper, code, legacy (the 30% pool's points)", "--recipe paper,code --study scaling"),
+                                    ("factors", "code", "--recipe code --study table3")]:
+        df = pd.DataFrame()
+        df.attrs.update(study=study, recipe=recipe, profile="paper")
+        assert plots.fill_command(df) == f"`python -m ifm fill --profile paper {expected}`"
+    assert set(fill.FILL_STUDY.values()) <= set(fill.STUDY_ORDER)
