@@ -101,9 +101,10 @@ def plan(profile: str = "paper", recipe: str = "paper,code", *, studies=None, da
 
 # --------------------------------------------------------------------------- how long a run takes
 def past_seconds(results_dir=None, profile: str = "paper") -> dict:
-    """{(model, dataset, device kind): [wall seconds of each record]} of the records in the results
-    directory under the current recipes (not the legacy records, made on a smaller Frappe),
-    device kind 'cpu' or 'gpu'."""
+    """{(model, dataset, device kind): [wall seconds of each record, per whole training split]} of
+    the records in the results directory under the current recipes (not the legacy records, made
+    on a smaller Frappe), device kind 'cpu' or 'gpu'; a run on a share of the training split
+    counts as its seconds divided by that share."""
     from ifm.records import RunCache, results_root
     from ifm.settings import RECIPES
 
@@ -115,8 +116,13 @@ def past_seconds(results_dir=None, profile: str = "paper") -> dict:
                 if seconds and record["config"].get("recipe") in RECIPES:
                     key = (record["config"]["model"], record["cache"]["material"]["data"]["name"],
                            device_kind(record["config"].get("device", "cpu")))
-                    times.setdefault(key, []).append(float(seconds))
+                    times.setdefault(key, []).append(float(seconds) / share(record["cache"]["material"]["data"]["options"]))
     return times
+
+
+def share(data_options: dict | None) -> float:
+    """The share of the training split a run trains on (the data-scaling study's train_fraction)."""
+    return float((data_options or {}).get("train_fraction", 1.0))
 
 
 def device_kind(device: str) -> str:
@@ -125,12 +131,13 @@ def device_kind(device: str) -> str:
 
 def expected_seconds(item: Wanted, device: str, seen: dict, past: dict) -> float | None:
     """What a run of `item` should take here: the longest of this call's runs of that model on that
-    dataset, else the median of the records' on this kind of device, else None (unknown)."""
+    dataset, else the median of the records' on this kind of device, else None (unknown); both
+    per whole training split, times the share `item` trains on."""
     key = (item.config.model, item.dataset, device_kind(device))
     if seen.get(key):
-        return max(seen[key])
+        return max(seen[key]) * share(item.data_options)
     if past.get(key):
-        return statistics.median(past[key])
+        return statistics.median(past[key]) * share(item.data_options)
     return None
 
 
@@ -219,7 +226,8 @@ def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_lim
         counts[status] += 1
         item = items[index]
         if status == "done":
-            seen.setdefault((item.config.model, item.dataset, device_kind(device)), []).append(seconds)
+            seen.setdefault((item.config.model, item.dataset, device_kind(device)), []).append(
+                seconds / share(item.data_options))
         log(f"[{counts['done'] + counts['failed']}/{len(items)}] {item.study}: {item.label}: "
             f"{'' if status == 'done' else 'FAILED: '}{text} ({seconds:.0f} s)", flush=True)
         hand_out()
@@ -289,8 +297,10 @@ def describe_plan(items: list[Wanted], device: str, past: dict) -> list[str]:
         known = [expected_seconds(i, device, {}, past) for i in group]
         hours = sum(s for s in known if s) / 3600
         unknown = sum(s is None for s in known)
-        lines.append(f"  {study:<10} {dataset:<10} {len(group):>4} runs, about {hours:.1f} h on one "
-                     f"{device_kind(device).upper()} worker" + (f" ({unknown} of a model never run here)" if unknown else ""))
+        known_part = (f"about {hours:.1f} h on one {device_kind(device).upper()} worker"
+                      + (f" for {len(group) - unknown}" if unknown else "")) if unknown < len(group) else ""
+        unknown_part = (f"{unknown} of a model never run on this kind of device (time unknown)" if unknown else "")
+        lines.append(f"  {study:<10} {dataset:<10} {len(group):>4} runs: " + "; ".join(p for p in (known_part, unknown_part) if p))
     return lines
 
 

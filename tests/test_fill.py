@@ -93,6 +93,8 @@ def test_a_run_starts_only_when_its_expected_time_fits():
     assert fill.expected_seconds(item, "cuda", {}, past) == 200.0                       # on this kind of device
     assert fill.expected_seconds(item, "cpu", {("afm", "frappe", "cpu"): [10.0, 50.0]}, past) == 50.0   # this call's
     assert fill.expected_seconds(item, "cpu", {}, {}) is None
+    eighth = fill.Wanted("scaling", "frappe", {"train_fraction": 0.125}, config, "AFM on 1/8")
+    assert fill.expected_seconds(eighth, "cpu", {}, past) == 450.0                     # an eighth of the data
 
 
 @pytest.mark.parametrize("argv, words", [
