@@ -186,12 +186,14 @@ def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_lim
     past, seen = past_seconds(results_dir, profile), {}
     context = mp.get_context("spawn")        # no CUDA state or locks inherited from this process
     results = context.Queue()
-    pool = []
-    for _ in range(min(workers, len(items))):
+
+    def start_worker() -> dict:
         tasks = context.Queue()
         process = context.Process(target=_worker, args=(tasks, results, settings), daemon=True)
         process.start()
-        pool.append({"process": process, "tasks": tasks, "task": None, "since": None})
+        return {"process": process, "tasks": tasks, "task": None, "since": None}
+
+    pool = [start_worker() for _ in range(min(workers, len(items)))]
     todo, counts = list(range(len(items))), {"done": 0, "failed": 0, "stopped": 0, "not started": 0}
 
     def hand_out():
@@ -212,11 +214,19 @@ def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_lim
             index, status, seconds, text = results.get(timeout=max(0.1, min(5.0, deadline - time.time())))
         except queue.Empty:
             if time.time() < deadline:
+                for k, slot in enumerate(pool):     # a worker killed from outside (out of memory...) reports nothing
+                    if slot["task"] is not None and not slot["process"].is_alive():
+                        counts["failed"] += 1
+                        log(f"FAILED: {items[slot['task']].label}: its worker died (exit code "
+                            f"{slot['process'].exitcode}); the others carry on", flush=True)
+                        pool[k] = start_worker()
+                        hand_out()
                 continue
             for slot in pool:
                 if slot["task"] is not None:
-                    log(f"stopped at the time limit: {items[slot['task']].label} "
-                        f"(after {time.time() - slot['since']:.0f} s; nothing of it was written)", flush=True)
+                    log(f"stopped at the time limit: {items[slot['task']].label} (after "
+                        f"{time.time() - slot['since']:.0f} s; no record of it was written, though an FM "
+                        "pre-training it finished is kept)", flush=True)
                     counts["stopped"] += 1
                     slot["task"] = None
                 slot["process"].terminate()

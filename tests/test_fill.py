@@ -152,3 +152,23 @@ def test_a_page_names_the_fill_command_of_its_own_study_and_recipes():
         df.attrs.update(study=study, recipe=recipe, profile="paper")
         assert plots.fill_command(df) == f"`python -m ifm fill --profile paper {expected}`"
     assert set(fill.FILL_STUDY.values()) <= set(fill.STUDY_ORDER)
+
+
+class _KillsItsWorker:
+    """A config whose unpickling in the worker ends that process at once, as an out-of-memory kill would."""
+    model, seed, recipe = "fm", 0, "paper"
+
+    def __reduce__(self):
+        import os
+
+        return (os._exit, (3,))
+
+
+def test_a_worker_that_dies_is_reported_and_replaced_and_the_other_runs_go_on(tmp_path):
+    items = smoke_plan(tmp_path)[:2]
+    doomed = fill.Wanted("table3", "synthetic", {}, _KillsItsWorker(), "a run whose worker is killed")
+    lines = []
+    counts = fill.fill([doomed, *items], workers=1, profile="smoke", results_dir=tmp_path, overrides=TINY,
+                       log=lambda *a, **k: lines.append(" ".join(map(str, a))))
+    assert counts["failed"] == 1 and counts["done"] == len(items)
+    assert any("its worker died (exit code 3)" in line for line in lines)
