@@ -52,7 +52,7 @@ def test_every_baseline_needs_all_comparisons_significant():
     reg = runs("Frappe", {"ifm": [0.29, 0.30, 0.28], "nfm": [0.31, 0.33, 0.30], "afm": [0.295, 0.29, 0.30]})
     reg["test_rmse"] = reg.pop("value")
     row, = sc.beats_every_baseline(reg)
-    assert "below 2 of the 2 baselines run" in row["ours"] and row["verdict"] == sc.PARTLY      # AFM only in the mean
+    assert "below 2 of the 2 baselines compared" in row["ours"] and row["verdict"] == sc.PARTLY      # AFM only in the mean
     reg.loc[(reg.model == "nfm") & (reg.seed == 0), "test_rmse"] = 0.2
     assert sc.beats_every_baseline(reg)[0]["verdict"] == sc.NOT
 
@@ -89,3 +89,19 @@ def test_every_baseline_with_no_baseline_run_yet():
     reg["test_rmse"] = reg.pop("value")
     row, = sc.beats_every_baseline(reg, baselines=5)
     assert row["verdict"] == sc.NOT_RUN and "none of the 5 baselines run yet" in row["ours"]
+
+
+def test_every_baseline_waits_for_ifm_and_for_baselines_that_share_no_seed_with_it():
+    reg = runs("Frappe", {"nfm": [0.31, 0.33, 0.30], "deepfm": [0.32, 0.33, 0.31]})
+    reg["test_rmse"] = reg.pop("value")
+    row, = sc.beats_every_baseline(reg, baselines=5)
+    assert row["verdict"] == sc.NOT_RUN and row["ours"].startswith("IFM not run yet; baselines run: NFM 0.3133")
+    # IFM on seeds 0-1, Wide&Deep on seed 2 alone: shown with its own mean, not counted as beaten or beating
+    reg = runs("Frappe", {"ifm": [0.29, 0.28], "nfm": [0.31, 0.33, 0.30]})
+    wide = runs("Frappe", {"wide_deep": [0.0, 0.0, 0.25]}).iloc[[2]]
+    reg = pd.concat([reg, wide], ignore_index=True)
+    reg["test_rmse"] = reg.pop("value")
+    row, = sc.beats_every_baseline(reg, baselines=2)
+    assert "below 1 of the 1 baselines compared (of 2)" in row["ours"] and "WIDE_DEEP 0.2500" in row["ours"]
+    assert "1 run on no seed of IFM's" in row["ours"] and row["seeds"] == 2
+    assert row["verdict"] == sc.NOT_RUN          # Wide&Deep is not compared yet, and nothing refutes the claim
