@@ -12,7 +12,7 @@ ALPHA = 0.05
 
 def _under(recipe) -> str:
     """The words that open a recipe's sentences when a page shows several."""
-    return "" if recipe is None else f"under recipe `{recipe}`, "
+    return "" if recipe is None else f"Under recipe `{recipe}`, "
 
 
 NOTHING = "**What we got:** nothing yet: no run of this page is in the records."
@@ -128,8 +128,9 @@ def regression(df: pd.DataFrame, sig: pd.DataFrame):
     paragraphs = []
     for recipe, rows in by_recipe(df):
         means = rows.groupby(["dataset_label", "model_name"], sort=False)["test_rmse"].mean()
-        lines = [f"on {name} the lowest mean test RMSE is {part.droplevel(0).idxmin()}'s ({part.min():.4f}; "
-                 f"IFM {part.droplevel(0).get('IFM', float('nan')):.4f})"
+        lines = [f"on {name} the lowest mean test RMSE is {part.droplevel(0).idxmin()}'s ({part.min():.4f}"
+                 + ("" if part.droplevel(0).idxmin() == "IFM" else
+                    f"; IFM {part.droplevel(0)['IFM']:.4f}" if "IFM" in part.droplevel(0) else "; IFM not run yet") + ")"
                  for name, part in means.groupby(level=0, sort=False)]
         mine = sig[sig.recipe == recipe] if recipe is not None and len(sig) else sig
         n_sig = int(mine.significant.sum()) if len(mine) else 0

@@ -67,7 +67,7 @@ def test_each_study_runs_each_recipe_and_the_table_shows_both(tmp_path, monkeypa
     sig = stats.significance(reg)
     assert len(sig) == 2 * 2 * 2 and set(sig.recipe) == {"paper", "code"}      # per recipe: 2 baselines x 2 metrics
     text = verdicts.regression(reg, sig).data
-    assert "under recipe `paper`" in text and "under recipe `code`" in text
+    assert "Under recipe `paper`" in text and "Under recipe `code`" in text
 
     # the overview and the rankings keep the recipes apart
     rows = overview.compare_means("Table 3", reg, paper.paper_table("table3"), [("RMSE", "test_rmse", "")])
@@ -150,7 +150,7 @@ def test_a_claim_over_several_models_waits_for_all_of_them_unless_already_refute
             for s, v in enumerate(vs)]
     reg = pd.DataFrame(rows)
     row, = sc.beats_every_baseline(reg, baselines=5)
-    assert row["verdict"] == sc.NOT_RUN and "below 1 of the 1 baselines run (of 5)" in row["ours"]
+    assert row["verdict"] == sc.NOT_RUN and "below 1 of the 1 baselines compared (of 5)" in row["ours"]
     assert sc.beats_every_baseline(reg)[0]["verdict"] == sc.REPRODUCED       # all the baselines there are
     reg.loc[reg.model == "nfm", "test_rmse"] -= 0.05                         # one run baseline beats IFM
     assert sc.beats_every_baseline(reg, baselines=5)[0]["verdict"] == sc.NOT
