@@ -30,7 +30,6 @@ import os
 import queue
 import re
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 
@@ -85,9 +84,9 @@ def plan(profile: str = "paper", recipe: str = "paper,code", *, studies=None, da
     if unknown:
         raise ValueError(f"study must be one of {', '.join(STUDY_ORDER)}, got {', '.join(unknown)}")
     out, seen = [], set()
+    exp = Experiment(profile, recipe=recipe, datasets=datasets, seeds=seeds, results_dir=results_dir,
+                     overrides=overrides, train_missing=False, log=io.StringIO())   # one read of the records
     for name in [s for s in STUDY_ORDER if s in (studies or STUDY_ORDER)]:     # a run shared by studies goes to the first
-        exp = Experiment(profile, recipe=recipe, datasets=datasets, seeds=seeds, results_dir=results_dir,
-                         overrides=overrides, train_missing=False, log=io.StringIO())
         exp.wanted = []
         functions[name](exp)
         for config, dataset, options in exp.wanted:
@@ -173,17 +172,18 @@ def _worker(tasks, results, settings: dict) -> None:
 
 def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_limit: float | None = None,
          threads: int | None = None, profile: str = "paper", data_dir=None, results_dir=None, overrides=None,
-         log=print) -> dict:
+         past: dict | None = None, log=print) -> dict:
     """Train `items` (from `plan`) in order with `workers` processes until done or `time_limit`
     seconds have passed; each worker uses `threads` torch threads (default: on a CPU its share of
-    the cores, on a GPU one). Returns counts: done, failed, stopped (cut at the limit), not started."""
+    the cores, on a GPU one); `past`: `past_seconds` of the results directory, if read already.
+    Returns counts: done, failed, stopped (cut at the limit), not started."""
     started = time.time()
     deadline = started + time_limit if time_limit else math.inf
     if threads is None:
         threads = 1 if device_kind(device) == "gpu" else max(1, (os.cpu_count() or 1) // workers)
     settings = {"device": device, "threads": threads, "profile": profile, "data_dir": data_dir,
                 "results_dir": results_dir, "overrides": overrides}
-    past, seen = past_seconds(results_dir, profile), {}
+    past, seen = past_seconds(results_dir, profile) if past is None else past, {}
     context = mp.get_context("spawn")        # no CUDA state or locks inherited from this process
     results = context.Queue()
 
@@ -251,6 +251,12 @@ def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_lim
     counts["not started"] = len(todo)
     counts["seconds"] = time.time() - started
     return counts
+
+
+def summary(counts: dict) -> str:
+    """One line on what `fill` did."""
+    return (f"fill: {counts['done']} trained, {counts['failed']} failed, {counts['stopped']} stopped at the time "
+            f"limit, {counts['not started']} not started ({counts['seconds']:.0f} s)")
 
 
 # --------------------------------------------------------------------------- command line
@@ -329,10 +335,8 @@ def cmd_fill(args) -> int:
             print(f"    {item.study}: {item.label}" + (f" {item.data_options}" if item.data_options else ""))
         return 0
     counts = fill(items, workers=args.workers, device=args.device, time_limit=args.time_limit, threads=args.threads,
-                  profile=args.profile,
-                  data_dir=args.data_dir, results_dir=args.results_dir)
-    print(f"fill: {counts['done']} trained, {counts['failed']} failed, {counts['stopped']} stopped at the time "
-          f"limit, {counts['not started']} not started ({counts['seconds']:.0f} s)", flush=True)
+                  profile=args.profile, data_dir=args.data_dir, results_dir=args.results_dir, past=past)
+    print(summary(counts), flush=True)
     if counts["stopped"] or counts["not started"]:
         print("to continue: the same command again (finished runs are reused from the cache)", flush=True)
     return 1 if counts["failed"] else 0

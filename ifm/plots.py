@@ -139,10 +139,9 @@ def require_runs(df, notebook: str):
 def fill_command(df) -> str:
     """The command that trains a page's missing runs: `python -m ifm fill` for its study and recipes."""
     from ifm.fill import FILL_STUDY
-
-    study = FILL_STUDY.get(df.attrs.get("study", ""))
     from ifm.settings import RECIPES
 
+    study = FILL_STUDY.get(df.attrs.get("study", ""))
     named = [r.strip() for r in str(df.attrs.get("recipe", "")).split(",")]
     recipe = ",".join(r for r in named if r in RECIPES) or ",".join(RECIPES)   # not the legacy points
     return (f"`python -m ifm fill --profile {df.attrs.get('profile', 'paper')} --recipe {recipe}"

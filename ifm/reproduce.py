@@ -49,6 +49,7 @@ def repo_root() -> Path:
 
 def add_reproduce_parser(sub):
     from ifm.cli import LIMITS, device_arg, number_arg, path_arg
+    from ifm.fill import duration_arg
     from ifm.profiles import PROFILES
 
     p = sub.add_parser("reproduce", help="execute the notebooks (papermill) and build the book",
@@ -80,12 +81,6 @@ def add_reproduce_parser(sub):
                    help=f"per-cell timeout in seconds: {LIMITS['timeout']} (default: none)")
     p.set_defaults(func=cmd_reproduce)
     return p
-
-
-def duration_arg(text: str) -> float:
-    from ifm.fill import duration_arg as parse
-
-    return parse(text)
 
 
 def recipes_arg(text: str) -> str:
@@ -198,7 +193,8 @@ def cmd_reproduce(args) -> int:
     names = args.only or [n for n, _ in NOTEBOOKS]
     params = _parameters(args, started)
     if (args.workers or args.time_limit) and args.recipe != "legacy":
-        from ifm.fill import fill, plan
+        from ifm.fill import fill, plan, summary
+        from ifm.profiles import get_profile, resolve_device
 
         if args.force:
             print("--force retrains in the notebooks, one run at a time: give it without --workers/--time-limit",
@@ -207,13 +203,10 @@ def cmd_reproduce(args) -> int:
         items = plan(args.profile, args.recipe, seeds=args.seeds, results_dir=args.results_dir)
         print(f"fill: {len(items)} missing run(s), {args.workers or 1} worker(s)"
               + (f", for at most {args.time_limit:.0f} s" if args.time_limit else ""), flush=True)
-        from ifm.profiles import get_profile, resolve_device
-
         counts = fill(items, workers=args.workers or 1, device=resolve_device(args.device, get_profile(args.profile)),
                       time_limit=args.time_limit, profile=args.profile, data_dir=args.data_dir,
                       results_dir=args.results_dir)
-        print(f"fill: {counts['done']} trained, {counts['failed']} failed, {counts['stopped']} stopped, "
-              f"{counts['not started']} not started", flush=True)
+        print(summary(counts), flush=True)
     print(f"profile {args.profile}: {len(names)} notebook(s) -> {stage}; parameters {params}", flush=True)
     failed = execute(root, stage, names, params, timeout=args.timeout)
     print(f"notebooks: {len(names) - len(failed)} ran, {len(failed)} failed "

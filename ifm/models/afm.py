@@ -5,6 +5,8 @@ Each pair (i, j) of active features gives v_i * v_j; an attention net
 projects the weighted sum. L2 on the attention net W is a separate, strong penalty
 (lambda_attention = 2 in the IFM paper).
 """
+import itertools
+
 import torch
 from torch import nn
 
@@ -56,7 +58,7 @@ class _AttentionPooling(torch.autograd.Function):
         grad_weight, grad_bias, grad_h = torch.zeros_like(weight), weight.new_zeros(weight.shape[0]), torch.zeros_like(h)
         for vc, gc, a, hidden, grad_vc in zip(v.split(chunk), grad.split(chunk), attention.split(chunk),
                                               hiddens.split(chunk),
-                                              grad_v.split(chunk) if want_v else [None] * len(v.split(chunk))):
+                                              grad_v.split(chunk) if want_v else itertools.repeat(None)):
             e = pair_products(vc)
             grad_a = torch.bmm(e, gc.unsqueeze(2)).squeeze(2)                      # [chunk, n]
             grad_score = a * (grad_a - (a * grad_a).sum(dim=1, keepdim=True))      # softmax backward
