@@ -172,10 +172,21 @@ def fen_adds_most(comp: pd.DataFrame, models: int | None = None) -> list[dict]:
         rows.append(_row(CLAIMS[2][0], CLAIMS[2][1], name, part.dataset_label.iloc[0],
                          f"RI of RMSE: IFM {100 * means['ifm']:.1f}%, best other {part.loc[part.model == rival, 'model_name'].iloc[0]}"
                          f" {100 * means[rival]:.1f}% (p = {p:.2g})"
-                         + (f"; {len(means)} of {models} models run" if models and models > len(means) else ""),
+                         + (f"; {len(means)} of {models} models run" if models and models > len(means) else "")
+                         + _handover_note(part),
                          len(per_seed), _partial(comparison_verdict(means.index[0] == "ifm", p, _testable(comp, name)),
                                                  means.index[0] != "ifm", len(means), models)))
     return rows
+
+
+def _handover_note(part: pd.DataFrame) -> str:
+    """Which frozen models start from an FM trained through batch norm that they do not inherit
+    (recipe code: code/FM.py's pre-training), so that their frozen interaction term is not the FM's."""
+    if "fm_batch_norm" not in part.columns:
+        return ""
+    names = list(dict.fromkeys(part.loc[part.fm_batch_norm.fillna(False).astype(bool), "model_name"]))
+    return (f"; {' and '.join(names)} start{'s' if len(names) == 1 else ''} from an FM trained with batch norm on its "
+            "pooled vector, which the hand-over of w0, w and v leaves behind" if names else "")
 
 
 def best_settings(df: pd.DataFrame, option: str, claim: str, evidence: str, grid=None) -> list[dict]:

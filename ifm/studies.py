@@ -346,8 +346,11 @@ def component_study(exp: Experiment) -> pd.DataFrame:
                 fm_rmse, fm_mae = _num(fm["test"]["rmse"]), _num(fm["test"]["mae"])
                 references[fm["cache"]["key"]] = exp.row(fm, name, component="-", fm_test_rmse=fm_rmse,
                                                          ri_rmse=0.0, ri_mae=0.0, fm_key=fm["cache"]["key"])
+                # Only w0, w and v are handed over (fm_state_of): an FM trained through batch norm on
+                # its pooled vector (code/FM.py) reaches the frozen model without that batch norm.
+                fm_batch_norm = bool(config.pretrain_config().model_options.get("batch_norm"))
                 row = exp.row(record, name, component=COMPONENTS.get(model, "?"), fm_test_rmse=fm_rmse,
-                              fm_key=fm["cache"]["key"])
+                              fm_key=fm["cache"]["key"], fm_batch_norm=fm_batch_norm)
                 row["ri_rmse"] = (fm_rmse - row["test_rmse"]) / fm_rmse
                 row["ri_mae"] = (fm_mae - row["test_mae"]) / fm_mae
                 seed_rows.append(row)

@@ -56,6 +56,25 @@ def best_setting(table: pd.DataFrame, what: str):
     return _markdown("**What we got:** " + "; ".join(parts) + ".")
 
 
+def still_improving(df: pd.DataFrame) -> str:
+    """A sentence naming the models whose runs were still improving when the epoch limit stopped
+    them: the best epoch (on the monitored validation metric) is the last one run. A stopping rule
+    never ends on a best epoch, so such a run met the limit, and its error is an upper bound on what
+    more epochs would give. '' when there is none."""
+    if df.empty or not {"best_epoch", "epochs_run"} <= set(df.columns):
+        return ""
+    parts = []
+    for model, rows in df.groupby("model_name", sort=False):
+        counts = [(recipe, int((r.best_epoch >= r.epochs_run).sum()), len(r)) for recipe, r in by_recipe(rows)]
+        if sum(n for _, n, _ in counts):
+            parts.append(f"{model} (" + "; ".join(f"{'' if recipe is None else f'recipe {recipe}: '}{n} of {total} runs"
+                                                  for recipe, n, total in counts) + ")")
+    if not parts:
+        return ""
+    return (" Still improving when the epoch limit stopped them (best epoch = last epoch): " + ", ".join(parts)
+            + "; their errors are upper bounds on what longer training would give.")
+
+
 def components(df: pd.DataFrame):
     """Table 2: which component improves most over the frozen FM, per dataset."""
     if df.empty:
@@ -69,7 +88,8 @@ def components(df: pd.DataFrame):
                          f"({100 * part.max():.1f}%)" + (f", IFM's is {100 * part['IFM']:.1f}%"
                                                          if "IFM" in part and part.idxmax() != "IFM" else ""))
     return _markdown("**What we got:** " + "; ".join(lines)
-                     + ". The paper: IFM's FEN brings the largest improvement on both datasets.")
+                     + ". The paper: IFM's FEN brings the largest improvement on both datasets."
+                     + still_improving(df))
 
 
 def convergence(summary: pd.DataFrame):
@@ -139,7 +159,8 @@ def regression(df: pd.DataFrame, sig: pd.DataFrame):
         paragraphs.append(f"{_under(recipe)}" + "; ".join(lines) + f". Of {tested} tested comparisons (of {len(mine)}; "
                           f"fewer than 2 seeds cannot be tested), IFM is significantly better in {n_sig} and "
                           f"significantly worse in {n_worse}.")
-    return _markdown("**What we got:** " + " ".join(paragraphs) + " The paper: IFM best everywhere, all significant.")
+    return _markdown("**What we got:** " + " ".join(paragraphs) + " The paper: IFM best everywhere, all significant."
+                     + still_improving(df))
 
 
 def rankings(ranks: pd.DataFrame, ov: pd.DataFrame):

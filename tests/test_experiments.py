@@ -232,6 +232,7 @@ def test_tables_and_factors_on_synthetic(tmp_path, trains):
     fm = comp[comp.model == "fm"].set_index("seed").test_rmse
     for row in comp[comp.model != "fm"].itertuples():
         assert row.ri_rmse == pytest.approx((fm[row.seed] - row.test_rmse) / fm[row.seed])
+    assert not comp[comp.model != "fm"].fm_batch_norm.any()     # recipe paper: the FM has no batch norm
     n = len(trains)
     fs = studies.factor_study(ex.Experiment("smoke", seeds=[0], overrides=TINY,
                          results_dir=tmp_path, log=None), dataset="synthetic", fields=(0, 1))

@@ -307,3 +307,15 @@ def test_table_2_measures_each_model_against_the_fm_it_starts_from():
                 assert config_identity(config.pretrain_config()) == config_identity(exp.config("synthetic", "fm", 0))
         df = studies.component_study(exp)          # nothing recorded: every run is reported missing
         assert df.empty and any("FM on synthetic" in m for m in df.attrs["missing"])
+
+
+def test_table2_under_code_hands_ifm_and_afm_an_fm_trained_with_batch_norm():
+    """code/FM.py trains its FM through batch norm on the pooled vector (IFM's FM.py:93-96; AFM's FM.py
+    --batch_norm 1), and IFM.py / AFM.py load only its embeddings and biases; DeepFM and NFM start
+    from a plain FM under both recipes."""
+    from ifm.settings import paper_config
+    for model, expected in (("ifm", True), ("afm", True), ("deepfm", False), ("nfm", False)):
+        fm = paper_config("frappe", model, "code", pretrain_fm=True, freeze_embeddings=True).pretrain_config()
+        assert bool(fm.model_options.get("batch_norm")) is expected, model
+        plain = paper_config("frappe", model, "paper", pretrain_fm=True, freeze_embeddings=True).pretrain_config()
+        assert not plain.model_options.get("batch_norm"), model

@@ -105,3 +105,15 @@ def test_every_baseline_waits_for_ifm_and_for_baselines_that_share_no_seed_with_
     assert "below 1 of the 1 baselines compared (of 2)" in row["ours"] and "WIDE_DEEP 0.2500" in row["ours"]
     assert "1 run on no seed of IFM's" in row["ours"] and row["seeds"] == 2
     assert row["verdict"] == sc.NOT_RUN          # Wide&Deep is not compared yet, and nothing refutes the claim
+
+
+def test_fen_adds_most_says_which_frozen_models_lose_their_fms_batch_norm():
+    comp = runs("Frappe", {"ifm": [-0.9, -0.8, -1.0], "afm": [-1.8, -1.9, -1.7], "nfm": [0.01, 0.0, -0.02]})
+    comp["ri_rmse"] = comp.pop("value")
+    comp["fm_batch_norm"] = comp.model.isin(["ifm", "afm"])
+    row, = sc.fen_adds_most(comp)
+    assert row["verdict"] == sc.NOT
+    assert row["ours"].endswith("; IFM and AFM start from an FM trained with batch norm on its pooled vector, "
+                                "which the hand-over of w0, w and v leaves behind")
+    comp["fm_batch_norm"] = False
+    assert "batch norm" not in sc.fen_adds_most(comp)[0]["ours"]
