@@ -60,35 +60,40 @@ def still_improving(df: pd.DataFrame) -> str:
     """A sentence naming the models whose runs were still improving when the epoch limit stopped
     them: the best epoch (on the monitored validation metric) is the last one run. A stopping rule
     never ends on a best epoch, so such a run met the limit, and its error is an upper bound on what
-    more epochs would give. '' when there is none."""
+    more epochs would give. Per model and dataset; '' when there is none."""
     if df.empty or not {"best_epoch", "epochs_run"} <= set(df.columns):
         return ""
+    keys = ["model_name"] + (["dataset_label"] if "dataset_label" in df.columns else [])
     parts = []
-    for model, rows in df.groupby("model_name", sort=False):
+    for key, rows in df.groupby(keys, sort=False):
+        model, where = (key[0], f" on {key[1]}") if len(keys) == 2 else (key if isinstance(key, str) else key[0], "")
         counts = [(recipe, int((r.best_epoch >= r.epochs_run).sum()), len(r)) for recipe, r in by_recipe(rows)]
         if sum(n for _, n, _ in counts):
-            parts.append(f"{model} (" + "; ".join(f"{'' if recipe is None else f'recipe {recipe}: '}{n} of {total} runs"
-                                                  for recipe, n, total in counts) + ")")
+            parts.append(f"{model}{where}: " + ", ".join(
+                f"{n} of {total} runs" + ("" if recipe is None else f" under recipe {recipe}")
+                for recipe, n, total in counts))
     if not parts:
         return ""
-    return (" Still improving when the epoch limit stopped them (best epoch = last epoch): " + ", ".join(parts)
-            + "; their errors are upper bounds on what longer training would give.")
+    return (" Still improving when the epoch limit stopped them (best epoch = last epoch): " + "; ".join(parts)
+            + ". Their errors are upper bounds on what longer training would give.")
 
 
 def components(df: pd.DataFrame):
     """Table 2: which component improves most over the frozen FM, per dataset."""
     if df.empty:
         return _markdown(NOTHING)
-    lines = []
+    paragraphs = []
     for recipe, rows in by_recipe(df):
         means = rows[rows.model != "fm"].groupby(["dataset_label", "model_name"], sort=False)["ri_rmse"].mean()
+        lines = []
         for name, part in means.groupby(level=0, sort=False):
             part = part.droplevel(0)
-            lines.append(f"{_under(recipe)}on {name} the largest improvement is {part.idxmax()}'s "
+            lines.append(f"on {name} the largest improvement is {part.idxmax()}'s "
                          f"({100 * part.max():.1f}%)" + (f", IFM's is {100 * part['IFM']:.1f}%"
                                                          if "IFM" in part and part.idxmax() != "IFM" else ""))
-    return _markdown("**What we got:** " + "; ".join(lines)
-                     + ". The paper: IFM's FEN brings the largest improvement on both datasets."
+        paragraphs.append(_under(recipe) + "; ".join(lines) + ".")
+    return _markdown("**What we got:** " + " ".join(paragraphs)
+                     + " The paper: IFM's FEN brings the largest improvement on both datasets."
                      + still_improving(df))
 
 

@@ -88,15 +88,20 @@ def test_still_improving_names_runs_whose_best_epoch_is_the_last_one_run():
     rows = [("AFM", "paper", 100, 100), ("AFM", "paper", 99, 100), ("AFM", "code", 100, 100),
             ("IFM", "paper", 40, 44), ("IFM", "code", 61, 65),          # stopped by the rule: never the last epoch
             ("NFM", "paper", 30, 30), ("NFM", "code", 12, 16)]          # a short run that ended on its best epoch
-    df = pd.DataFrame([{"model_name": m, "recipe": r, "best_epoch": b, "epochs_run": e} for m, r, b, e in rows])
+    df = pd.DataFrame([{"model_name": m, "recipe": r, "best_epoch": b, "epochs_run": e, "dataset_label": "Frappe"}
+                       for m, r, b, e in rows])
     text = verdicts.still_improving(df)
-    assert "AFM (recipe paper: 1 of 2 runs; recipe code: 1 of 1 runs)" in text
-    assert "NFM (recipe paper: 1 of 1 runs; recipe code: 0 of 1 runs)" in text
+    assert "AFM on Frappe: 1 of 2 runs under recipe paper, 1 of 1 runs under recipe code" in text
+    assert "NFM on Frappe: 1 of 1 runs under recipe paper, 0 of 1 runs under recipe code" in text
     assert "IFM" not in text
     assert verdicts.still_improving(df[df.model_name == "IFM"]) == ""
-    one_recipe = df[df.recipe == "paper"].drop(columns="recipe")
-    assert "AFM (1 of 2 runs)" in verdicts.still_improving(one_recipe)
-    # the page's verdict carries the sentence
-    df["dataset_label"], df["test_rmse"] = "Frappe", 0.3
+    one_recipe = df[df.recipe == "paper"].drop(columns=["recipe", "dataset_label"])
+    assert "AFM: 1 of 2 runs;" in verdicts.still_improving(one_recipe)
+    # the pages' verdicts carry the sentence
+    df["test_rmse"] = 0.3
     sig = pd.DataFrame(columns=["recipe", "significant", "verdict", "p_value"])
     assert "Still improving when the epoch limit stopped them" in verdicts.regression(df, sig).data
+    df["model"], df["ri_rmse"] = df.model_name.str.lower(), 0.1
+    text = verdicts.components(df).data
+    assert "Under recipe `paper`, on Frappe the largest improvement is" in text
+    assert "Still improving when the epoch limit stopped them" in text
