@@ -66,7 +66,8 @@ def still_improving(df: pd.DataFrame) -> str:
     keys = ["model_name"] + (["dataset_label"] if "dataset_label" in df.columns else [])
     parts = []
     for key, rows in df.groupby(keys, sort=False):
-        model, where = (key[0], f" on {key[1]}") if len(keys) == 2 else (key if isinstance(key, str) else key[0], "")
+        key = key if isinstance(key, tuple) else (key,)
+        model, where = key[0], "".join(f" on {label}" for label in key[1:])
         counts = [(recipe, int((r.best_epoch >= r.epochs_run).sum()), len(r)) for recipe, r in by_recipe(rows)]
         if sum(n for _, n, _ in counts):
             parts.append(f"{model}{where}: " + ", ".join(
