@@ -201,10 +201,12 @@ def scaling(df: pd.DataFrame):
         if not {"fm", "ifm"} <= set(means.columns):
             continue
         margin = (means["fm"] - means["ifm"]).dropna()
+        share = 100 * margin / means["fm"].loc[margin.index]        # the margin as a share of FM's error
         if len(margin) >= 2:
             grows = bool(margin.is_monotonic_increasing and margin.iloc[-1] > margin.iloc[0])
-            lines.append(f"{_under(recipe)}IFM's margin over FM (test RMSE) goes from {margin.iloc[0]:.4f} at "
-                         f"{margin.index[0]:,} training instances to {margin.iloc[-1]:.4f} at {margin.index[-1]:,}: it "
+            lines.append(f"{_under(recipe)}IFM's margin over FM (test RMSE) goes from {margin.iloc[0]:.4f} "
+                         f"({share.iloc[0]:.1f}% of FM's) at {margin.index[0]:,} training instances to "
+                         f"{margin.iloc[-1]:.4f} ({share.iloc[-1]:.1f}%) at {margin.index[-1]:,}: it "
                          + ("grows with every step of data" if grows else "does not grow steadily with data"))
         elif len(margin):
             lines.append(f"{_under(recipe)}IFM's margin over FM (test RMSE) is {margin.iloc[0]:.4f} at "
@@ -212,9 +214,9 @@ def scaling(df: pd.DataFrame):
     earlier = df[df.recipe == "legacy"].groupby("model_name")["test_rmse"].mean()
     whole = current[current.train_fraction == 1].groupby(["model_name", "recipe"])["test_rmse"].mean()
     if len(earlier):
-        lines.append("the earlier records on the 30% pool (recipe `legacy`, their own test set) have test RMSE "
+        lines.append("The earlier records on the 30% pool (recipe `legacy`, their own test set) have test RMSE "
                      + ", ".join(f"{m} {v:.4f}" for m, v in earlier.items())
                      + (", against " + ", ".join(f"{m} {v:.4f} (recipe {r})" for (m, r), v in whole.items())
                         + " on the whole reconstructed split" if len(whole) else ""))
-    return _markdown("**What we got:** " + ("; ".join(lines) if lines else "no size has both FM and IFM yet")
+    return _markdown("**What we got:** " + (". ".join(lines) if lines else "no size has both FM and IFM yet")
                      + ". The paper reports only the whole split.")
