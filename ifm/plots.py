@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter
+from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter, NullLocator
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -520,6 +520,10 @@ def scaling_figure(df: pd.DataFrame, paper: pd.DataFrame, metric: str = "test_rm
                            s=110, marker="D", facecolors="none", edgecolors=palette[model], linewidths=1.5,
                            label=f"{DISPLAY_NAMES.get(model, model)} (paper{', LibFM' if model == 'fm' else ''})")
         ax.set_xscale("log")
+        sizes = sorted(part.loc[part.recipe != "legacy", "train_instances"].unique()) if "recipe" in part \
+            else sorted(part.train_instances.unique())
+        ax.set_xticks(sizes, [f"{n:,}" for n in sizes], minor=False)    # the sizes run, not powers of ten
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("training instances (log scale)")
         ax.set_ylabel(metric_label(metric))
         ax.set_title(_label(df, name))
