@@ -110,6 +110,12 @@ class Experiment:
             self.stats["reused"] += 1
         return record
 
+    def training_elsewhere(self, config: TrainConfig, dataset_name: str, data_options: dict | None = None) -> str | None:
+        """Which live process (another fill, a notebook) is training `config`'s run now, if one is."""
+        data = self.dataset(dataset_name, data_options)
+        key, _ = run_key(config, data, self.data_options(dataset_name, data_options))
+        return self.cache.holder(self.cache.stem(key, config, dataset_name))
+
     def _stored(self, config: TrainConfig, dataset_name: str, data, options: dict, need_state: bool) -> dict | None:
         """The stored record of `config`, or of its twin: the same settings labelled with the other
         recipe, which trains the very same run (LibFM, Wide&Deep and DeepFM read the same under

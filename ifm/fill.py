@@ -14,7 +14,8 @@ label or device (`ifm.experiments.equivalents`), so each such run is planned onc
 
 `fill` hands the runs to worker processes (`--workers`, each with its share of the CPU threads;
 on a GPU they share the card). The run cache locks each run, so two `fill`s on one results
-directory never train the same run twice. With `--time-limit` a run starts only when the time
+directory never train the same run twice; a worker that finds its run locked by another live
+process puts it off (`RETRY_SECONDS`) and trains the next one instead of waiting. With `--time-limit` a run starts only when the time
 left exceeds what a run of that model on that dataset took so far (in this call, else in the
 records on this kind of device); at the limit, runs still going are stopped and nothing of
 them is written (records are written whole or not at all), and the command that continues is
@@ -141,6 +142,7 @@ def expected_seconds(item: Wanted, device: str, seen: dict, past: dict) -> float
 
 
 # --------------------------------------------------------------------------- workers
+RETRY_SECONDS = 30.0    # how long a run that another process is training is put off
 def _worker(tasks, results, settings: dict) -> None:
     """A worker process: train each task it is handed through the run cache, report, repeat."""
     import io
@@ -161,11 +163,16 @@ def _worker(tasks, results, settings: dict) -> None:
             exp = Experiment(settings["profile"], recipe=config.recipe, device=settings["device"],
                              data_dir=settings["data_dir"], results_dir=settings["results_dir"],
                              overrides=settings["overrides"], log=io.StringIO())
+            holder = exp.training_elsewhere(config, item.dataset, item.data_options or None)
+            if holder is not None:          # another fill has it: do something else, come back later
+                results.put((index, "busy", time.time() - started, holder))
+                continue
             record = exp.run(config, item.dataset, data_options=item.data_options or None)
             test = record.get("test", {})
             metric = "rmse" if "rmse" in test else "logloss"
-            results.put((index, "done", time.time() - started, f"test {metric} {test.get(metric, float('nan')):.4f}, "
-                         f"{record.get('epochs_run')} epochs"))
+            results.put((index, "done" if exp.stats["trained"] else "reused", time.time() - started,
+                         f"test {metric} {test.get(metric, float('nan')):.4f}, {record.get('epochs_run')} epochs"
+                         + ("" if exp.stats["trained"] else " (made meanwhile by another process)")))
         except Exception as err:        # reported by the parent, which carries on with the others
             results.put((index, "failed", time.time() - started, f"{type(err).__name__}: {err}"))
 
@@ -194,14 +201,16 @@ def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_lim
         return {"process": process, "tasks": tasks, "task": None, "since": None}
 
     pool = [start_worker() for _ in range(min(workers, len(items)))]
-    todo, counts = list(range(len(items))), {"done": 0, "failed": 0, "stopped": 0, "not started": 0}
+    todo, counts = list(range(len(items))), {"done": 0, "reused": 0, "failed": 0, "stopped": 0, "not started": 0}
+    later = {}      # index: when to look again at a run another process was training
 
     def hand_out():
         for slot in pool:
             if slot["task"] is not None or not todo:
                 continue
-            left = deadline - time.time()
-            pick = next((i for i in todo if (expected_seconds(items[i], device, seen, past) or 0) < left), None)
+            now, left = time.time(), deadline - time.time()
+            pick = next((i for i in todo if later.get(i, 0) <= now
+                         and (expected_seconds(items[i], device, seen, past) or 0) < left), None)
             if pick is None:
                 return
             todo.remove(pick)
@@ -209,11 +218,12 @@ def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_lim
             slot["tasks"].put((pick, items[pick]))
 
     hand_out()
-    while any(slot["task"] is not None for slot in pool):
+    while any(slot["task"] is not None for slot in pool) or any(i in later for i in todo):
         try:
             index, status, seconds, text = results.get(timeout=max(0.1, min(5.0, deadline - time.time())))
         except queue.Empty:
             if time.time() < deadline:
+                hand_out()                          # a run put off for another process may be due
                 for k, slot in enumerate(pool):     # a worker killed from outside (out of memory...) reports nothing
                     if slot["task"] is not None and not slot["process"].is_alive():
                         counts["failed"] += 1
@@ -233,12 +243,20 @@ def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_lim
             break
         slot = next(s for s in pool if s["task"] == index)
         slot["task"] = None
-        counts[status] += 1
         item = items[index]
+        if status == "busy":
+            if index not in later:
+                log(f"put off: {item.study}: {item.label}: {text} is training it; back to it later", flush=True)
+            todo.append(index)
+            later[index] = time.time() + RETRY_SECONDS
+            hand_out()
+            continue
+        later.pop(index, None)
+        counts[status] += 1
         if status == "done":
             seen.setdefault((item.config.model, item.dataset, device_kind(device)), []).append(
                 seconds / share(item.data_options))
-        log(f"[{counts['done'] + counts['failed']}/{len(items)}] {item.study}: {item.label}: "
+        log(f"[{counts['done'] + counts['reused'] + counts['failed']}/{len(items)}] {item.study}: {item.label}: "
             f"{'' if status == 'done' else 'FAILED: '}{text} ({seconds:.0f} s)", flush=True)
         hand_out()
     for slot in pool:
@@ -255,7 +273,9 @@ def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_lim
 
 def summary(counts: dict) -> str:
     """One line on what `fill` did."""
-    return (f"fill: {counts['done']} trained, {counts['failed']} failed, {counts['stopped']} stopped at the time "
+    return (f"fill: {counts['done']} trained, "
+            + (f"{counts['reused']} made meanwhile by another process, " if counts.get("reused") else "")
+            + f"{counts['failed']} failed, {counts['stopped']} stopped at the time "
             f"limit, {counts['not started']} not started ({counts['seconds']:.0f} s)")
 
 

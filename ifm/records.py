@@ -307,6 +307,10 @@ class RunCache:
         self._checked_state = (stem, state)     # the caller loads it next: hand this one over
         return True
 
+    def holder(self, stem: str) -> str | None:
+        """'pid N on HOST' of the live process training `stem` (holding its lock), else None."""
+        return _live_holder(self.directory / f"{stem}.lock")
+
     def lock(self, stem: str, on_wait=None):
         """Hold `<stem>.lock` while training a run, so that a second sweep on this directory waits
         for the record instead of training the same run again."""

@@ -172,3 +172,42 @@ def test_a_worker_that_dies_is_reported_and_replaced_and_the_other_runs_go_on(tm
                        log=lambda *a, **k: lines.append(" ".join(map(str, a))))
     assert counts["failed"] == 1 and counts["done"] == len(items)
     assert any("its worker died (exit code 3)" in line for line in lines)
+
+
+def test_a_run_another_process_is_training_is_put_off_and_the_worker_goes_on(tmp_path, monkeypatch):
+    """Two fills on one directory walk the same plan: the second must not wait on the first's run
+    but train the next one, and take the first's up again later (by then, from the records)."""
+    import os
+    import socket
+    import threading
+
+    monkeypatch.setattr(fill, "RETRY_SECONDS", 0.2)
+    items = smoke_plan(tmp_path)[:2]
+    exp = ex.Experiment("smoke", results_dir=tmp_path, overrides=TINY, log=None)
+    config = dataclasses.replace(items[0].config, device="cpu")
+    data = exp.dataset(items[0].dataset)
+    key, _ = ex.run_key(config, data, exp.data_options(items[0].dataset))
+    lock = exp.cache.directory / f"{exp.cache.stem(key, config, items[0].dataset)}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(f"{os.getpid()} {socket.gethostname()}\n")        # "another process" (this one) trains it
+    assert exp.training_elsewhere(config, items[0].dataset) == f"pid {os.getpid()} on {socket.gethostname()}"
+    release = threading.Timer(3.0, lock.unlink)
+    release.start()
+    lines = []
+    try:
+        counts = fill.fill(items, workers=1, profile="smoke", results_dir=tmp_path, overrides=TINY,
+                           log=lambda *a, **k: lines.append(" ".join(map(str, a))))
+    finally:
+        release.cancel()
+    assert counts["done"] == 2 and counts["not started"] == 0
+    put_off = [i for i, line in enumerate(lines) if line.startswith("put off:") and items[0].label in line]
+    assert len(put_off) == 1 and "is training it" in lines[put_off[0]]          # said once, however often retried
+    finished = [line for line in lines if line.startswith("[")]
+    assert items[1].label in finished[0] and items[0].label in finished[1]     # the free run went first
+
+
+def test_the_summary_counts_runs_another_process_made_meanwhile():
+    counts = {"done": 3, "reused": 1, "failed": 0, "stopped": 0, "not started": 2, "seconds": 60.0}
+    assert fill.summary(counts) == ("fill: 3 trained, 1 made meanwhile by another process, 0 failed, 0 stopped at "
+                                    "the time limit, 2 not started (60 s)")
+    assert "meanwhile" not in fill.summary({**counts, "reused": 0})
