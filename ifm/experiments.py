@@ -94,10 +94,7 @@ class Experiment:
         if config.recipe == "legacy":
             raise ValueError("recipe 'legacy' only reads the records made before the recipes existed; "
                              "train with recipe 'paper' or 'code'")
-        data = self.dataset(dataset_name, data_options)
-        options = self.data_options(dataset_name, data_options)
-        key, material = run_key(config, data, options)
-        stem = self.cache.stem(key, config, dataset_name)
+        data, options, key, material, stem = self._place(config, dataset_name, data_options)
         record = self._stored(config, dataset_name, data, options, save_state)
         if record is None:
             with self.cache.lock(stem, on_wait=lambda lock, holder: self.say(
@@ -110,11 +107,16 @@ class Experiment:
             self.stats["reused"] += 1
         return record
 
+    def _place(self, config: TrainConfig, dataset_name: str, data_options: dict | None):
+        """(data, data options, key, key material, stem) of `config`'s run: where the cache keeps it."""
+        data = self.dataset(dataset_name, data_options)
+        options = self.data_options(dataset_name, data_options)
+        key, material = run_key(config, data, options)
+        return data, options, key, material, self.cache.stem(key, config, dataset_name)
+
     def training_elsewhere(self, config: TrainConfig, dataset_name: str, data_options: dict | None = None) -> str | None:
         """Which live process (another fill, a notebook) is training `config`'s run now, if one is."""
-        data = self.dataset(dataset_name, data_options)
-        key, _ = run_key(config, data, self.data_options(dataset_name, data_options))
-        return self.cache.holder(self.cache.stem(key, config, dataset_name))
+        return self.cache.holder(self._place(config, dataset_name, data_options)[-1])
 
     def _stored(self, config: TrainConfig, dataset_name: str, data, options: dict, need_state: bool) -> dict | None:
         """The stored record of `config`, or of its twin: the same settings labelled with the other

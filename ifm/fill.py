@@ -143,6 +143,8 @@ def expected_seconds(item: Wanted, device: str, seen: dict, past: dict) -> float
 
 # --------------------------------------------------------------------------- workers
 RETRY_SECONDS = 30.0    # how long a run that another process is training is put off
+
+
 def _worker(tasks, results, settings: dict) -> None:
     """A worker process: train each task it is handed through the run cache, report, repeat."""
     import io
@@ -183,7 +185,8 @@ def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_lim
     """Train `items` (from `plan`) in order with `workers` processes until done or `time_limit`
     seconds have passed; each worker uses `threads` torch threads (default: on a CPU its share of
     the cores, on a GPU one); `past`: `past_seconds` of the results directory, if read already.
-    Returns counts: done, failed, stopped (cut at the limit), not started."""
+    Returns counts: done, reused (made meanwhile by another process), failed, stopped (cut at the
+    limit), not started."""
     started = time.time()
     deadline = started + time_limit if time_limit else math.inf
     if threads is None:
@@ -257,7 +260,7 @@ def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_lim
             seen.setdefault((item.config.model, item.dataset, device_kind(device)), []).append(
                 seconds / share(item.data_options))
         log(f"[{counts['done'] + counts['reused'] + counts['failed']}/{len(items)}] {item.study}: {item.label}: "
-            f"{'' if status == 'done' else 'FAILED: '}{text} ({seconds:.0f} s)", flush=True)
+            f"{'FAILED: ' if status == 'failed' else ''}{text} ({seconds:.0f} s)", flush=True)
         hand_out()
     for slot in pool:
         if slot["process"].is_alive():

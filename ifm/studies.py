@@ -339,7 +339,8 @@ def component_study(exp: Experiment) -> pd.DataFrame:
             references, seed_rows = {}, []
             for model in exp.profile.component_models:
                 config = exp.config(name, model, seed, pretrain_fm=True, freeze_embeddings=True)
-                fm = exp.run(config.pretrain_config(), name, save_state=True)
+                fm_config = config.pretrain_config()
+                fm = exp.run(fm_config, name, save_state=True)
                 record = exp.run(config, name)
                 if record is None or fm is None:
                     continue
@@ -348,7 +349,7 @@ def component_study(exp: Experiment) -> pd.DataFrame:
                                                          ri_rmse=0.0, ri_mae=0.0, fm_key=fm["cache"]["key"])
                 # Only w0, w and v are handed over (fm_state_of): an FM trained through batch norm on
                 # its pooled vector (code/FM.py) reaches the frozen model without that batch norm.
-                fm_batch_norm = bool(config.pretrain_config().model_options.get("batch_norm"))
+                fm_batch_norm = bool(fm_config.model_options.get("batch_norm"))
                 row = exp.row(record, name, component=COMPONENTS.get(model, "?"), fm_test_rmse=fm_rmse,
                               fm_key=fm["cache"]["key"], fm_batch_norm=fm_batch_norm)
                 row["ri_rmse"] = (fm_rmse - row["test_rmse"]) / fm_rmse

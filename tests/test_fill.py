@@ -174,31 +174,41 @@ def test_a_worker_that_dies_is_reported_and_replaced_and_the_other_runs_go_on(tm
     assert any("its worker died (exit code 3)" in line for line in lines)
 
 
-def test_a_run_another_process_is_training_is_put_off_and_the_worker_goes_on(tmp_path, monkeypatch):
-    """Two fills on one directory walk the same plan: the second must not wait on the first's run
-    but train the next one, and take the first's up again later (by then, from the records)."""
+def _hold_lock(tmp_path, item):
+    """Write the lock of `item`'s run as if another live process (this one) were training it."""
     import os
     import socket
+
+    exp = ex.Experiment("smoke", results_dir=tmp_path, overrides=TINY, log=None)
+    config = dataclasses.replace(item.config, device="cpu")
+    lock = exp.cache.directory / f"{exp._place(config, item.dataset, None)[-1]}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(f"{os.getpid()} {socket.gethostname()}\n")
+    assert exp.training_elsewhere(config, item.dataset) == f"pid {os.getpid()} on {socket.gethostname()}"
+    return exp, lock
+
+
+def _fill_logged(items, tmp_path, then, after: float):
+    """fill(items) with one worker while `then` runs `after` seconds in; (counts, logged lines)."""
     import threading
 
-    monkeypatch.setattr(fill, "RETRY_SECONDS", 0.2)
-    items = smoke_plan(tmp_path)[:2]
-    exp = ex.Experiment("smoke", results_dir=tmp_path, overrides=TINY, log=None)
-    config = dataclasses.replace(items[0].config, device="cpu")
-    data = exp.dataset(items[0].dataset)
-    key, _ = ex.run_key(config, data, exp.data_options(items[0].dataset))
-    lock = exp.cache.directory / f"{exp.cache.stem(key, config, items[0].dataset)}.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    lock.write_text(f"{os.getpid()} {socket.gethostname()}\n")        # "another process" (this one) trains it
-    assert exp.training_elsewhere(config, items[0].dataset) == f"pid {os.getpid()} on {socket.gethostname()}"
-    release = threading.Timer(3.0, lock.unlink)
-    release.start()
-    lines = []
+    timer, lines = threading.Timer(after, then), []
+    timer.start()
     try:
         counts = fill.fill(items, workers=1, profile="smoke", results_dir=tmp_path, overrides=TINY,
                            log=lambda *a, **k: lines.append(" ".join(map(str, a))))
     finally:
-        release.cancel()
+        timer.cancel()
+    return counts, lines
+
+
+def test_a_run_another_process_is_training_is_put_off_and_the_worker_goes_on(tmp_path, monkeypatch):
+    """Two fills on one directory walk the same plan: the second must not wait on the first's run
+    but train the next one, and take the first's up again later (by then, from the records)."""
+    monkeypatch.setattr(fill, "RETRY_SECONDS", 0.2)
+    items = smoke_plan(tmp_path)[:2]
+    _, lock = _hold_lock(tmp_path, items[0])
+    counts, lines = _fill_logged(items, tmp_path, lock.unlink, after=3.0)
     assert counts["done"] == 2 and counts["not started"] == 0
     put_off = [i for i, line in enumerate(lines) if line.startswith("put off:") and items[0].label in line]
     assert len(put_off) == 1 and "is training it" in lines[put_off[0]]          # said once, however often retried
@@ -211,3 +221,23 @@ def test_the_summary_counts_runs_another_process_made_meanwhile():
     assert fill.summary(counts) == ("fill: 3 trained, 1 made meanwhile by another process, 0 failed, 0 stopped at "
                                     "the time limit, 2 not started (60 s)")
     assert "meanwhile" not in fill.summary({**counts, "reused": 0})
+
+
+def test_a_put_off_run_that_the_other_process_finished_is_read_not_trained_and_not_called_failed(tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(fill, "RETRY_SECONDS", 0.2)
+    items = smoke_plan(tmp_path)[:1]
+    elsewhere = tmp_path / "elsewhere"                 # "the other process" trains it into its own directory first
+    assert fill.fill(items, workers=1, profile="smoke", results_dir=elsewhere, overrides=TINY, log=lambda *a, **k: None)["done"] == 1
+    exp, lock = _hold_lock(tmp_path, items[0])
+
+    def finish():                                       # its record lands, then its lock goes
+        for path in (elsewhere / "smoke").iterdir():
+            shutil.copy(path, exp.cache.directory / path.name)
+        lock.unlink()
+
+    counts, lines = _fill_logged(items, tmp_path, finish, after=1.0)
+    assert counts["reused"] == 1 and counts["done"] == counts["failed"] == 0
+    last = lines[-1]
+    assert last.startswith("[1/1]") and "made meanwhile by another process" in last and "FAILED" not in last
