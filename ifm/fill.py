@@ -19,18 +19,22 @@ process puts it off (`RETRY_SECONDS`) and trains the next one instead of waiting
 left exceeds what a run of that model on that dataset took so far (in this call, else in the
 records on this kind of device); at the limit, runs still going are stopped and nothing of
 them is written (records are written whole or not at all), and the command that continues is
-printed.
+printed. A `fill` stopped from outside (SIGTERM, Ctrl-C) stops its workers before it exits, and
+each gives up its run's lock.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import math
 import multiprocessing as mp
 import os
 import queue
 import re
+import signal
 import statistics
+import threading
 import time
 from dataclasses import dataclass
 
@@ -145,12 +149,43 @@ def expected_seconds(item: Wanted, device: str, seen: dict, past: dict) -> float
 RETRY_SECONDS = 30.0    # how long a run that another process is training is put off
 
 
+def _exit_on_sigterm(signum, frame):
+    """SIGTERM as SystemExit, so that `finally` blocks run: a worker gives up its run's lock (and
+    the record's temporary file), and `fill` stops its workers before it goes."""
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def _stopped_on_exit(pool: list):
+    """Within the block, SIGTERM to `fill` raises SystemExit (main thread only); on leaving it, the
+    workers in `pool` end: after their current task when the block finished, at once (SIGTERM,
+    which each turns into SystemExit) when it raised (killed, Ctrl-C); one still alive 10 s later
+    is killed. So a stopped `fill` leaves neither workers nor locks behind."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if main else None
+    finished = False
+    try:
+        yield
+        finished = True
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+        for slot in pool:
+            if slot["process"].is_alive():
+                slot["tasks"].put(None) if finished else slot["process"].terminate()
+        for slot in pool:
+            slot["process"].join(timeout=10)
+            if slot["process"].is_alive():
+                slot["process"].kill()
+
+
 def _worker(tasks, results, settings: dict) -> None:
     """A worker process: train each task it is handed through the run cache, report, repeat."""
     import io
 
     import torch
 
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)     # stopped: give up the run's lock on the way out
     torch.set_num_threads(settings["threads"])
     from ifm.experiments import Experiment
 
@@ -203,72 +238,67 @@ def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_lim
         process.start()
         return {"process": process, "tasks": tasks, "task": None, "since": None}
 
-    pool = [start_worker() for _ in range(min(workers, len(items)))]
-    todo, counts = list(range(len(items))), {"done": 0, "reused": 0, "failed": 0, "stopped": 0, "not started": 0}
-    later = {}      # index: when to look again at a run another process was training
+    pool = []
+    with _stopped_on_exit(pool):
+        pool.extend(start_worker() for _ in range(min(workers, len(items))))
+        todo, counts = list(range(len(items))), {"done": 0, "reused": 0, "failed": 0, "stopped": 0, "not started": 0}
+        later = {}      # index: when to look again at a run another process was training
 
-    def hand_out():
-        for slot in pool:
-            if slot["task"] is not None or not todo:
-                continue
-            now, left = time.time(), deadline - time.time()
-            pick = next((i for i in todo if later.get(i, 0) <= now
-                         and (expected_seconds(items[i], device, seen, past) or 0) < left), None)
-            if pick is None:
-                return
-            todo.remove(pick)
-            slot["task"], slot["since"] = pick, time.time()
-            slot["tasks"].put((pick, items[pick]))
-
-    hand_out()
-    while any(slot["task"] is not None for slot in pool) or any(i in later for i in todo):
-        try:
-            index, status, seconds, text = results.get(timeout=max(0.1, min(5.0, deadline - time.time())))
-        except queue.Empty:
-            if time.time() < deadline:
-                hand_out()                          # a run put off for another process may be due
-                for k, slot in enumerate(pool):     # a worker killed from outside (out of memory...) reports nothing
-                    if slot["task"] is not None and not slot["process"].is_alive():
-                        counts["failed"] += 1
-                        log(f"FAILED: {items[slot['task']].label}: its worker died (exit code "
-                            f"{slot['process'].exitcode}); the others carry on", flush=True)
-                        pool[k] = start_worker()
-                        hand_out()
-                continue
+        def hand_out():
             for slot in pool:
-                if slot["task"] is not None:
-                    log(f"stopped at the time limit: {items[slot['task']].label} (after "
-                        f"{time.time() - slot['since']:.0f} s; no record of it was written, though an FM "
-                        "pre-training it finished is kept)", flush=True)
-                    counts["stopped"] += 1
-                    slot["task"] = None
-                slot["process"].terminate()
-            break
-        slot = next(s for s in pool if s["task"] == index)
-        slot["task"] = None
-        item = items[index]
-        if status == "busy":
-            if index not in later:
-                log(f"put off: {item.study}: {item.label}: {text} is training it; back to it later", flush=True)
-            todo.append(index)
-            later[index] = time.time() + RETRY_SECONDS
-            hand_out()
-            continue
-        later.pop(index, None)
-        counts[status] += 1
-        if status == "done":
-            seen.setdefault((item.config.model, item.dataset, device_kind(device)), []).append(
-                seconds / share(item.data_options))
-        log(f"[{counts['done'] + counts['reused'] + counts['failed']}/{len(items)}] {item.study}: {item.label}: "
-            f"{'FAILED: ' if status == 'failed' else ''}{text} ({seconds:.0f} s)", flush=True)
+                if slot["task"] is not None or not todo:
+                    continue
+                now, left = time.time(), deadline - time.time()
+                pick = next((i for i in todo if later.get(i, 0) <= now
+                             and (expected_seconds(items[i], device, seen, past) or 0) < left), None)
+                if pick is None:
+                    return
+                todo.remove(pick)
+                slot["task"], slot["since"] = pick, time.time()
+                slot["tasks"].put((pick, items[pick]))
+
         hand_out()
-    for slot in pool:
-        if slot["process"].is_alive():
-            slot["tasks"].put(None)
-    for slot in pool:
-        slot["process"].join(timeout=10)
-        if slot["process"].is_alive():
-            slot["process"].terminate()
+        while any(slot["task"] is not None for slot in pool) or any(i in later for i in todo):
+            try:
+                index, status, seconds, text = results.get(timeout=max(0.1, min(5.0, deadline - time.time())))
+            except queue.Empty:
+                if time.time() < deadline:
+                    hand_out()                          # a run put off for another process may be due
+                    for k, slot in enumerate(pool):     # a worker killed from outside (out of memory...) reports nothing
+                        if slot["task"] is not None and not slot["process"].is_alive():
+                            counts["failed"] += 1
+                            log(f"FAILED: {items[slot['task']].label}: its worker died (exit code "
+                                f"{slot['process'].exitcode}); the others carry on", flush=True)
+                            pool[k] = start_worker()
+                            hand_out()
+                    continue
+                for slot in pool:
+                    if slot["task"] is not None:
+                        log(f"stopped at the time limit: {items[slot['task']].label} (after "
+                            f"{time.time() - slot['since']:.0f} s; no record of it was written, though an FM "
+                            "pre-training it finished is kept)", flush=True)
+                        counts["stopped"] += 1
+                        slot["task"] = None
+                    slot["process"].terminate()
+                break
+            slot = next(s for s in pool if s["task"] == index)
+            slot["task"] = None
+            item = items[index]
+            if status == "busy":
+                if index not in later:
+                    log(f"put off: {item.study}: {item.label}: {text} is training it; back to it later", flush=True)
+                todo.append(index)
+                later[index] = time.time() + RETRY_SECONDS
+                hand_out()
+                continue
+            later.pop(index, None)
+            counts[status] += 1
+            if status == "done":
+                seen.setdefault((item.config.model, item.dataset, device_kind(device)), []).append(
+                    seconds / share(item.data_options))
+            log(f"[{counts['done'] + counts['reused'] + counts['failed']}/{len(items)}] {item.study}: {item.label}: "
+                f"{'FAILED: ' if status == 'failed' else ''}{text} ({seconds:.0f} s)", flush=True)
+            hand_out()
     counts["not started"] = len(todo)
     counts["seconds"] = time.time() - started
     return counts

@@ -85,6 +85,53 @@ def test_at_the_time_limit_runs_are_stopped_and_nothing_half_written_is_left(tmp
     assert len(smoke_plan(tmp_path)) == len(items)      # the stopped run is still to do
 
 
+def test_a_fill_killed_with_sigterm_takes_its_workers_with_it_and_leaves_no_lock(tmp_path):
+    """`kill <fill>` (a batch system's time limit, a closed session): the workers must not go on
+    training in the background, and the lock of the run they held must go."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = tmp_path / "fill_forever.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from ifm import fill\n"
+        "from test_fill import smoke_plan, TINY\n"
+        f"results = {str(tmp_path / 'results')!r}\n"
+        "long = {**TINY, 'epochs': 10000, 'dataset_options': {'synthetic': {'n': 4000}}}\n"
+        "if __name__ == '__main__':\n"
+        "    items = fill.plan('smoke', 'paper,code', studies=['table3'], seeds=[0], results_dir=results,\n"
+        "                      datasets=['synthetic'], overrides=long)\n"
+        "    fill.fill(items, workers=2, profile='smoke', results_dir=results, overrides=long, log=lambda *a, **k: None)\n")
+    parent = subprocess.Popen([sys.executable, str(script)], cwd=Path(__file__).parents[1])
+    try:
+        deadline, locks = time.time() + 120, []
+        while not locks and time.time() < deadline and parent.poll() is None:
+            time.sleep(0.05)
+            locks = list((tmp_path / "results").rglob("*.lock"))
+        assert locks, "no worker took a run's lock within 120 s"
+        workers = {int(lock.read_text().split()[0]) for lock in locks}
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    for pid in workers:
+        try:
+            os.kill(pid, 0)
+            alive = True
+        except ProcessLookupError:
+            alive = False
+        assert not alive, f"worker {pid} outlived its fill"
+    assert not list(tmp_path.rglob("*.lock")) and not list(tmp_path.rglob("*.tmp"))
+    for path in (tmp_path / "results").rglob("*.json"):
+        json.loads(path.read_text())                    # every record there is whole
+
+
 def test_a_run_starts_only_when_its_expected_time_fits():
     config = ex.Experiment("smoke", overrides=TINY, log=None).config("frappe", "afm", 0)
     item = fill.Wanted("table3", "frappe", {}, config, "AFM")
