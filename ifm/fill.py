@@ -15,12 +15,12 @@ label or device (`ifm.experiments.equivalents`), so each such run is planned onc
 `fill` hands the runs to worker processes (`--workers`, each with its share of the CPU threads;
 on a GPU they share the card). The run cache locks each run, so two `fill`s on one results
 directory never train the same run twice; a worker that finds its run locked by another live
-process puts it off (`RETRY_SECONDS`) and trains the next one instead of waiting. With `--time-limit` a run starts only when the time
-left exceeds what a run of that model on that dataset took so far (in this call, else in the
-records on this kind of device); at the limit, runs still going are stopped and nothing of
-them is written (records are written whole or not at all), and the command that continues is
-printed. A `fill` stopped from outside (SIGTERM, Ctrl-C) stops its workers before it exits, and
-each gives up its run's lock.
+process puts it off (`RETRY_SECONDS`) and trains the next one instead of waiting. With
+`--time-limit` a run starts only when the time left exceeds what a run of that model on that
+dataset took so far (in this call, else in the records on this kind of device); at the limit,
+runs still going are stopped and nothing of them is written (records are written whole or not at
+all), and the command that continues is printed. A `fill` stopped from outside (SIGTERM, Ctrl-C)
+stops its workers before it exits, and each gives up its run's lock.
 """
 from __future__ import annotations
 
