@@ -105,10 +105,10 @@ def plan(profile: str = "paper", recipe: str = "paper,code", *, studies=None, da
 
 # --------------------------------------------------------------------------- how long a run takes
 def past_seconds(results_dir=None, profile: str = "paper") -> dict:
-    """{(model, dataset, device kind): [wall seconds of each record, per whole training split]} of
-    the records in the results directory under the current recipes (not the legacy records, made
-    on a smaller Frappe), device kind 'cpu' or 'gpu'; a run on a share of the training split
-    counts as its seconds divided by that share."""
+    """{(model, dataset, recipe, device kind): [wall seconds of each record, per whole training
+    split]} of the records in the results directory under the current recipes (not the legacy
+    records, made on a smaller Frappe), device kind 'cpu' or 'gpu'; a run on a share of the
+    training split counts as its seconds divided by that share."""
     from ifm.records import RunCache, results_root
     from ifm.settings import RECIPES
 
@@ -118,8 +118,8 @@ def past_seconds(results_dir=None, profile: str = "paper") -> dict:
             for record in configs.values():
                 seconds = record.get("wall_seconds") or record.get("train_seconds")
                 if seconds and record["config"].get("recipe") in RECIPES:
-                    key = (record["config"]["model"], record["cache"]["material"]["data"]["name"],
-                           device_kind(record["config"].get("device", "cpu")))
+                    key = time_key(record["config"]["model"], record["cache"]["material"]["data"]["name"],
+                                   record["config"]["recipe"], record["config"].get("device", "cpu"))
                     times.setdefault(key, []).append(float(seconds) / share(record["cache"]["material"]["data"]["options"]))
     return times
 
@@ -135,14 +135,22 @@ def device_kind(device: str) -> str:
 
 def expected_seconds(item: Wanted, device: str, seen: dict, past: dict) -> float | None:
     """What a run of `item` should take here: the longest of this call's runs of that model on that
-    dataset, else the median of the records' on this kind of device, else None (unknown); both
-    per whole training split, times the share `item` trains on."""
-    key = (item.config.model, item.dataset, device_kind(device))
+    dataset under its recipe, else the median of the records' on this kind of device under its
+    recipe, else the median of the records' under any recipe (the recipes differ in stopping
+    rules: on the MovieLens stand-in an IFM under `code` takes several times one under `paper`),
+    else None (unknown); all per whole training split, times the share `item` trains on."""
+    key = time_key(item.config.model, item.dataset, item.config.recipe, device)
     if seen.get(key):
         return max(seen[key]) * share(item.data_options)
-    if past.get(key):
-        return statistics.median(past[key]) * share(item.data_options)
+    anyrecipe = [s for k, v in past.items() if (k[:2], k[3]) == (key[:2], key[3]) for s in v]
+    if past.get(key) or anyrecipe:
+        return statistics.median(past.get(key) or anyrecipe) * share(item.data_options)
     return None
+
+
+def time_key(model: str, dataset: str, recipe: str, device: str) -> tuple:
+    """The key of `past_seconds` and of a fill's own times: (model, dataset, recipe, device kind)."""
+    return model, dataset, recipe, device_kind(device)
 
 
 # --------------------------------------------------------------------------- workers
@@ -294,7 +302,7 @@ def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_lim
             later.pop(index, None)
             counts[status] += 1
             if status == "done":
-                seen.setdefault((item.config.model, item.dataset, device_kind(device)), []).append(
+                seen.setdefault(time_key(item.config.model, item.dataset, item.config.recipe, device), []).append(
                     seconds / share(item.data_options))
             log(f"[{counts['done'] + counts['reused'] + counts['failed']}/{len(items)}] {item.study}: {item.label}: "
                 f"{'FAILED: ' if status == 'failed' else ''}{text} ({seconds:.0f} s)", flush=True)

@@ -134,14 +134,33 @@ def test_a_fill_killed_with_sigterm_takes_its_workers_with_it_and_leaves_no_lock
 
 def test_a_run_starts_only_when_its_expected_time_fits():
     config = ex.Experiment("smoke", overrides=TINY, log=None).config("frappe", "afm", 0)
+    assert config.recipe == "paper"
     item = fill.Wanted("table3", "frappe", {}, config, "AFM")
-    past = {("afm", "frappe", "cpu"): [3000.0, 3600.0, 4000.0], ("afm", "frappe", "gpu"): [200.0]}
+    past = {("afm", "frappe", "paper", "cpu"): [3000.0, 3600.0, 4000.0], ("afm", "frappe", "paper", "gpu"): [200.0],
+            ("afm", "frappe", "code", "cpu"): [9000.0]}
     assert fill.expected_seconds(item, "cpu", {}, past) == 3600.0                       # the records' median
     assert fill.expected_seconds(item, "cuda", {}, past) == 200.0                       # on this kind of device
-    assert fill.expected_seconds(item, "cpu", {("afm", "frappe", "cpu"): [10.0, 50.0]}, past) == 50.0   # this call's
+    seen = {("afm", "frappe", "paper", "cpu"): [10.0, 50.0]}
+    assert fill.expected_seconds(item, "cpu", seen, past) == 50.0                        # this call's
     assert fill.expected_seconds(item, "cpu", {}, {}) is None
     eighth = fill.Wanted("scaling", "frappe", {"train_fraction": 0.125}, config, "AFM on 1/8")
     assert fill.expected_seconds(eighth, "cpu", {}, past) == 450.0                     # an eighth of the data
+    # each recipe has its own times (its stopping rules differ); a recipe never run here borrows
+    # the median over every recipe's records of that model, dataset and kind of device
+    code = fill.Wanted("table3", "frappe", {}, dataclasses.replace(config, recipe="code"), "AFM (code)")
+    assert fill.expected_seconds(code, "cpu", {}, past) == 9000.0
+    assert fill.expected_seconds(code, "cpu", seen, past) == 9000.0                      # not the other recipe's
+    assert fill.expected_seconds(code, "cuda", {}, past) == 200.0
+    assert fill.expected_seconds(item, "cpu", {}, {("afm", "frappe", "code", "cpu"): [100.0, 300.0]}) == 200.0
+
+
+def test_past_seconds_reads_each_records_recipe_and_share(tmp_path):
+    items = [i for i in smoke_plan(tmp_path) if i.config.model in ("fm", "nfm")]
+    assert {i.config.recipe for i in items} == {"paper", "code"}
+    fill.fill(items, workers=1, profile="smoke", results_dir=tmp_path, overrides=TINY, log=lambda *a, **k: None)
+    past = fill.past_seconds(tmp_path, "smoke")
+    assert sorted(past) == sorted(fill.time_key(i.config.model, i.dataset, i.config.recipe, "cpu") for i in items)
+    assert all(len(v) == 1 and v[0] > 0 for v in past.values())
 
 
 @pytest.mark.parametrize("argv, words", [
