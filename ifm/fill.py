@@ -78,10 +78,15 @@ def _study_functions() -> dict:
 def plan(profile: str = "paper", recipe: str = "paper,code", *, studies=None, datasets=None, seeds=None,
          results_dir=None, overrides=None) -> list[Wanted]:
     """The runs missing from the results directory that the pages of `studies` (default: all)
-    ask for, each once, in the order they should be trained."""
+    ask for, each once, in the order they should be trained. `datasets` picks among the runs the
+    pages read at their defaults (Frappe and the MovieLens stand-in for the regression pages,
+    Frappe alone for the data-scaling page, Avazu for Table 4): `--dataset avazu` never plans a
+    sweep on Avazu. A dataset that no page reads at its defaults (e.g. synthetic) is planned as the
+    pages would run on it if given it as their `datasets` parameter."""
     import io
 
     from ifm.experiments import Experiment, equivalents
+    from ifm.profiles import parse_datasets
     from ifm.records import _identity_text, config_identity
 
     functions = _study_functions()
@@ -89,17 +94,22 @@ def plan(profile: str = "paper", recipe: str = "paper,code", *, studies=None, da
     if unknown:
         raise ValueError(f"study must be one of {', '.join(STUDY_ORDER)}, got {', '.join(unknown)}")
     out, seen = [], set()
-    exp = Experiment(profile, recipe=recipe, datasets=datasets, seeds=seeds, results_dir=results_dir,
+    datasets = parse_datasets(datasets)
+    exp = Experiment(profile, recipe=recipe, seeds=seeds, results_dir=results_dir,
                      overrides=overrides, train_missing=False, log=io.StringIO())   # one read of the records
+    read = set(exp.profile.datasets) | set(exp.profile.ctr_datasets)
+    others = tuple(d for d in datasets or () if d not in read)
+    passes = ([None] if not datasets or len(others) < len(datasets) else []) + ([others] if others else [])
     for name in [s for s in STUDY_ORDER if s in (studies or STUDY_ORDER)]:     # a run shared by studies goes to the first
-        exp.wanted = []
-        functions[name](exp)
-        for config, dataset, options in exp.wanted:
-            same = {_identity_text({"d": dataset, "o": options, "c": config_identity(c)}) for c in equivalents(config)}
-            if same & seen:
-                continue
-            seen |= same
-            out.append(Wanted(name, dataset, options, config, exp.describe(config, dataset)))
+        for pages_datasets in passes:                                          # the pages' own datasets, then others
+            exp.datasets, exp.wanted = pages_datasets, []
+            functions[name](exp)
+            for config, dataset, options in exp.wanted:
+                same = {_identity_text({"d": dataset, "o": options, "c": config_identity(c)}) for c in equivalents(config)}
+                if same & seen or (datasets and dataset not in datasets):
+                    continue
+                seen |= same
+                out.append(Wanted(name, dataset, options, config, exp.describe(config, dataset)))
     return sorted(out, key=Wanted.order)
 
 
@@ -343,7 +353,7 @@ def add_fill_parser(sub):
     p.add_argument("--study", action="append", choices=STUDY_ORDER,
                    help="only this study's runs (repeatable; default: every study, in the order above)")
     p.add_argument("--dataset", action="append", choices=[d for d in DATASET_NAMES if d != "synthetic"],
-                   help="only this dataset's runs (repeatable)")
+                   help="only this dataset's runs among those the pages read (repeatable): '--dataset avazu' is Table 4's")
     p.add_argument("--seeds", type=number_arg("seed"), nargs="+",
                    help=f"seeds, each {LIMITS['seed']} (default: the profile's)")
     p.add_argument("--workers", type=number_arg("workers"), default=1,

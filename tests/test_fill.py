@@ -132,6 +132,22 @@ def test_a_fill_killed_with_sigterm_takes_its_workers_with_it_and_leaves_no_lock
         json.loads(path.read_text())                    # every record there is whole
 
 
+def test_dataset_picks_among_the_runs_the_pages_read_and_adds_no_page_on_it(tmp_path):
+    # a book whose regression pages read synthetic data; its data-scaling page reads Frappe alone,
+    # so --dataset synthetic plans Table 3 on it and no scaling run (before, 3 fractions x 3 models)
+    book = {**TINY, "datasets": ["synthetic"], "ctr_datasets": []}
+    items = fill.plan("smoke", "paper", studies=["table3", "scaling"], datasets=["synthetic"], seeds=[0],
+                      results_dir=tmp_path, overrides=book)
+    assert {(i.study, i.dataset) for i in items} == {("table3", "synthetic")}
+    assert len(items) == len(fill.plan("smoke", "paper", studies=["table3"], seeds=[0], results_dir=tmp_path,
+                                       overrides=book))
+    # a dataset no page reads at its defaults is planned as the pages would run on it
+    items = fill.plan("smoke", "paper", studies=["table3", "scaling"], seeds=[0], results_dir=tmp_path, **SYNTHETIC)
+    assert {(i.study, i.dataset) for i in items} == {("table3", "synthetic"), ("scaling", "synthetic")}
+    with pytest.raises(ValueError, match="datasets must be a list of"):
+        fill.plan("smoke", "paper", datasets=["criteo"], results_dir=tmp_path)
+
+
 def test_a_run_starts_only_when_its_expected_time_fits():
     config = ex.Experiment("smoke", overrides=TINY, log=None).config("frappe", "afm", 0)
     assert config.recipe == "paper"
