@@ -17,7 +17,8 @@ on a GPU they share the card). The run cache locks each run, so two `fill`s on o
 directory never train the same run twice; a worker that finds its run locked by another live
 process puts it off (`RETRY_SECONDS`) and trains the next one instead of waiting. With
 `--time-limit` a run starts only when the time left exceeds what a run of that model on that
-dataset took so far (in this call, else in the records on this kind of device); at the limit,
+dataset under that recipe took so far (in this call, else in the records on this kind of
+device); at the limit,
 runs still going are stopped and nothing of them is written (records are written whole or not at
 all), and the command that continues is printed. A `fill` stopped from outside (SIGTERM, Ctrl-C)
 stops its workers before it exits, and each gives up its run's lock.
@@ -152,10 +153,9 @@ def expected_seconds(item: Wanted, device: str, seen: dict, past: dict) -> float
     key = time_key(item.config.model, item.dataset, item.config.recipe, device)
     if seen.get(key):
         return max(seen[key]) * share(item.data_options)
-    anyrecipe = [s for k, v in past.items() if (k[:2], k[3]) == (key[:2], key[3]) for s in v]
-    if past.get(key) or anyrecipe:
-        return statistics.median(past.get(key) or anyrecipe) * share(item.data_options)
-    return None
+    model, dataset, _, kind = key
+    known = past.get(key) or [s for (m, d, _, k), v in past.items() if (m, d, k) == (model, dataset, kind) for s in v]
+    return statistics.median(known) * share(item.data_options) if known else None
 
 
 def time_key(model: str, dataset: str, recipe: str, device: str) -> tuple:

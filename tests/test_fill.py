@@ -170,7 +170,7 @@ def test_a_run_starts_only_when_its_expected_time_fits():
     assert fill.expected_seconds(item, "cpu", {}, {("afm", "frappe", "code", "cpu"): [100.0, 300.0]}) == 200.0
 
 
-def test_past_seconds_reads_each_records_recipe_and_share(tmp_path):
+def test_past_seconds_keys_each_records_time_by_its_recipe(tmp_path):
     items = [i for i in smoke_plan(tmp_path) if i.config.model in ("fm", "nfm")]
     assert {i.config.recipe for i in items} == {"paper", "code"}
     fill.fill(items, workers=1, profile="smoke", results_dir=tmp_path, overrides=TINY, log=lambda *a, **k: None)
