@@ -16,7 +16,8 @@ from ifm.experiments import Experiment, dataset_label
 from ifm.models import DISPLAY_NAMES
 from ifm.paper import paper_best, paper_reported, paper_table
 from ifm.records import read_json
-from ifm.stats import best_by, by_recipe, panels, seeds_per_setting, t_interval
+from ifm.rules import matched
+from ifm.stats import by_recipe, panels, t_interval
 from ifm.studies import (activation_study, component_study, convergence_study, ctr_study, depth_study,
                          dropout_study, factor_study, regression_study)
 
@@ -51,14 +52,13 @@ def compare_sweep(df: pd.DataFrame, item: str, option: str, grid, reported: dict
     best = paper_best(option, reported)
     rows = []
     for metric in ("valid_rmse", "valid_mae"):
-        for r in best_by(df, option, metric).itertuples():
-            recipe = getattr(r, "recipe", df.attrs.get("recipe"))
-            runs = df[(df.dataset == r.dataset) & ((df.recipe == recipe) if "recipe" in df else True)]
-            rows.append(_row(item, recipe, r.dataset, runs.dataset_label.iloc[0],
+        for recipe, (name,), runs in _groups(df, "dataset"):
+            wide = matched(runs, option, metric)          # the seeds every setting shares, alone
+            ours = wide.mean().idxmin() if len(wide) else None
+            rows.append(_row(item, recipe, name, runs.dataset_label.iloc[0],
                              f"best {SWEEP_WORDS[option]} by validation {metric.split('_')[1].upper()}"
-                             f" ({runs[option].nunique()} of {len(grid)} settings run)",
-                             _setting(best.get(r.dataset)), _setting(getattr(r, option)),
-                             n=seeds_per_setting(runs, option)))
+                             f" ({runs[option].nunique()} of {len(grid)} settings run, on the seeds all share)",
+                             _setting(best.get(name)), _setting(ours), n=len(wide)))
     return rows
 
 

@@ -18,7 +18,8 @@ import seaborn as sns
 
 from ifm.models import DISPLAY_NAMES
 from ifm.registry import DATASET_NAMES
-from ifm.stats import best_by, by_recipe, paired_t_test, panels, recipes_of, seeds_per_setting, summarize
+from ifm.rules import matched, sweep_judgements
+from ifm.stats import by_recipe, panels, recipes_of, summarize, t_interval
 
 OURS = "#0173b2"      # seaborn colorblind blue
 PAPER = "#de8f05"     # seaborn colorblind orange
@@ -219,32 +220,27 @@ def rename_index(table: pd.DataFrame, names: dict | None = None) -> pd.DataFrame
     return table
 
 
-def best_setting_table(df: pd.DataFrame, option: str, paper_best: dict,
-                       metrics=("valid_rmse", "valid_mae")) -> pd.DataFrame:
-    """Per dataset: the paper's best setting, ours by each metric, our error at both, and (with
-    two or more seeds at both) a paired t-test over seeds of our best against the paper's best."""
+def best_setting_table(df: pd.DataFrame, option: str, paper_best: dict, grid=None) -> pd.DataFrame:
+    """Per reading and dataset, what `ifm.rules.sweep_judgements` found: the paper's best and ours
+    over the seeds every setting shares, the set S of settings not significantly worse than ours,
+    the settings significantly worse than the paper's, the seed noise at the paper's setting, and
+    the verdict. It only lays out the judgement; the rule is in `ifm.rules`."""
     if df.empty:
-        return pd.DataFrame({"paper's best": paper_best}).rename_axis("dataset")
+        return pd.DataFrame({"paper's best": paper_best}).rename_axis("data")
     rows = []
-    cells = [(recipe, name, part[part.dataset == name]) for recipe, part in by_recipe(df) for name in _datasets(part)]
-    for recipe, name, part in cells:
-        row = {"dataset": _label(df, name) + ("" if recipe is None else f", recipe {recipe}"),
-               "paper's best": paper_best.get(name, "n/a")}
-        for metric in metrics:
-            best = best_by(part, option, metric)
-            row[f"our best by {metric_label(metric)}"] = best[option].iloc[0] if len(best) else "n/a"
-        means = part.groupby(option, sort=False)[metrics[0]].mean()
-        pb, ours = paper_best.get(name), row[f"our best by {metric_label(metrics[0])}"]
-        row[f"our {metric_label(metrics[0])} at the paper's best"] = fmt(means.get(pb, float("nan")))
-        row[f"our {metric_label(metrics[0])} at our best"] = fmt(means.min())
-        # Seeds pair naturally: one seed shares the FM pre-training and batch order across settings.
-        at = {value: part[part[option] == value].set_index("seed")[metrics[0]] for value in (ours, pb)}
-        seeds = sorted(set(at[ours].index) & set(at[pb].index)) if pb in means.index else []
-        p = paired_t_test(at[ours].loc[seeds], at[pb].loc[seeds])[1] if ours != pb and seeds else float("nan")
-        row["seeds"] = seeds_per_setting(part, option)
-        row["p (ours vs paper's best)"] = p if not math.isnan(p) else "n/a"   # unrounded: the verdict tests it
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("dataset")
+    for recipe, name, label, j, sd, sd_seeds in sweep_judgements(df, option, paper_best, grid or df.attrs.get("grid")):
+        rows.append({
+            "data": label + ("" if recipe is None else f", recipe {recipe}"),
+            "paper's best": j.paper, "our best": j.best if j.best is not None else "n/a",
+            "shared seeds": len(j.seeds),
+            "ours at the paper's": fmt(j.means.get(j.paper, float("nan"))),
+            "ours at our best": fmt(j.means.get(j.best, float("nan"))),
+            "seed SD at the paper's": "n/a" if sd != sd else f"{sd:.4f} ({len(sd_seeds)} seeds)",
+            "S: not worse than our best": ", ".join(str(v) for v in j.in_s) or "n/a",
+            "worse than the paper's": ", ".join(str(v) for v in j.worse_than_paper)
+            if j.in_s else "n/a",
+            "verdict": j.verdict + (f" ({len(j.missing)} settings not run)" if j.missing else "")})
+    return pd.DataFrame(rows).set_index("data")
 
 
 def _datasets(df):
@@ -257,8 +253,10 @@ def _label(df, dataset):
 
 def sweep_figure(df: pd.DataFrame, option: str, paper_best: dict, *, metrics=("valid_rmse", "valid_mae"),
                  xlabel: str | None = None, title: str = "") -> plt.Figure:
-    """Ours: mean validation error per setting (95% interval over seeds); the paper gives only
-    its best setting (dashed orange line), our best is the filled star."""
+    """Ours: mean validation error per setting over the seeds every setting shares (95% interval
+    when they are several), so that no 3-seed mean meets single runs; the star is our best by
+    validation RMSE on those seeds (`ifm.rules.sweep_judgements`), the dashed orange line the
+    paper's best setting (the paper gives no numbers)."""
     if df.empty:
         return _nothing()
     datasets = _datasets(df)
@@ -267,6 +265,7 @@ def sweep_figure(df: pd.DataFrame, option: str, paper_best: dict, *, metrics=("v
                              squeeze=False)
     parts = by_recipe(df)
     grid = list(df.attrs.get("grid") or [])     # the sweep's settings, run or not: the x axis shows them all
+    judged = {(r, n): j for r, n, _, j, _, _ in sweep_judgements(df, option, paper_best, grid or None)}
     for col, name in enumerate(datasets):
         values = list(dict.fromkeys(grid + df.loc[df.dataset == name, option].tolist()))
         x_all = np.arange(len(values)) if categorical else np.asarray(values, dtype=float)
@@ -276,37 +275,46 @@ def sweep_figure(df: pd.DataFrame, option: str, paper_best: dict, *, metrics=("v
                 part = rows[rows.dataset == name]
                 if part.empty:
                     continue
-                mine = [v for v in values if v in set(part[option])]
-                s = summarize(part, [option], list(metrics)).set_index(option).loc[mine]
+                wide = matched(part, option, metric)
+                mine = [v for v in values if v in wide.columns]
+                if not mine:     # no seed shared by every setting run: nothing can be compared
+                    ax.annotate(f"{_ours(recipe)}: no seed shared by all settings", (0.02, 0.95 - 0.08 * n),
+                                xycoords="axes fraction", fontsize="small", color=RECIPE_COLORS.get(recipe, OURS))
+                    continue
                 x = x_all[[values.index(v) for v in mine]] + (0.08 * (n - (len(parts) - 1) / 2) if categorical else 0)
                 color = OURS if recipe is None else RECIPE_COLORS.get(recipe, OURS)
-                mean, half = s[f"{metric}_mean"].to_numpy(), s[f"{metric}_half"].to_numpy()
+                stats = [t_interval(wide[v]) for v in mine]
+                mean, half = np.array([m for m, _ in stats]), np.array([h for _, h in stats])
                 has_bars = not np.all(np.isnan(half))
+                k = len(wide)
                 ax.errorbar(x, mean, yerr=np.nan_to_num(half) if has_bars else None, color=color, marker="o",
                             capsize=3, lw=1.5, ls="none" if categorical else RECIPE_LINES.get(recipe, "-"),
-                            label=f"{_ours(recipe)} ({'mean ± 95% CI' if has_bars else '1 seed'})")
-                if not np.all(np.isnan(mean)):
-                    best = int(np.nanargmin(mean))
-                    ax.plot(x[best], mean[best], marker="*", ms=14, color=color, ls="none",
-                            label=f"our best{'' if recipe is None else f', recipe {recipe}'}: {mine[best]}"
-                                  + (f" ({len(mine)} of {len(values)} settings run)" if len(mine) < len(values) else ""))
-            x = x_all
+                            label=f"{_ours(recipe)}, {k} shared seed{'s' if k != 1 else ''}"
+                                  + (" (mean ± 95% CI)" if has_bars else ""))
+                j = judged.get((recipe, name))
+                if j is not None and j.best in mine and metric == "valid_rmse":
+                    i = mine.index(j.best)
+                    ax.plot(x[i], mean[i], marker="*", ms=14, color=color, ls="none",
+                            label=f"our best: {j.best}" + (f" ({len(mine)} of {len(values)} settings run)"
+                                                           if len(mine) < len(values) else ""))
             if name in paper_best:
                 pb = paper_best[name]
                 px = values.index(pb) if categorical and pb in values else (None if categorical else pb)
                 if px is not None:
                     ax.axvline(px, color=PAPER, ls="--", lw=1.5, label=f"paper's best: {pb}")
             if categorical:
-                ax.set_xticks(x, [str(v) for v in values])
+                ax.set_xticks(x_all, [str(v) for v in values])
                 ax.set_xlim(-0.5, len(values) - 0.5)
             else:
-                ax.set_xticks(x)
-                ax.set_xlim(x.min() - 0.05 * max(np.ptp(x), 1), x.max() + 0.05 * max(np.ptp(x), 1))
+                ax.set_xticks(x_all)
+                ax.set_xlim(x_all.min() - 0.05 * max(np.ptp(x_all), 1), x_all.max() + 0.05 * max(np.ptp(x_all), 1))
             ax.set_xlabel(xlabel or option)
             ax.set_ylabel(metric_label(metric))
             ax.set_title(_label(df, name))
-            ax.legend(loc="best")
-    fig.suptitle(f"{title}\n{stamp(df)}" if title else stamp(df))
+            ax.legend(loc="best", fontsize="x-small")
+    stamp_text = (f"ours: profile {df.attrs.get('profile', '?')}, recipe {df.attrs.get('recipe', '?')} | "
+                  f"{_devices_text(df)}")
+    fig.suptitle(f"{title}\n{stamp_text}" if title else stamp_text)
     return fig
 
 
@@ -426,18 +434,21 @@ def factor_table(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     feature_cols = [c for c in ours.columns if c.startswith("feature_x")]
     p = paper.set_index("instance")
     tables = []
+    seeds = "seed" in ours and ours.seed.nunique() > 1
     for recipe, o in by_recipe(ours):
-        o = o.set_index("instance")
-        out = pd.DataFrame(index=pd.Index(o.index.tolist(), name="instance"))
+        instances = o["instance"].to_numpy()
+        out = pd.DataFrame(index=pd.RangeIndex(len(o)))
         for title, col in pairs:
-            out[(title, "paper")] = [fmt(v, digits=2) for v in (p[col].reindex(out.index) if col in p
-                                                                 else [float("nan")] * len(out))]
+            out[(title, "paper")] = [fmt(v, digits=2) for v in (p[col].reindex(instances) if col in p
+                                                                 else [float("nan")] * len(o))]
             out[(title, "ours")] = [fmt(v, digits=2) for v in o[col]]
         out[("our instance", "test row")] = o["test_index"].to_numpy()
-        out[("our instance", "feature ids")] = [", ".join(str(o.loc[i, c]) for c in feature_cols) for i in out.index]
+        out[("our instance", "feature ids")] = [", ".join(str(v) for v in row) for row in o[feature_cols].to_numpy()]
         out[("our instance", "chosen as")] = o["chosen_as"].to_numpy()
-        if recipe is not None:
-            out.index = pd.MultiIndex.from_tuples([(recipe, i) for i in out.index], names=["recipe", "instance"])
+        levels = ([("recipe", [recipe] * len(o))] if recipe is not None else []) + \
+            ([("seed", o["seed"].tolist())] if seeds else []) + [("instance", instances.tolist())]
+        out.index = pd.MultiIndex.from_arrays([v for _, v in levels], names=[n for n, _ in levels]) \
+            if len(levels) > 1 else pd.Index(instances, name="instance")
         tables.append(out)
     out = pd.concat(tables)
     out.columns = pd.MultiIndex.from_tuples(out.columns)
@@ -479,15 +490,20 @@ def convergence_table(summary: pd.DataFrame) -> pd.DataFrame:
     return out.set_index(["data", "recipe", "model"])
 
 
-VERDICT_COLOURS = {"reproduced": "#d8f0d8", "partly": "#fdf0c8", "not reproduced": "#f6d0cc",
-                   "cannot be tested here": "#e6e6e6", "not run yet": "#ffffff"}
+VERDICT_COLOURS = {"reproduced": "#d8f0d8", "consistent, not separated": "#e8f0f8", "partly": "#fdf0c8",
+                   "not reproduced": "#f6d0cc", "too few seeds": "#f2f2f2", "cannot be tested here": "#e6e6e6",
+                   "not run yet": "#ffffff"}
 
 
-def scorecard_table(card: pd.DataFrame):
-    """The claims scorecard as a table, each verdict cell coloured by its verdict."""
-    return (card.style.hide(axis="index")
+def scorecard_table(card: pd.DataFrame, testable: bool = True):
+    """The claims scorecard as a table: the claims the paper's data can test here (or, with
+    `testable=False`, the others, shown apart), each reading's verdict cell coloured by its verdict."""
+    if card.empty:
+        return card
+    rows = card[card.testable == testable].drop(columns=["dataset", "testable"])
+    return (rows.style.hide(axis="index")
             .map(lambda v: f"background-color: {VERDICT_COLOURS.get(v, 'white')}",
-                 subset=[c for c in card.columns if c.startswith("verdict")]))
+                 subset=[c for c in rows.columns if c.startswith("verdict")]))
 
 
 def markdown(text: str):

@@ -1,6 +1,8 @@
-"""Do the paper's claims hold? One row per claim and dataset: the paper's evidence, ours (mean
-over seeds, with the seeds), and a verdict by the rule in `RULE`, applied by the functions below
-and never typed by hand (tests/test_scorecard.py holds each rule to constructed numbers)."""
+"""Do the paper's claims hold? One row per claim and dataset: the paper's evidence, and under each
+reading of the method (recipe `paper`, the paper's text; recipe `code`, the authors' released code)
+ours, the seeds every compared run shares, and a verdict. The verdicts come from `ifm.rules`, on
+matched seeds, one per reading: never the better of the two (tests/test_scorecard.py holds each
+claim's function to constructed frames, tests/test_rules.py the rules)."""
 from __future__ import annotations
 
 import math
@@ -8,38 +10,24 @@ import math
 import pandas as pd
 
 from ifm.experiments import Experiment
-from ifm.registry import DATASET_NAMES
 from ifm.paper import paper_best
-from ifm.stats import ALPHA, by_recipe, paired_t_test, significance, t_interval
-from ifm.studies import (activation_study, component_study, convergence_study, convergence_summary, ctr_study,
-                         depth_study, dropout_study, factor_study, regression_study)
-
-REPRODUCED, PARTLY, NOT, UNTESTABLE = "reproduced", "partly", "not reproduced", "cannot be tested here"
-NOT_RUN = "not run yet"
-# The row's verdict from its recipes': the data decides testability for both; a reproduction under
-# either reading counts; a recipe still to run can still reproduce it; then the better of the rest.
-ORDER = (UNTESTABLE, REPRODUCED, NOT_RUN, PARTLY, NOT)
+from ifm.registry import DATASET_NAMES
+from ifm.rules import (COMPARISON_RULE, CONSISTENT, FACTOR_RULE, NOT, NOT_RUN, PAPER_FACTOR_RANGES,
+                       PAPER_SHARE_BOUNDS, PARTLY, REPRODUCED, SETTING_RULE, TOO_FEW, UNTESTABLE, VERDICTS, judge_all,
+                       judge_comparison, judge_factors, matched, sweep_judgements)
+from ifm.stats import t_interval
+from ifm.studies import (activation_study, component_study, convergence_study, ctr_study, depth_study,
+                         dropout_study, factor_study, regression_study)
 
 RULE = (
-    f"**How a verdict is reached.** A claim that one model beats another is *{REPRODUCED}* when ours "
-    f"agrees in the mean and a two-sided paired t-test over seeds gives p < {ALPHA}; *{PARTLY}* when "
-    f"ours agrees in the mean but not significantly (or with one seed, where no test is possible); "
-    f"*{NOT}* when ours disagrees in the mean. A claimed best setting is *{REPRODUCED}* when our best "
-    f"is the same; *{PARTLY}* when ours differs but our best is not better than the paper's by more "
-    f"than seed noise (paired t-test, p >= {ALPHA}, or one seed); *{NOT}* when our best is better by "
-    "more than seed noise. The factor-spread claim is judged on the factor's scale (IFM's factors "
-    "average 1 over an instance's fields): it is *reproduced* when the 5th-95th percentile range of "
-    "our factors of the field over the test set is at least as wide as the paper's three instances "
-    "span (x3: 0.67-3.12, a width of 2.45; x9: 0.05-1.19, a width of 1.14), *partly* when it is at "
-    f"least half as wide, *{NOT}* otherwise (a factor near 0 in almost every instance does not vary, "
-    "however large the ratio of its tiny values). Any claim on data that is not the paper's (a MovieLens "
-    f"stand-in, an Avazu sample) is *{UNTESTABLE}*; a claim whose runs are not in the records yet is "
-    f"*{NOT_RUN}*. Each recipe (the paper's text, the authors' released code) gets its own verdict, and "
-    f"the row's verdict is the first of these that either recipe has: *{UNTESTABLE}*, *{REPRODUCED}* (a "
-    f"claim counts as reproduced when either reading of the method reproduces it), *{NOT_RUN}* (the "
-    f"recipe still to run may yet reproduce it), *{PARTLY}*, *{NOT}*; `by` names the recipe that gives it."
-)
-PAPER_FACTOR_RANGES = {3: (0.67, 3.12), 9: (0.05, 1.19)}   # Table 1: each field's factors over its 3 instances
+    "Each reading of the method gets its own verdict, from its own runs; the two are never merged into "
+    "the better of them. Claims on data that is not the paper's (the MovieLens stand-in, the Avazu "
+    f"sample) are *{UNTESTABLE}*, whatever the numbers, and are listed apart; a claim whose runs are not "
+    f"all in the records is *{NOT_RUN}*.\n\n" + COMPARISON_RULE + " Fig. 6's claim has three parts (lower "
+    "best validation RMSE, lower training RMSE there, and the epoch at which IFM first reaches FM's best "
+    "validation RMSE against the epoch FM reaches it; a seed where IFM never does counts one epoch past "
+    "its last): it is reproduced when all three are, refuted when any is.\n\n" + SETTING_RULE + "\n\n"
+    + FACTOR_RULE)
 
 # Every claim of the paper the scorecard judges: (claim, the paper's evidence, which datasets).
 CLAIMS = (
@@ -56,33 +44,6 @@ CLAIMS = (
 )
 
 
-def comparison_verdict(ours_better: bool, p: float, testable: bool = True) -> str:
-    """A model-beats-model claim: agreement in the mean, and significance over paired seeds."""
-    if not testable:
-        return UNTESTABLE
-    if not ours_better:
-        return NOT
-    return REPRODUCED if (p == p and p < ALPHA) else PARTLY
-
-
-def setting_verdict(same: bool, p: float, testable: bool = True) -> str:
-    """A claimed best setting: ours the same, or different within seed noise, or clearly different."""
-    if not testable:
-        return UNTESTABLE
-    if same:
-        return REPRODUCED
-    return NOT if (p == p and p < ALPHA) else PARTLY
-
-
-def spread_verdict(low: float, high: float, paper: tuple = PAPER_FACTOR_RANGES[3]) -> str:
-    """The same feature gets very different factors: the width of our 5th-95th percentile range
-    against the width of the paper's range for the field (`paper`: its lowest and highest factor)."""
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return UNTESTABLE
-    ours, theirs = high - low, paper[1] - paper[0]
-    return REPRODUCED if ours >= theirs else PARTLY if ours >= theirs / 2 else NOT
-
-
 def _testable(df: pd.DataFrame, name: str) -> bool:
     """Whether a dataset's runs are on the paper's data (exact or reconstructed), not a stand-in
     or a sample."""
@@ -90,9 +51,9 @@ def _testable(df: pd.DataFrame, name: str) -> bool:
     return not any(word in labels.iloc[0] for word in ("stand-in", "sample")) if len(labels) else False
 
 
-def _row(claim, evidence, dataset, label, ours, seeds, verdict) -> dict:
+def _row(claim, evidence, dataset, label, ours, seeds, verdict, testable=True) -> dict:
     return {"claim": claim, "paper": evidence, "dataset": dataset, "data": label, "ours": ours, "seeds": seeds,
-            "verdict": verdict}
+            "verdict": verdict if testable or verdict == NOT_RUN else UNTESTABLE}
 
 
 def _pm(values) -> str:
@@ -101,81 +62,90 @@ def _pm(values) -> str:
     return f"{mean:.4f}" if math.isnan(half) else f"{mean:.4f} ± {half:.4f}"
 
 
+def _seeds_note(wide: pd.DataFrame, df: pd.DataFrame) -> str:
+    """' (seeds 0, 1, 2 shared; 1 run on other seeds left out)' for a comparison's shared seeds."""
+    left_out = int((~df.seed.isin(wide.index)).sum()) if "seed" in df else 0
+    shared = ", ".join(str(s) for s in wide.index) or "none"
+    return f" [seeds shared: {shared}" + (f"; {left_out} run(s) on other seeds left out]" if left_out else "]")
+
+
+def _comparison_row(claim: int, name, label, runs, wide, judgement, what: str, testable: bool, unit: str = "",
+                    scale: float = 1.0) -> dict:
+    """A model-against-model row: `what` (the headline numbers), each rival's difference with its
+    interval and Holm-corrected p, and which seeds were shared (`runs`: one row per run)."""
+    ours = f"{what}; difference IFM − rival: {judgement.reason(scale=scale, unit=unit)}" if judgement.rows is not None \
+        and len(judgement.rows) else what
+    return _row(CLAIMS[claim][0], CLAIMS[claim][1], name, label, ours + _seeds_note(wide, runs),
+                len(wide), judgement.verdict, testable)
+
+
 def beats_fm(conv: pd.DataFrame) -> list[dict]:
-    """IFM beats FM: best validation RMSE per seed (Fig. 6's runs), paired over seeds."""
+    """IFM beats FM: best validation RMSE per seed (Fig. 6's runs), paired over shared seeds."""
     rows = []
     for name, part in conv.groupby("dataset", sort=False):
-        best = part.groupby(["model", "seed"])["valid_rmse"].min().unstack(0).dropna()
-        if not {"fm", "ifm"} <= set(best.columns):
+        best = part.groupby(["model", "seed"], as_index=False)["valid_rmse"].min()
+        if not {"fm", "ifm"} <= set(best.model):
             continue
-        p = paired_t_test(best["ifm"], best["fm"])[1]
-        ifm, fm = best["ifm"].mean(), best["fm"].mean()
-        rows.append(_row(CLAIMS[0][0], CLAIMS[0][1], name, part.dataset_label.iloc[0],
-                         f"best validation RMSE IFM {_pm(best['ifm'])} vs FM {_pm(best['fm'])} (p = {p:.2g})", len(best),
-                         comparison_verdict(ifm < fm, p, _testable(conv, name))))
+        best = best[best.model.isin(["fm", "ifm"])]
+        wide = matched(best, "model", "valid_rmse")
+        j = judge_comparison(wide, "ifm", ["fm"], names={"fm": "FM"})
+        what = f"best validation RMSE IFM {_pm(wide['ifm'])} vs FM {_pm(wide['fm'])}"
+        rows.append(_comparison_row(0, name, part.dataset_label.iloc[0], best, wide, j, what, _testable(conv, name)))
     return rows
 
 
-def _partial(verdict: str, refuted: bool, run: int, expected: int | None) -> str:
-    """A claim over several models with some not run: refuted already by those run (*not
-    reproduced*), else *not run yet* until every expected model has runs."""
-    if verdict in (UNTESTABLE, NOT) or refuted or expected is None or run >= expected:
-        return verdict
-    return NOT_RUN
-
-
 def beats_every_baseline(reg: pd.DataFrame, baselines: int | None = None) -> list[dict]:
-    """IFM beats every baseline significantly (Table 3, test RMSE), paired over the seeds both
-    have; with `baselines` (how many the table has), *not run yet* while some are missing or share
-    no seed with IFM, unless one compared already beats IFM. *Not run yet* too while IFM is."""
+    """IFM beats every baseline significantly (Table 3, test RMSE), on the seeds that IFM and every
+    baseline share, Holm-corrected across the baselines; *not run yet* while IFM or some of the
+    `baselines` (how many the table has) have no run, or share no seed, unless a baseline already
+    run is significantly better than IFM (then the claim is refuted whatever the others give)."""
     rows = []
-    sig = significance(reg, metrics=("test_rmse",))
     for name in dict.fromkeys(reg.dataset):
         runs = reg[reg.dataset == name]
-        ifm, others = runs[runs.model == "ifm"], runs[runs.model != "ifm"]
-        own = others.groupby("model_name", sort=False)["test_rmse"].mean()      # each baseline over its own seeds
-        shown = ", ".join(f"{b} {m:.4f}" for b, m in own.items())
+        names = dict(zip(runs.model, runs.model_name))
+        wide = matched(runs, "model", "test_rmse")
+        others = [m for m in names if m != "ifm"]
         label = runs.dataset_label.iloc[0]
-        part = sig[(sig.dataset == name) & (sig.n_pairs > 0)] if len(sig) else sig
-        if ifm.empty or part.empty:
-            what = (f"IFM not run yet; baselines run: {shown}" if ifm.empty and shown else
-                    f"IFM test RMSE {_pm(ifm.test_rmse)}; none of the {baselines or 'other'} baselines "
-                    + ("run yet" if not shown else f"shares a seed with it yet ({shown})"))
-            rows.append(_row(CLAIMS[1][0], CLAIMS[1][1], name, label, what, int(ifm.seed.nunique()), NOT_RUN))
+        short = baselines is not None and len(others) < baselines
+        refuted = "ifm" in names and others and judge_comparison(wide, "ifm", others).verdict == NOT
+        if "ifm" not in names or not others or (short and not refuted) or not len(wide):
+            own = runs.groupby("model_name", sort=False)["test_rmse"].mean()
+            what = ("IFM not run yet" if "ifm" not in names else
+                    f"{len(others)} of {baselines if baselines is not None else len(others)} baselines run")
+            rows.append(_row(CLAIMS[1][0], CLAIMS[1][1], name, label, what + (": " if len(own) else "")
+                             + ", ".join(f"{m} {v:.4f}" for m, v in own.items())
+                             + ("" if len(wide) or not len(own) else "; no seed shared by all"), len(wide), NOT_RUN))
             continue
-        n_better, n_sig = int(part.better.sum()), int(part.significant.sum())
-        worst = part.loc[part.p_value.fillna(1.0).idxmax()]
-        verdict = comparison_verdict(n_better == len(part), 0.0 if n_sig == len(part) else float(worst.p_value),
-                                     _testable(reg, name))
-        unpaired = len(own) - len(part)
-        rows.append(_row(CLAIMS[1][0], CLAIMS[1][1], name, label,
-                         f"IFM test RMSE {_pm(ifm.test_rmse)}: below {n_better} of the {len(part)} baselines compared"
-                         + (f" (of {baselines})" if baselines and baselines > len(part) else "")
-                         + f" ({shown}), significantly below {n_sig}"
-                         + (f"; {unpaired} run on no seed of IFM's" if unpaired else ""), int(ifm.seed.nunique()),
-                         _partial(verdict, n_better < len(part), len(part), baselines)))
+        j = judge_comparison(wide, "ifm", others, names=names)
+        what = (f"IFM test RMSE {_pm(wide['ifm'])}, significantly below {int(j.rows.better.sum())} and above "
+                f"{int(j.rows.worse.sum())} of {len(others)} baselines" + (f" (of {baselines}; refuted already)"
+                                                                            if short else ""))
+        rows.append(_comparison_row(1, name, label, runs, wide, j, what, _testable(reg, name)))
     return rows
 
 
 def fen_adds_most(comp: pd.DataFrame, models: int | None = None) -> list[dict]:
-    """The FEN adds more over a frozen FM than a DNN or attention (Table 2), IFM against the
-    runner-up; with `models` (how many the table has), *not run yet* while some are missing."""
+    """The FEN adds more over a frozen FM than a DNN or attention (Table 2): IFM's relative
+    improvement against every other frozen model's, on shared seeds, Holm-corrected; *not run yet*
+    while some of the `models` (how many the table has, FM included) are missing."""
     rows = []
     parts = comp[comp.model != "fm"] if len(comp) else comp
     for name, part in parts.groupby("dataset", sort=False):
-        means = part.groupby("model")["ri_rmse"].mean().sort_values(ascending=False)
-        if "ifm" not in means.index or len(means) < 2:
+        names = dict(zip(part.model, part.model_name))
+        wide = matched(part, "model", "ri_rmse")
+        short = models is not None and len(names) + 1 < models
+        if "ifm" not in names or len(names) < 2 or short:
+            means = part.groupby("model_name", sort=False)["ri_rmse"].mean()
+            rows.append(_row(CLAIMS[2][0], CLAIMS[2][1], name, part.dataset_label.iloc[0],
+                             f"{len(names)} of {models - 1 if models else len(names)} frozen models run: "
+                             + ", ".join(f"{m} {100 * v:.1f}%" for m, v in means.items()), len(wide), NOT_RUN))
             continue
-        rival = means.index[1] if means.index[0] == "ifm" else means.index[0]
-        per_seed = part.pivot_table(index="seed", columns="model", values="ri_rmse").dropna()
-        p = paired_t_test(per_seed["ifm"], per_seed[rival])[1]
-        rows.append(_row(CLAIMS[2][0], CLAIMS[2][1], name, part.dataset_label.iloc[0],
-                         f"RI of RMSE: IFM {100 * means['ifm']:.1f}%, best other {part.loc[part.model == rival, 'model_name'].iloc[0]}"
-                         f" {100 * means[rival]:.1f}% (p = {p:.2g})"
-                         + (f"; {len(means)} of {models} models run" if models and models > len(means) else "")
-                         + _handover_note(part),
-                         len(per_seed), _partial(comparison_verdict(means.index[0] == "ifm", p, _testable(comp, name)),
-                                                 means.index[0] != "ifm", len(means), models)))
+        j = judge_comparison(wide, "ifm", lower_is_better=False, names=names)
+        means = {names[m]: 100 * wide[m].mean() for m in wide.columns}
+        what = "RI of test RMSE: " + ", ".join(f"{m} {v:.1f}%" for m, v in means.items())
+        row = _comparison_row(2, name, part.dataset_label.iloc[0], part, wide, j, what, _testable(comp, name), unit=" pt", scale=100)
+        row["ours"] = row["ours"].replace("difference IFM − rival", "IFM − rival (points)") + _handover_note(part)
+        rows.append(row)
     return rows
 
 
@@ -190,26 +160,16 @@ def _handover_note(part: pd.DataFrame) -> str:
 
 
 def best_settings(df: pd.DataFrame, option: str, claim: str, evidence: str, grid=None) -> list[dict]:
-    """A claimed best FEN setting (Figs. 3-5), per dataset, by validation RMSE; *not run yet* until
-    every setting of the `grid` has a run (a best of part of the grid says nothing)."""
-    from ifm.plots import best_setting_table
-
-    if df.empty:
-        return []
-    table = best_setting_table(df, option, paper_best(option))
+    """A claimed best FEN setting (Figs. 3-5), per dataset, by `ifm.rules.judge_setting` on
+    validation RMSE over the seeds every setting shares; *not run yet* until every setting of the
+    `grid` has a run."""
     rows = []
-    for (label, row), name in zip(table.iterrows(), dict.fromkeys(df.dataset)):
-        ours, paper = row["our best by validation RMSE"], row["paper's best"]
-        p = row["p (ours vs paper's best)"]
-        p = float("nan") if p == "n/a" else float(p)
-        run = set(df.loc[df.dataset == name, option])
-        if grid is not None and not set(grid) <= run:
-            rows.append(_row(claim, evidence, name, label, f"{len(run & set(grid))} of {len(grid)} settings run "
-                             f"(best so far {ours}; paper's: {paper})", int(row["seeds"]), NOT_RUN))
-            continue
-        rows.append(_row(claim, evidence, name, label, f"our best {ours} (paper's: {paper})"
-                         + ("" if str(ours) == str(paper) or math.isnan(p) else f" (p = {p:.2g} against {paper})"),
-                         int(row["seeds"]), setting_verdict(str(ours) == str(paper), p, _testable(df, name))))
+    for _, name, label, j, sd, _ in sweep_judgements(df, option, paper_best(option), grid) if len(df) else []:
+        if j.missing:
+            ours = f"{len(grid) - len(j.missing)} of {len(grid)} settings run"
+        else:
+            ours = j.reason() + (f"; seed SD at {j.paper}: {sd:.4f}" if sd == sd else "")
+        rows.append(_row(claim, evidence, name, label, ours, len(j.seeds), j.verdict, _testable(df, name)))
     return rows
 
 
@@ -228,62 +188,125 @@ def epochs_to_reach(conv: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["dataset", "seed", "fm_best_epoch", "ifm_epoch"])
 
 
-def converges_faster(conv: pd.DataFrame) -> list[dict]:
-    """IFM converges faster than FM and to lower training and validation error (Fig. 6): in the
-    mean over seeds, IFM's best validation RMSE and its training RMSE there are below FM's, and
-    IFM reaches FM's best validation RMSE in fewer epochs than FM took to reach it."""
+def _per_seed_convergence(conv: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, seed): the best validation RMSE, the training RMSE at that epoch, and the epoch
+    at which the run first reaches FM's best validation RMSE of the same seed (FM: its best epoch;
+    IFM: one past its last epoch when it never does)."""
     rows = []
-    summary = convergence_summary(conv)
-    speed = epochs_to_reach(conv)
-    for name, part in summary.groupby("dataset", sort=False):
-        models = part.set_index("model")
-        if not {"fm", "ifm"} <= set(models.index):
+    for seed, part in conv.groupby("seed", sort=False):
+        fm = part[part.model == "fm"]
+        fm_best = fm.valid_rmse.min() if len(fm) else math.nan
+        for model, runs in part.groupby("model", sort=False):
+            best = runs.loc[runs.valid_rmse.idxmin()] if runs.valid_rmse.notna().any() else None
+            if best is None:
+                continue
+            reached = runs[runs.valid_rmse <= fm_best].epoch
+            rows.append({"model": model, "seed": seed, "valid_rmse": best.valid_rmse,
+                         "train_rmse": best.get("train_rmse", math.nan),
+                         "epochs": float(reached.min()) if len(reached) else float(runs.epoch.max() + 1)})
+    return pd.DataFrame(rows, columns=["model", "seed", "valid_rmse", "train_rmse", "epochs"])
+
+
+def epochs_to_reach(conv: pd.DataFrame) -> pd.DataFrame:
+    """Per (dataset, seed): the epoch of FM's best validation RMSE, and the first epoch at which
+    IFM's validation RMSE is at or below that best (NaN when it never gets there)."""
+    rows = []
+    for (name, seed), part in conv.groupby(["dataset", "seed"], sort=False):
+        fm, ifm = part[part.model == "fm"], part[part.model == "ifm"]
+        if fm.empty or ifm.empty:
             continue
-        ifm, fm = models.loc["ifm"], models.loc["fm"]
-        mine = speed[speed.dataset == name]
-        faster = bool(len(mine) and mine.ifm_epoch.notna().all() and mine.ifm_epoch.mean() < mine.fm_best_epoch.mean())
-        checks = {"lower validation RMSE": ifm.valid_rmse < fm.valid_rmse,
-                  "lower training RMSE": ifm.get("train_rmse", math.nan) < fm.get("train_rmse", math.nan),
-                  "reaches FM's best sooner": faster}
-        held = [k for k, ok in checks.items() if ok]
-        verdict = UNTESTABLE if not _testable(conv, name) else REPRODUCED if len(held) == 3 else \
-            PARTLY if held else NOT
-        when = (f"; IFM reaches FM's best validation RMSE at epoch {mine.ifm_epoch.mean():.0f}, FM at "
-                f"{mine.fm_best_epoch.mean():.0f}" if len(mine) and mine.ifm_epoch.notna().all() else
-                "; IFM does not reach FM's best validation RMSE in every seed" if len(mine) else "")
-        rows.append(_row(CLAIMS[6][0], CLAIMS[6][1], name, ifm.dataset_label,
-                         "holds: " + (", ".join(held) or "none of the three") + when, int(ifm.n_seeds), verdict))
+        best = fm.loc[fm.valid_rmse.idxmin()]
+        reached = ifm[ifm.valid_rmse <= best.valid_rmse].epoch
+        rows.append({"dataset": name, "seed": seed, "fm_best_epoch": int(best.epoch),
+                     "ifm_epoch": float(reached.min()) if len(reached) else math.nan})
+    return pd.DataFrame(rows, columns=["dataset", "seed", "fm_best_epoch", "ifm_epoch"])
+
+
+def converges_faster(conv: pd.DataFrame) -> list[dict]:
+    """IFM converges faster than FM and to lower training and validation error (Fig. 6): three
+    paired comparisons over the seeds both share (best validation RMSE, training RMSE there, the
+    epoch that reaches FM's best validation RMSE), all of which must hold (`rules.judge_all`)."""
+    rows = []
+    for name, part in conv.groupby("dataset", sort=False):
+        per_seed = _per_seed_convergence(part)
+        if not {"fm", "ifm"} <= set(per_seed.model):
+            continue
+        parts, texts, shared = [], [], []
+        for what, column in (("lower validation RMSE", "valid_rmse"), ("lower training RMSE", "train_rmse"),
+                             ("reaches FM's best sooner", "epochs")):
+            wide = matched(per_seed, "model", column)
+            j = judge_comparison(wide, "ifm", ["fm"], names={"fm": "FM"})
+            parts.append(j.verdict if len(wide) else NOT_RUN)
+            digits = 1 if column == "epochs" else 4
+            texts.append(f"{what}: {j.verdict} ({j.reason(digits=digits)})" if len(wide) else f"{what}: no data")
+            shared.append(len(wide))
+        verdict = judge_all(parts)
+        rows.append(_row(CLAIMS[6][0], CLAIMS[6][1], name, part.dataset_label.iloc[0],
+                         "IFM − FM, " + "; ".join(texts), min(shared), verdict, _testable(conv, name)))
     return rows
 
 
+def factor_statistics(fs, field: int) -> pd.DataFrame:
+    """Per seed: the 5th and 95th percentile of a field's factor (1-based) over the test set, and
+    the median over test instances of the largest factor's share of h."""
+    d = fs.distribution
+    rows = []
+    for seed, part in d.groupby("seed", sort=False):
+        factors = part.pivot_table(index="test_index", columns="field", values="factor")
+        share = factors.max(axis=1) / factors.sum(axis=1)
+        mine = factors[field]
+        rows.append({"seed": seed, "p05": mine.quantile(0.05), "p95": mine.quantile(0.95),
+                     "median_share": float(share.median())})
+    return pd.DataFrame(rows, columns=["seed", "p05", "p95", "median_share"])
+
+
 def factors_vary(fs) -> list[dict]:
-    """The same feature gets very different factors in different instances (Table 1)."""
+    """The same feature gets very different factors in different instances (Table 1), and they vary
+    as the paper's do: `rules.judge_factors` on each field's spread and each instance's largest share."""
     if fs.summary is None or not len(fs.summary) or not len(fs.table):
         return []
     rows = []
     for field in [f + 1 for f in fs.attrs["fields"]]:
-        s = fs.summary.set_index("field").loc[field]
+        paper_range = PAPER_FACTOR_RANGES.get(field, (math.nan, math.nan))
+        j = judge_factors(factor_statistics(fs, field), paper_range)
         rows.append(_row(f"{CLAIMS[7][0]} (x{field})", CLAIMS[7][1], fs.table.dataset.iloc[0],
-                         fs.table.dataset_label.iloc[0],
-                         f"5th-95th percentile {s['p05']:.2f}-{s['p95']:.2f} (paper's instances: "
-                         f"{PAPER_FACTOR_RANGES.get(field, ('?', '?'))[0]}-{PAPER_FACTOR_RANGES.get(field, ('?', '?'))[1]})",
-                         len(fs.attrs["seeds"]),
-                         spread_verdict(float(s["p05"]), float(s["p95"]), PAPER_FACTOR_RANGES.get(field, (math.nan,) * 2))))
+                         fs.table.dataset_label.iloc[0], j.reason(paper_range), len(j.seeds), j.verdict))
     return rows
 
 
+def factor_verdicts(fs) -> pd.DataFrame:
+    """The factors page's table: per reading and field, the seeds, the mean spread and largest
+    share (`factor_statistics`) and the verdict of `rules.judge_factors`."""
+    rows = []
+    for recipe in list(dict.fromkeys(fs.table.recipe)) if fs is not None and len(fs.table) else []:
+        part = _factor_part(fs, recipe)
+        for field in [f + 1 for f in fs.attrs["fields"]]:
+            paper_range = PAPER_FACTOR_RANGES.get(field, (math.nan, math.nan))
+            j = judge_factors(factor_statistics(part, field), paper_range)
+            rows.append({"recipe": recipe, "field": f"x{field}", "seeds": ", ".join(str(s) for s in j.seeds),
+                         "5th-95th width (ours)": f"{j.width:.2f}",
+                         "width of the paper's instances": f"{paper_range[1] - paper_range[0]:.2f}",
+                         "median largest share of h (ours)": f"{j.median_share:.2f}",
+                         "paper's instances allow": f"{min(b[0] for b in PAPER_SHARE_BOUNDS):.2f}-"
+                                                    f"{max(b[1] for b in PAPER_SHARE_BOUNDS):.2f}",
+                         "verdict": j.verdict})
+    return pd.DataFrame(rows).set_index(["recipe", "field"]) if rows else pd.DataFrame()
+
+
 def best_on_avazu(ctr: pd.DataFrame, models: int | None = None) -> list[dict]:
-    """IFM is best on Avazu (Table 4): by mean test log loss, against every other model."""
+    """IFM is best on Avazu (Table 4): test log loss against every other model, on shared seeds,
+    Holm-corrected; *not run yet* while some of the `models` are missing."""
     rows = []
     for name, part in ctr.groupby("dataset", sort=False):
-        means = part.groupby("model")["test_logloss"].mean()
-        ours = f"lowest mean test log loss: {part.loc[part.model == means.idxmin(), 'model_name'].iloc[0]}"
-        sig = significance(part, metrics=("test_logloss",))
-        verdict = comparison_verdict(means.idxmin() == "ifm", 0.0 if sig.significant.all() else 1.0,
-                                     _testable(ctr, name))
-        rows.append(_row(CLAIMS[8][0], CLAIMS[8][1], name, part.dataset_label.iloc[0],
-                         ours + (f" ({len(means)} of {models} models run)" if models and models > len(means) else ""),
-                         int(part.seed.nunique()), _partial(verdict, means.idxmin() != "ifm", len(means), models)))
+        names = dict(zip(part.model, part.model_name))
+        wide = matched(part, "model", "test_logloss")
+        if "ifm" not in names or (models is not None and len(names) < models) or not len(wide):
+            rows.append(_row(CLAIMS[8][0], CLAIMS[8][1], name, part.dataset_label.iloc[0],
+                             f"{len(names)} of {models or len(names)} models run", len(wide), NOT_RUN))
+            continue
+        j = judge_comparison(wide, "ifm", names=names)
+        what = f"IFM test log loss {_pm(wide['ifm'])}"
+        rows.append(_comparison_row(8, name, part.dataset_label.iloc[0], part, wide, j, what, _testable(ctr, name)))
     return rows
 
 
@@ -303,15 +326,10 @@ def claim_rows(frames: dict, fs, grids: dict | None = None, models: dict | None 
     return rows + best_on_avazu(frames["ctr"], models.get("ctr"))
 
 
-def best_verdict(verdicts) -> str:
-    """The row's verdict from its recipes' verdicts: the first of `ORDER` that one of them has."""
-    return min(verdicts, key=ORDER.index)
-
-
 def wide(rows: list[dict], recipes, expected: list[tuple]) -> pd.DataFrame:
     """One row per (claim, dataset) of `expected` and of `rows`: the paper's evidence, then ours,
-    seeds and verdict under each recipe, then the row's verdict and the recipe that gives it. A
-    (claim, dataset, recipe) without a row is *not run yet*."""
+    the shared seeds and the verdict under each recipe side by side (never merged), and whether the
+    data can test the claim. A (claim, dataset, recipe) without a row is *not run yet*."""
     found = {(r["claim"], r["dataset"], r["recipe"]): r for r in rows}
     keys = list(dict.fromkeys([(c, e, d, label) for c, e, d, label in expected]
                               + [(r["claim"], r["paper"], r["dataset"], r["data"]) for r in rows]))
@@ -323,16 +341,28 @@ def wide(rows: list[dict], recipes, expected: list[tuple]) -> pd.DataFrame:
         mine = {r: found.get((claim, dataset, r)) for r in recipes}
         known = next((m for m in mine.values() if m is not None), None)
         row = {"claim": claim, "paper": known["paper"] if known else evidence,
-               "data": known["data"] if known else label}
+               "data": known["data"] if known else label, "dataset": dataset}
         for recipe, r in mine.items():
             row[f"ours ({recipe})"] = r["ours"] if r else "no runs in the records"
             row[f"seeds ({recipe})"] = r["seeds"] if r else 0
             row[f"verdict ({recipe})"] = r["verdict"] if r else NOT_RUN
-        verdicts = [row[f"verdict ({r})"] for r in recipes]
-        row["verdict"] = best_verdict(verdicts)
-        row["by"] = ", ".join(r for r, v in zip(recipes, verdicts) if v == row["verdict"])
+        row["testable"] = UNTESTABLE not in [row[f"verdict ({r})"] for r in recipes] and not any(
+            word in str(row["data"]) for word in ("stand-in", "sample"))
         out.append(row)
     return pd.DataFrame(out)
+
+
+def summary(card: pd.DataFrame, recipes) -> str:
+    """The page's count of verdicts per reading over the claims the data can test: "under the
+    released code (recipe code): k of n reproduced, ..."."""
+    words = {"paper": "the paper's text (recipe paper)", "code": "the released code (recipe code)"}
+    testable = card[card.testable] if len(card) else card
+    parts = []
+    for recipe in recipes:
+        counts = testable[f"verdict ({recipe})"].value_counts()
+        shown = ", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts)
+        parts.append(f"under {words.get(recipe, f'recipe {recipe}')}: {shown or 'nothing'}")
+    return (f"Of the {len(testable)} claims that the paper's data can test here, " + "; ".join(parts) + ".")
 
 
 def scorecard(exp: Experiment) -> pd.DataFrame:

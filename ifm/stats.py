@@ -1,5 +1,5 @@
-"""Seeds into numbers: means with Student-t intervals, the paired t-test over seeds, the
-significance table of Table 3, and the best setting of a sweep."""
+"""Seeds into numbers: means with Student-t intervals, summaries per group, and the significance
+table of Table 3 (its tests from `ifm.rules`)."""
 from __future__ import annotations
 
 import math
@@ -23,22 +23,6 @@ def t_interval(values, confidence: float = 0.95) -> tuple[float, float]:
         return float(v.mean()), float("nan")
     half = stats.t.ppf(0.5 + confidence / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
     return float(v.mean()), float(half)
-
-
-def paired_t_test(a, b) -> tuple[float, float]:
-    """(t, two-sided p) of the paired t-test of a vs b (same seeds); NaN when undefined."""
-    from scipy import stats
-
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    if a.shape != b.shape:
-        raise ValueError("paired samples must have the same length")
-    ok = ~(np.isnan(a) | np.isnan(b))
-    a, b = a[ok], b[ok]
-    d = a - b
-    if len(d) < 2 or np.std(d, ddof=1) == 0:   # t undefined: too few pairs or identical differences
-        return float("nan"), float("nan")
-    result = stats.ttest_rel(a, b)
-    return float(result.statistic), float(result.pvalue)
 
 
 def panels(df: pd.DataFrame, *columns) -> list:
@@ -81,37 +65,43 @@ def summarize(df: pd.DataFrame, by, metrics, confidence: float = 0.95) -> pd.Dat
 
 def significance(df: pd.DataFrame, metrics=("test_mae", "test_rmse"), reference: str = "ifm",
                  alpha: float = ALPHA, lower_is_better: bool = True) -> pd.DataFrame:
-    """The paper's test of Table 3: is `reference` better than each other model?
+    """The paper's test of Table 3, on matched seeds: is `reference` better than each other model?
 
-    A two-sided paired t-test over seeds (each seed pairs the runs of the two models that
-    share the split and seed); significant when p < alpha and the reference's mean is better.
+    Per recipe, dataset and metric, only the seeds that every model has are used (`rules.matched`).
+    Each baseline: the paired difference reference - baseline with its 95% t-interval, a two-sided
+    paired t-test, and the p-value Holm-corrected across the baselines (`rules.holm`); significant
+    when the Holm p < alpha and the reference's mean is better.
     """
+    from ifm.rules import holm, matched, paired
+
     rows = []
     by = panels(df, "dataset")
     for keys, data in df.groupby(by, sort=False):
-        where = dict(zip(by, keys))
-        ref = data[data.model == reference].set_index("seed")
-        for model, other in data[data.model != reference].groupby("model", sort=False):
-            other = other.set_index("seed")
-            seeds = sorted(set(ref.index) & set(other.index))
-            for metric in metrics:
-                a, b = ref.loc[seeds, metric].to_numpy(float), other.loc[seeds, metric].to_numpy(float)
-                t, p = paired_t_test(a, b)
-                ma, mb = _mean(a), _mean(b)
-                better = (ma < mb) if lower_is_better else (ma > mb)   # False when either is NaN
-                rows.append({"recipe": where.get("recipe"), "dataset": where["dataset"], "reference": reference, "baseline": model,
-                             "baseline_name": DISPLAY_NAMES.get(model, model), "metric": metric,
-                             "n_pairs": len(seeds), "reference_mean": ma, "baseline_mean": mb,
-                             "mean_difference": _mean(a - b), "t": t, "p_value": p, "better": bool(better),
-                             "significant": bool(better and not math.isnan(p) and p < alpha),
-                             "verdict": "not testable (< 2 pairs)" if math.isnan(p) else
-                             f"{reference.upper()} {'better' if better else 'worse'}, p < {alpha:g}" if p < alpha
+        where = dict(zip(by, keys if isinstance(keys, tuple) else (keys,)))
+        if reference not in set(data.model):
+            continue
+        for metric in metrics:
+            wide = matched(data, "model", metric)
+            baselines = [m for m in wide.columns if m != reference]
+            tests = [paired(wide[reference], wide[m]) for m in baselines]
+            p_holm = holm([t.p for t in tests])
+            for model, t, ph in zip(baselines, tests, p_holm):
+                better = (t.difference < 0) if lower_is_better else (t.difference > 0)   # False when NaN
+                rows.append({"recipe": where.get("recipe"), "dataset": where["dataset"], "reference": reference,
+                             "baseline": model, "baseline_name": DISPLAY_NAMES.get(model, model), "metric": metric,
+                             "n_pairs": t.n, "reference_mean": _mean(wide[reference]),
+                             "baseline_mean": _mean(wide[model]), "mean_difference": t.difference,
+                             "ci_half": t.half, "t": t.t, "p_value": t.p, "p_holm": ph, "better": bool(better),
+                             "significant": bool(better and not math.isnan(ph) and ph < alpha),
+                             "verdict": "not testable (< 2 pairs)" if math.isnan(ph) else
+                             f"{reference.upper()} {'better' if better else 'worse'}, Holm p < {alpha:g}" if ph < alpha
                              else "no significant difference"})
     return pd.DataFrame(rows, columns=SIGNIFICANCE_COLUMNS)
 
 
 SIGNIFICANCE_COLUMNS = ["recipe", "dataset", "reference", "baseline", "baseline_name", "metric", "n_pairs", "reference_mean",
-                        "baseline_mean", "mean_difference", "t", "p_value", "better", "significant", "verdict"]
+                        "baseline_mean", "mean_difference", "ci_half", "t", "p_value", "p_holm", "better", "significant",
+                        "verdict"]
 
 
 def _mean(values) -> float:
@@ -119,15 +109,3 @@ def _mean(values) -> float:
     v = np.asarray(values, dtype=float)
     v = v[~np.isnan(v)]
     return float(v.mean()) if len(v) else float("nan")
-
-
-def best_by(df: pd.DataFrame, option: str, metric: str = "valid_rmse") -> pd.DataFrame:
-    """Per dataset (and recipe): the sweep value with the lowest mean `metric` over seeds."""
-    means = df.groupby(panels(df, "dataset", option), sort=False)[metric].mean().reset_index()
-    idx = means.groupby(panels(df, "dataset"), sort=False)[metric].idxmin()
-    return means.loc[idx.dropna()].reset_index(drop=True)
-
-
-def seeds_per_setting(df: pd.DataFrame, option: str) -> int:
-    """The seeds behind every setting of a sweep: the fewest any setting has."""
-    return int(df.groupby(option)["seed"].nunique().min())

@@ -164,7 +164,8 @@ class FactorStudy:
 
 @per_recipe
 def factor_study(exp: Experiment, *, dataset: str = "frappe", fields=(2, 8)) -> FactorStudy:
-    """Table 1: input-aware factors m_x,i of two fields in three test instances.
+    """Table 1: input-aware factors m_x,i of two fields in three test instances, at each seed of
+    Table 3's IFM.
 
     The paper's x3 and x9 are read as the 3rd and 9th field of an instance (1-based, as the
     paper numbers x_1..x_h), i.e. 0-based columns 2 and 8: daytime and country on Frappe.
@@ -178,8 +179,35 @@ def factor_study(exp: Experiment, *, dataset: str = "frappe", fields=(2, 8)) -> 
     runs: the chosen instances and every test instance's factors), so that the book reads it
     without the models' weights, which are not committed.
     """
-    seed = _seeds(exp, exp.profile.seeds)[0]
     fields = [int(f) for f in fields]
+    parts = [_factor_seed(exp, dataset, fields, seed) for seed in _seeds(exp, exp.profile.seeds)]
+    found = [p for p in parts if p is not None]
+    table = pd.concat([p[0] for p in found], ignore_index=True) if found else pd.DataFrame()
+    distribution = pd.concat([p[1] for p in found], ignore_index=True) if found else pd.DataFrame(
+        columns=["seed", "test_index", "field", "field_name", "factor"])
+    names = found[0][2] if found else []
+    q = distribution.groupby(["field", "field_name"])["factor"]
+    summary = pd.DataFrame({"mean": q.mean(), "std": q.std(), "p05": q.quantile(0.05), "median": q.median(),
+                            "p95": q.quantile(0.95), "share_far_from_1": q.apply(lambda s: float(
+                                ((s < 0.5) | (s > 2)).mean()))}).reset_index()
+    summary["recipe"] = exp.profile.recipe
+    exp_attrs = {"study": "factors", "profile": exp.profile.name, "recipe": exp.profile.recipe, "device": exp.device,
+                 "seeds": [int(p[0].seed.iloc[0]) for p in found],
+                 "fields": fields, "field_names": [names[f] for f in fields] if names else [],
+                 "common_pair": found[0][3] if found else [],
+                 "profile_differences": exp.profile.differences(), "missing": exp.missing,
+                 "complete": not exp.missing, "report": exp.report("factors")}
+    exp.missing = []
+    exp.say(exp_attrs["report"])
+    for frame in (table, distribution, summary):
+        frame.attrs.update(exp_attrs)
+    return FactorStudy(table, distribution, summary, exp_attrs)
+
+
+def _factor_seed(exp: Experiment, dataset: str, fields: list[int], seed: int):
+    """One seed of Table 1: (its instances, every test factor in long form, the field names, the
+    common pair), from the derived record of Table 3's IFM at that seed; None (and noted missing)
+    when that record is not made yet."""
     ifm_config, fm_config = exp.config(dataset, "ifm", seed), exp.config(dataset, "fm", seed)
     ifm_record = exp.run(ifm_config, dataset, save_state=exp.train_missing)
     fm_record = exp.run(fm_config, dataset, save_state=exp.train_missing)
@@ -195,39 +223,26 @@ def factor_study(exp: Experiment, *, dataset: str = "frappe", fields=(2, 8)) -> 
         if derived is None:
             exp.missing.append(f"Table 1 factors of IFM on {dataset}, seed {seed} (needs its saved weights)")
             exp.stats["missing"] += 1
-    base = exp.row(ifm_record, dataset) if ifm_record is not None else {}
+    if derived is None:
+        return None
+    base = exp.row(ifm_record, dataset)
     common_cols = {k: base.get(k) for k in ("profile", "dataset", "dataset_label", "seed", "train_instances",
                                             "test_instances", "data_note", "device", "device_name")}
     common_cols.update(profile=exp.profile.name, recipe=exp.profile.recipe)
-    table = pd.DataFrame([{**common_cols, **r} for r in derived["table"]]) if derived else pd.DataFrame()
-    if derived:
-        table["candidates"] = derived["candidates"]
-        table["fm_test_mae"], table["ifm_test_mae"] = derived["fm_test_mae"], derived["ifm_test_mae"]
-    names = derived["field_names"] if derived else []
-    factors = np.asarray(derived["factors"], dtype=float) if derived else np.zeros((0, 0))   # [field, instance]
+    table = pd.DataFrame([{**common_cols, **r} for r in derived["table"]])
+    table["candidates"] = derived["candidates"]
+    table["fm_test_mae"], table["ifm_test_mae"] = derived["fm_test_mae"], derived["ifm_test_mae"]
+    names = derived["field_names"]
+    factors = np.asarray(derived["factors"], dtype=float)   # [field, instance]
     h, n = factors.shape
-    distribution = pd.DataFrame({"test_index": np.tile(np.arange(n), h), "field": np.repeat(np.arange(1, h + 1), n),
+    distribution = pd.DataFrame({"seed": seed, "test_index": np.tile(np.arange(n), h),
+                                 "field": np.repeat(np.arange(1, h + 1), n),
                                  "field_name": np.repeat(np.asarray(names, dtype=object), n),
                                  "factor": factors.reshape(-1)})
     distribution["dataset"] = dataset
     distribution["profile"], distribution["recipe"] = exp.profile.name, exp.profile.recipe
     distribution["device"], distribution["device_name"] = base.get("device"), base.get("device_name")
-    q = distribution.groupby(["field", "field_name"])["factor"]
-    summary = pd.DataFrame({"mean": q.mean(), "std": q.std(), "p05": q.quantile(0.05), "median": q.median(),
-                            "p95": q.quantile(0.95), "share_far_from_1": q.apply(lambda s: float(
-                                ((s < 0.5) | (s > 2)).mean()))}).reset_index()
-    summary["recipe"] = exp.profile.recipe
-    exp_attrs = {"study": "factors", "profile": exp.profile.name, "recipe": exp.profile.recipe, "device": exp.device,
-                 "seeds": [seed],
-                 "fields": fields, "field_names": [names[f] for f in fields] if names else [],
-                 "common_pair": derived["common_pair"] if derived else [],
-                 "profile_differences": exp.profile.differences(), "missing": exp.missing,
-                 "complete": derived is not None, "report": exp.report("factors")}
-    exp.missing = []
-    exp.say(exp_attrs["report"])
-    for frame in (table, distribution, summary):
-        frame.attrs.update(exp_attrs)
-    return FactorStudy(table, distribution, summary, exp_attrs)
+    return table, distribution, names, derived["common_pair"]
 
 
 def _compute_factors(exp: Experiment, dataset: str, fields: list[int], ifm_record: dict, fm_record: dict) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ifm.rules import MIN_SEEDS
 from ifm.stats import by_recipe
 
 ALPHA = 0.05
@@ -29,29 +30,24 @@ def _markdown(text: str):
     return Markdown(text)
 
 
+PAPERS, WORSE, NOISE = "paper's best", "worse than the paper's", "seed SD at the paper's"
+
+
 def best_setting(table: pd.DataFrame, what: str):
-    """One sentence per dataset: does our best setting match the paper's, and if not, is our best
-    measurably better than the paper's best (paired t-test over seeds, alpha 0.05)?"""
-    if not any(c.startswith("our best by") for c in table.columns):
+    """One sentence per reading and dataset from `plots.best_setting_table`: the verdict of
+    `ifm.rules.judge_setting`, the evidence behind it, and the seed noise at the paper's setting."""
+    if "verdict" not in table.columns:
         return _markdown(NOTHING)
-    rmse_col = [c for c in table.columns if c.startswith("our best by")][0]
     parts = []
     for name, row in table.iterrows():
-        ours, paper, p = row[rmse_col], row["paper's best"], row["p (ours vs paper's best)"]
-        if str(ours) == str(paper):
-            parts.append(f"on {name} our best {what} (by validation RMSE) is **{ours}**, the same as the paper's")
-            continue
-        at_paper, at_ours = (row[c] for c in table.columns if c.startswith("our validation RMSE at"))
-        sentence = (f"on {name} our best {what} (by validation RMSE) is **{ours}**; the paper's is {paper} "
-                    f"(validation RMSE {at_ours} vs {at_paper})")
-        if p == "n/a":
-            sentence += f" (with {row['seeds']} seed(s) per setting no test is possible)"
-        elif p < ALPHA:
-            sentence += (f", and ours is better by more than seed noise (paired t-test over {row['seeds']} seeds, "
-                         f"p = {p:.2g})")
-        else:
-            sentence += (f", but the two are within seed noise (paired t-test over {row['seeds']} seeds, "
-                         f"p = {p:.2g}): our sweep does not contradict the paper's choice")
+        sentence = (f"on {name} the verdict is ***{row['verdict']}***: our best {what} is **{row['our best']}** "
+                    f"(paper's: {row[PAPERS]}) over {row['shared seeds']} shared seed"
+                    f"{'s' if row['shared seeds'] != 1 else ''}")
+        if row["S: not worse than our best"] != "n/a" and row["shared seeds"] >= MIN_SEEDS:
+            sentence += (f"; not significantly worse than it: {row['S: not worse than our best']}; significantly "
+                         f"worse than the paper's: {row[WORSE] or 'none'}")
+        if row[NOISE] != "n/a":
+            sentence += f"; the same configuration varies by {row[NOISE]} (SD over seeds)"
         parts.append(sentence)
     return _markdown("**What we got:** " + "; ".join(parts) + ".")
 

@@ -300,14 +300,15 @@ def test_t_interval_on_known_values():
     assert stats.t_interval([1.0, float("nan"), 3.0])[0] == 2.0
 
 
-def test_paired_t_test_on_known_values():
-    t, p = stats.paired_t_test([1, 2, 3, 4], [2, 3, 5, 5])       # differences -1 -1 -2 -1: mean -1.25, sd 0.5
-    assert t == pytest.approx(-5.0)
-    assert p == pytest.approx(0.015392, abs=1e-5)             # two-sided, 3 degrees of freedom
-    assert all(math.isnan(v) for v in stats.paired_t_test([1.0], [2.0]))
-    assert all(math.isnan(v) for v in stats.paired_t_test([1, 2, 3], [2, 3, 4]))   # constant difference
+def test_paired_test_on_known_values():
+    from ifm.rules import paired
+
+    got = paired([1, 2, 3, 4], [2, 3, 5, 5])       # differences -1 -1 -2 -1: mean -1.25, sd 0.5
+    assert got.t == pytest.approx(-5.0) and got.difference == -1.25
+    assert got.p == pytest.approx(0.015392, abs=1e-5)             # two-sided, 3 degrees of freedom
+    assert math.isnan(paired([1.0], [2.0]).p)
     with pytest.raises(ValueError):
-        stats.paired_t_test([1, 2], [1, 2, 3])
+        paired([1, 2], [1, 2, 3])
 
 
 def test_significance_marks_only_better_and_significant():
@@ -319,6 +320,8 @@ def test_significance_marks_only_better_and_significant():
                  {"dataset": "d", "model": "afm", "seed": seed, "test_rmse": c}]
     sig = stats.significance(pd.DataFrame(rows), metrics=("test_rmse",)).set_index("baseline")
     assert bool(sig.loc["nfm", "significant"]) and sig.loc["nfm", "p_value"] < 0.001
+    assert sig.loc["nfm", "p_holm"] == pytest.approx(min(1.0, 2 * sig.loc["nfm", "p_value"]))   # the smaller of 2
+    assert sig.loc["nfm", "mean_difference"] == pytest.approx(-0.115) and sig.loc["nfm", "ci_half"] > 0
     assert not bool(sig.loc["afm", "significant"])           # differences of both signs
     reversed_rows = [{**r, "test_rmse": -r["test_rmse"]} for r in rows]
     worse = stats.significance(pd.DataFrame(reversed_rows), metrics=("test_rmse",)).set_index("baseline")
@@ -425,27 +428,24 @@ def sweep_frame(valid_rmse: dict) -> pd.DataFrame:
                          for depth, values in valid_rmse.items() for seed, v in enumerate(values)])
 
 
-def test_best_setting_is_tested_against_the_papers_best_over_paired_seeds():
+def test_the_best_setting_table_and_sentence_lay_out_the_rules_judgement():
     from ifm import plots, verdicts
 
-    # Depth 3 beats the paper's depth 2 by 0.010 on every seed: a real difference.
+    # Depth 3 beats the paper's depth 2 by 0.010 on every seed: the paper's setting is outside S.
     clear = plots.best_setting_table(sweep_frame({2: [0.470, 0.475, 0.480], 3: [0.460, 0.4655, 0.470]}),
                                      "fen_layers", {"frappe": 2})
     row = clear.loc["Frappe"]
-    assert row["our best by validation RMSE"] == 3 and row["seeds"] == 3
-    assert row["p (ours vs paper's best)"] < 0.05
-    assert "better by more than seed noise" in verdicts.best_setting(clear, "depth").data
-    # Depth 3 wins on average but loses on one seed: within noise.
+    assert row["our best"] == 3 and row["shared seeds"] == 3 and row["verdict"] == "not reproduced"
+    assert row["S: not worse than our best"] == "3" and row["seed SD at the paper's"].endswith("(3 seeds)")
+    assert "the verdict is ***not reproduced***" in verdicts.best_setting(clear, "depth").data
+    # Depth 3 wins on average but loses on one seed: not separated.
     noisy = plots.best_setting_table(sweep_frame({2: [0.470, 0.460, 0.480], 3: [0.462, 0.468, 0.470]}),
                                      "fen_layers", {"frappe": 2})
-    assert noisy.loc["Frappe", "p (ours vs paper's best)"] > 0.05
-    assert "within seed noise" in verdicts.best_setting(noisy, "depth").data
-    # One seed: no test; the same best as the paper: nothing to test.
-    single = plots.best_setting_table(sweep_frame({2: [0.47], 3: [0.46]}), "fen_layers", {"frappe": 2})
-    assert single.loc["Frappe", "p (ours vs paper's best)"] == "n/a"
-    assert "no test is possible" in verdicts.best_setting(single, "depth").data
-    same = plots.best_setting_table(sweep_frame({2: [0.46, 0.46], 3: [0.47, 0.47]}), "fen_layers", {"frappe": 2})
-    assert "the same as the paper's" in verdicts.best_setting(same, "depth").data
+    assert noisy.loc["Frappe", "verdict"] == "consistent, not separated"
+    # A 3-seed point against single runs: one shared seed, no verdict.
+    single = plots.best_setting_table(sweep_frame({2: [0.47, 0.44, 0.45], 3: [0.46]}), "fen_layers", {"frappe": 2})
+    assert single.loc["Frappe", "shared seeds"] == 1 and single.loc["Frappe", "our best"] == 3
+    assert "***too few seeds***" in verdicts.best_setting(single, "depth").data
 
 
 def test_data_labels_come_from_the_structured_kind_and_old_records_from_their_notes():

@@ -95,39 +95,47 @@ def test_convergence_reuses_the_table_runs_and_derives_the_running_training_erro
 def test_the_scorecard_judges_each_recipe_and_lists_what_is_not_run(tmp_path):
     exp = runner(tmp_path, train_missing=False)          # nothing recorded: every claim is not run yet
     card = sc.scorecard(exp)
-    assert set(card.verdict) == {sc.NOT_RUN}
+    assert set(card["verdict (paper)"]) == set(card["verdict (code)"]) == {sc.NOT_RUN}
     # synthetic: the regression claims, no Table 1 (Frappe only); Table 4 falls back to the profile's Avazu
     assert len(card) == len([c for c in sc.CLAIMS if c[2] == "regression"]) + 1
     assert card.data.iloc[-1] == "Avazu" and card.claim.iloc[-1] == "IFM is best on Avazu"
-    assert {"verdict (paper)", "verdict (code)", "ours (paper)", "ours (code)", "by"} <= set(card.columns)
+    assert {"verdict (paper)", "verdict (code)", "ours (paper)", "ours (code)", "testable"} <= set(card.columns)
+    assert "verdict" not in card.columns and "by" not in card.columns     # never one merged verdict
     assert not card.attrs["complete"] and card.attrs["recipe"] == "paper, code"
 
 
-def test_wide_rows_take_the_better_verdict_and_name_its_recipe():
+def test_wide_rows_keep_each_readings_verdict_and_the_summary_counts_per_reading():
     rows = [{"claim": "IFM beats FM", "paper": "Fig. 6", "dataset": "frappe", "data": "Frappe", "ours": "x",
-             "seeds": 3, "verdict": sc.PARTLY, "recipe": "paper"},
+             "seeds": 3, "verdict": sc.CONSISTENT, "recipe": "paper"},
             {"claim": "IFM beats FM", "paper": "Fig. 6", "dataset": "frappe", "data": "Frappe", "ours": "y",
-             "seeds": 3, "verdict": sc.REPRODUCED, "recipe": "code"}]
-    expected = [("IFM beats FM", "Fig. 6", "frappe", "Frappe"), ("IFM beats FM", "Fig. 6", "movielens", "MovieLens")]
-    card = sc.wide(rows, ("paper", "code"), expected).set_index("data")
-    assert card.loc["Frappe", "verdict"] == sc.REPRODUCED and card.loc["Frappe", "by"] == "code"
-    assert card.loc["Frappe", "ours (paper)"] == "x" and card.loc["Frappe", "seeds (code)"] == 3
-    assert card.loc["MovieLens", "verdict"] == sc.NOT_RUN and card.loc["MovieLens", "seeds (paper)"] == 0
-    assert sc.best_verdict([sc.NOT, sc.PARTLY]) == sc.PARTLY
-    assert sc.best_verdict([sc.NOT, sc.NOT_RUN]) == sc.NOT_RUN          # the other recipe may yet reproduce it
-    assert sc.best_verdict([sc.NOT_RUN, sc.REPRODUCED]) == sc.REPRODUCED
-    assert sc.best_verdict([sc.NOT_RUN, sc.UNTESTABLE]) == sc.UNTESTABLE  # the data decides for both
+             "seeds": 3, "verdict": sc.REPRODUCED, "recipe": "code"},
+            {"claim": "IFM beats FM", "paper": "Fig. 6", "dataset": "movielens", "data": "MovieLens stand-in",
+             "ours": "z", "seeds": 3, "verdict": sc.UNTESTABLE, "recipe": "code"}]
+    expected = [("IFM beats FM", "Fig. 6", "frappe", "Frappe"), ("IFM beats FM", "Fig. 6", "movielens", "MovieLens"),
+                ("ReLU is the best FEN activation", "Fig. 5", "frappe", "Frappe")]
+    card = sc.wide(rows, ("paper", "code"), expected)
+    frappe = card[(card.claim == "IFM beats FM") & (card.dataset == "frappe")].iloc[0]
+    assert frappe["verdict (paper)"] == sc.CONSISTENT and frappe["verdict (code)"] == sc.REPRODUCED
+    assert frappe["ours (paper)"] == "x" and frappe["seeds (code)"] == 3 and frappe.testable
+    stand_in = card[card.dataset == "movielens"].iloc[0]
+    assert stand_in["verdict (paper)"] == sc.NOT_RUN and stand_in["seeds (paper)"] == 0 and not stand_in.testable
+    text = sc.summary(card, ("paper", "code"))
+    assert text == ("Of the 2 claims that the paper's data can test here, under the paper's text (recipe paper): "
+                    "1 consistent, not separated, 1 not run yet; under the released code (recipe code): "
+                    "1 reproduced, 1 not run yet.")
 
 
-def test_a_best_setting_needs_the_whole_grid():
+def test_a_best_setting_needs_the_whole_grid_and_three_shared_seeds():
     rows = [{"dataset": "frappe", "dataset_label": "Frappe", "fen_layers": depth, "seed": seed,
-             "valid_rmse": 0.3 + 0.01 * abs(depth - 2) + 0.001 * seed, "valid_mae": 0.1}
-            for depth in (1, 2) for seed in (0, 1)]
+             "valid_rmse": 0.3 + 0.01 * abs(depth - 2) + 0.001 * seed + 0.0003 * (seed * depth % 3), "valid_mae": 0.1}
+            for depth in (1, 2, 3) for seed in (0, 1, 2)]
     df = pd.DataFrame(rows)
     row, = sc.best_settings(df, "fen_layers", *sc.CLAIMS[3][:2], grid=(0, 1, 2, 3, 4))
-    assert row["verdict"] == sc.NOT_RUN and row["ours"].startswith("2 of 5 settings run")
-    row, = sc.best_settings(df, "fen_layers", *sc.CLAIMS[3][:2], grid=(1, 2))
-    assert row["verdict"] == sc.REPRODUCED
+    assert row["verdict"] == sc.NOT_RUN and row["ours"].startswith("3 of 5 settings run")
+    row, = sc.best_settings(df, "fen_layers", *sc.CLAIMS[3][:2], grid=(1, 2, 3))
+    assert row["verdict"] == sc.REPRODUCED and row["seeds"] == 3 and "seed SD at 2" in row["ours"]
+    row, = sc.best_settings(df[df.seed < 2], "fen_layers", *sc.CLAIMS[3][:2], grid=(1, 2, 3))
+    assert row["verdict"] == sc.TOO_FEW and row["seeds"] == 2
 
 
 def test_the_scaling_page_keeps_the_earlier_30_percent_records_as_their_own_points():
@@ -150,7 +158,8 @@ def test_a_claim_over_several_models_waits_for_all_of_them_unless_already_refute
             for s, v in enumerate(vs)]
     reg = pd.DataFrame(rows)
     row, = sc.beats_every_baseline(reg, baselines=5)
-    assert row["verdict"] == sc.NOT_RUN and "below 1 of the 1 baselines compared (of 5)" in row["ours"]
+    assert row["verdict"] == sc.NOT_RUN and row["ours"].startswith("1 of 5 baselines run")
     assert sc.beats_every_baseline(reg)[0]["verdict"] == sc.REPRODUCED       # all the baselines there are
     reg.loc[reg.model == "nfm", "test_rmse"] -= 0.05                         # one run baseline beats IFM
-    assert sc.beats_every_baseline(reg, baselines=5)[0]["verdict"] == sc.NOT
+    row, = sc.beats_every_baseline(reg, baselines=5)
+    assert row["verdict"] == sc.NOT and "(of 5; refuted already)" in row["ours"]
