@@ -208,6 +208,22 @@ def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame, index, metrics: dict, 
     return out
 
 
+def significance_table(sig: pd.DataFrame) -> pd.DataFrame:
+    """Table 3's tests laid out for the page: per reading, dataset, baseline and metric, the shared
+    seeds, IFM − baseline with its 95% interval, p and Holm's p across the baselines, and the verdict."""
+    if sig.empty:
+        return _nothing("table")
+    out = pd.DataFrame({
+        "recipe": sig.recipe, "data": sig.dataset.map(lambda d: DATASET_NAMES.get(d, d)),
+        "baseline": sig.baseline_name, "metric": sig.metric.map(metric_label),
+        "shared seeds": sig.n_pairs,
+        "IFM − baseline (95% CI)": [fmt(d, h) for d, h in zip(sig.mean_difference, sig.ci_half)],
+        "p": [f"{v:.2g}" if v == v else "n/a" for v in sig.p_value],
+        "Holm p": [f"{v:.2g}" if v == v else "n/a" for v in sig.p_holm], "verdict": sig.verdict})
+    return out.set_index(["recipe", "data", "baseline", "metric"] if sig.recipe.notna().all()
+                         else ["data", "baseline", "metric"])
+
+
 def rename_index(table: pd.DataFrame, names: dict | None = None) -> pd.DataFrame:
     """Readable index labels: dataset and model ids -> display names."""
     from ifm.models import DISPLAY_NAMES

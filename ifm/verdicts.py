@@ -159,8 +159,8 @@ def regression(df: pd.DataFrame, sig: pd.DataFrame):
         n_worse = int(mine.verdict.str.contains("worse").sum()) if len(mine) else 0
         tested = int(mine.p_value.notna().sum()) if len(mine) else 0
         paragraphs.append(f"{_under(recipe)}" + "; ".join(lines) + f". Of {tested} tested comparisons (of {len(mine)}; "
-                          f"fewer than 2 seeds cannot be tested), IFM is significantly better in {n_sig} and "
-                          f"significantly worse in {n_worse}.")
+                          f"fewer than 2 shared seeds cannot be tested), IFM is significantly better in {n_sig} and "
+                          f"significantly worse in {n_worse} (paired over shared seeds, Holm-corrected).")
     return _markdown("**What we got:** " + " ".join(paragraphs) + " The paper: IFM best everywhere, all significant."
                      + still_improving(df))
 
@@ -181,7 +181,7 @@ def rankings(ranks: pd.DataFrame, ov: pd.DataFrame):
         same = str(r.paper) == str(r.ours)
         lines.append(f"- {r.item}, {r.dataset_label}{_recipe_of(r)}, {r.quantity}: paper {r.paper}, ours {r.ours} "
                      f"({'the same' if same else '**different**'}; {r.n_seeds} seed{'s' if r.n_seeds != 1 else ''} "
-                     "per setting).")
+                     "shared by every setting" + ("; too few for a verdict" if r.n_seeds < MIN_SEEDS else "") + ").")
     return _markdown("\n".join(lines) if lines else "No table has both the paper's numbers and ours yet.")
 
 

@@ -64,7 +64,7 @@ def test_rankings_agree_disagree_and_sweeps():
     text = verdicts.rankings(ranks, ov).data
     assert "Table 3, Frappe, RMSE (3 seeds, 6 models): our ranking **agrees**" in text
     assert "(1 seed, 6 models): our ranking **disagrees**: the paper's best is IFM, ours is NFM" in text
-    assert "Fig. 3a, Frappe, best depth: paper 2, ours 3 (**different**; 3 seeds per setting)" in text
+    assert "Fig. 3a, Frappe, best depth: paper 2, ours 3 (**different**; 3 seeds shared by every setting)" in text
     assert "Table 3, Frappe, x" not in text
     assert verdicts.rankings(ranks.iloc[:0], ov.iloc[:0]).data.startswith("No table")
 
