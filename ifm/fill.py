@@ -5,10 +5,11 @@ with several workers at once and a time limit.
                        [--device cuda] [--study table3 ...] [--dataset frappe ...] [--list]
 
 The plan is what the pages ask for: each study runs through a read-only runner, and every run
-missing from the results directory is collected (`plan`). It is ordered as the issue of record
-asks the pages to fill: Table 3 on Frappe, then Fig. 6 (and Table 1, which reads Table 3's
-IFM), Table 4, Table 2, the data-scaling study, the MovieLens stand-in's rows, and the FEN
-sweeps; within each, seed 0 of everything before seed 1, and FMs (which others start from)
+missing from the results directory is collected (`plan`). It is ordered as the pages need them:
+Table 3 on Frappe, then Fig. 6, Table 1 (the factors of Table 3's IFM at each seed, derived from
+its weights, so that run and its FM are trained again where their weights are not on this
+machine: on a CPU that gives the very same runs), Table 4, Table 2, the data-scaling study, the
+MovieLens stand-in's rows, and the FEN sweeps; within each, seed 0 of everything before seed 1, and FMs (which others start from)
 first. One record serves every runner that asks for the same settings, whatever the recipe
 label or device (`ifm.experiments.equivalents`), so each such run is planned once.
 
@@ -40,12 +41,13 @@ import time
 from dataclasses import dataclass
 
 # The studies whose runs the pages read, in the order the pages should fill (see the docstring).
-STUDY_ORDER = ("table3", "fig6", "table4", "table2", "scaling", "depth", "dropout", "activation")
-RANK = {"table3": 0, "fig6": 1, "table4": 1, "table2": 2, "scaling": 3, "depth": 5, "dropout": 5, "activation": 5}
+STUDY_ORDER = ("table3", "fig6", "table1", "table4", "table2", "scaling", "depth", "dropout", "activation")
+RANK = {"table3": 0, "fig6": 1, "table1": 1, "table4": 1, "table2": 2, "scaling": 3, "depth": 5, "dropout": 5,
+        "activation": 5}
 # The fill study whose runs a page's study reads (Table 1 reads Table 3's IFM and FM).
 FILL_STUDY = {"regression": "table3", "convergence": "fig6", "ctr": "table4", "components": "table2",
               "scaling": "scaling", "depth": "depth", "dropout": "dropout", "activation": "activation",
-              "factors": "table3"}
+              "factors": "table1"}
 STAND_IN_RANK = 4          # the MovieLens stand-in's rows of Table 3, Fig. 6 and Table 2
 STAND_IN = "movielens"
 
@@ -58,6 +60,7 @@ class Wanted:
     data_options: dict
     config: object          # ifm.train.TrainConfig
     label: str              # the run in words (Experiment.describe)
+    derive: dict | None = None   # Table 1: {"factors": fields}, the factors of this (recorded) IFM to derive
 
     def order(self) -> tuple:
         rank = RANK[self.study]
@@ -71,7 +74,7 @@ def _study_functions() -> dict:
     from ifm import studies
 
     return {"table3": studies.regression_study, "fig6": studies.convergence_study, "table4": studies.ctr_study,
-            "table2": studies.component_study,
+            "table1": lambda exp: studies.factor_study(exp, dataset=(exp.datasets or ("frappe",))[0]), "table2": studies.component_study,
             "scaling": lambda exp: studies._scaling_runs(exp, studies.SCALING_FRACTIONS, studies.SCALING_MODELS),
             "depth": studies.depth_study, "dropout": studies.dropout_study, "activation": studies.activation_study}
 
@@ -105,12 +108,16 @@ def plan(profile: str = "paper", recipe: str = "paper,code", *, studies=None, da
         for pages_datasets in passes:                                          # the pages' own datasets, then others
             exp.datasets, exp.wanted = pages_datasets, []
             functions[name](exp)
-            for config, dataset, options in exp.wanted:
-                same = {_identity_text({"d": dataset, "o": options, "c": config_identity(c)}) for c in equivalents(config)}
+            for config, dataset, options, *derive in exp.wanted:
+                derive = derive[0] if derive else None       # Table 1's factors of a recorded run
+                same = {_identity_text({"d": dataset, "o": options, "c": config_identity(c), "derive": derive})
+                        for c in equivalents(config)}
                 if same & seen or (datasets and dataset not in datasets):
                     continue
                 seen |= same
-                out.append(Wanted(name, dataset, options, config, exp.describe(config, dataset)))
+                label = exp.describe(config, dataset) + (" -> Table 1 factors (retrains it and its FM for their "
+                                                         "weights)" if derive else "")
+                out.append(Wanted(name, dataset, options, config, label, derive))
     return sorted(out, key=Wanted.order)
 
 
@@ -150,6 +157,9 @@ def expected_seconds(item: Wanted, device: str, seen: dict, past: dict) -> float
     recipe, else the median of the records' under any recipe (the recipes differ in stopping
     rules: on the MovieLens stand-in an IFM under `code` takes several times one under `paper`),
     else None (unknown); all per whole training split, times the share `item` trains on."""
+    if item.derive:     # Table 1: the IFM and up to two FMs (Table 3's, its pre-training) trained again
+        single = expected_seconds(dataclasses.replace(item, derive=None), device, seen, past)
+        return None if single is None else 3 * single
     key = time_key(item.config.model, item.dataset, item.config.recipe, device)
     if seen.get(key):
         return max(seen[key]) * share(item.data_options)
@@ -221,6 +231,13 @@ def _worker(tasks, results, settings: dict) -> None:
             holder = exp.training_elsewhere(config, item.dataset, item.data_options or None)
             if holder is not None:          # another fill has it: do something else, come back later
                 results.put((index, "busy", time.time() - started, holder))
+                continue
+            if item.derive:             # Table 1: the factors of a recorded IFM, from its weights
+                from ifm.studies import factor_seed
+
+                exp.train_missing = True
+                factor_seed(exp, item.dataset, item.derive["factors"], config.seed)
+                results.put((index, "done", time.time() - started, "Table 1 factors derived"))
                 continue
             record = exp.run(config, item.dataset, data_options=item.data_options or None)
             test = record.get("test", {})

@@ -162,8 +162,11 @@ class FactorStudy:
     attrs: dict
 
 
+TABLE1_FIELDS = {"frappe": (2, 8)}     # the paper's x3 and x9 (0-based); other data: its first two fields
+
+
 @per_recipe
-def factor_study(exp: Experiment, *, dataset: str = "frappe", fields=(2, 8)) -> FactorStudy:
+def factor_study(exp: Experiment, *, dataset: str = "frappe", fields=None) -> FactorStudy:
     """Table 1: input-aware factors m_x,i of two fields in three test instances, at each seed of
     Table 3's IFM.
 
@@ -179,12 +182,13 @@ def factor_study(exp: Experiment, *, dataset: str = "frappe", fields=(2, 8)) -> 
     runs: the chosen instances and every test instance's factors), so that the book reads it
     without the models' weights, which are not committed.
     """
-    fields = [int(f) for f in fields]
-    parts = [_factor_seed(exp, dataset, fields, seed) for seed in _seeds(exp, exp.profile.seeds)]
+    fields = [int(f) for f in (fields if fields is not None else TABLE1_FIELDS.get(dataset, (0, 1)))]
+    parts = [factor_seed(exp, dataset, fields, seed) for seed in _seeds(exp, exp.profile.seeds)]
     found = [p for p in parts if p is not None]
     table = pd.concat([p[0] for p in found], ignore_index=True) if found else pd.DataFrame()
     distribution = pd.concat([p[1] for p in found], ignore_index=True) if found else pd.DataFrame(
-        columns=["seed", "test_index", "field", "field_name", "factor"])
+        {"seed": pd.Series(dtype=int), "test_index": pd.Series(dtype=int), "field": pd.Series(dtype=int),
+         "field_name": pd.Series(dtype=object), "factor": pd.Series(dtype=float)})
     names = found[0][2] if found else []
     q = distribution.groupby(["field", "field_name"])["factor"]
     summary = pd.DataFrame({"mean": q.mean(), "std": q.std(), "p05": q.quantile(0.05), "median": q.median(),
@@ -204,10 +208,12 @@ def factor_study(exp: Experiment, *, dataset: str = "frappe", fields=(2, 8)) -> 
     return FactorStudy(table, distribution, summary, exp_attrs)
 
 
-def _factor_seed(exp: Experiment, dataset: str, fields: list[int], seed: int):
+def factor_seed(exp: Experiment, dataset: str, fields: list[int], seed: int):
     """One seed of Table 1: (its instances, every test factor in long form, the field names, the
-    common pair), from the derived record of Table 3's IFM at that seed; None (and noted missing)
-    when that record is not made yet."""
+    common pair), from the derived record of Table 3's IFM at that seed, made here when the runner
+    trains (it needs the weights of that IFM and its FM: a run whose weights are not on this
+    machine is trained again, which on a CPU gives the very same run); None (and noted missing,
+    and for `fill` wanted) when that record is not made yet."""
     ifm_config, fm_config = exp.config(dataset, "ifm", seed), exp.config(dataset, "fm", seed)
     ifm_record = exp.run(ifm_config, dataset, save_state=exp.train_missing)
     fm_record = exp.run(fm_config, dataset, save_state=exp.train_missing)
@@ -223,6 +229,8 @@ def _factor_seed(exp: Experiment, dataset: str, fields: list[int], seed: int):
         if derived is None:
             exp.missing.append(f"Table 1 factors of IFM on {dataset}, seed {seed} (needs its saved weights)")
             exp.stats["missing"] += 1
+            if exp.wanted is not None:
+                exp.wanted.append((ifm_config, dataset, {}, {"factors": fields}))
     if derived is None:
         return None
     base = exp.row(ifm_record, dataset)

@@ -229,7 +229,7 @@ def test_a_page_names_the_fill_command_of_its_own_study_and_recipes():
 
     for study, recipe, expected in [("regression", "paper, code", "--recipe paper,code --study table3"),
                                     ("scaling", "paper, code, legacy (the 30% pool's points)", "--recipe paper,code --study scaling"),
-                                    ("factors", "code", "--recipe code --study table3")]:
+                                    ("factors", "code", "--recipe code --study table1")]:
         df = pd.DataFrame()
         df.attrs.update(study=study, recipe=recipe, profile="paper")
         assert plots.fill_command(df) == f"`python -m ifm fill --profile paper {expected}`"
@@ -323,3 +323,23 @@ def test_a_put_off_run_that_the_other_process_finished_is_read_not_trained_and_n
     assert counts["reused"] == 1 and counts["done"] == counts["failed"] == 0
     last = lines[-1]
     assert last.startswith("[1/1]") and "made meanwhile by another process" in last and "FAILED" not in last
+
+
+def test_table1_factors_are_planned_per_seed_once_their_runs_exist_and_derived_by_fill(tmp_path):
+    fill.fill(smoke_plan(tmp_path, ("table3",), seeds=(0, 1)), workers=1, profile="smoke", results_dir=tmp_path,
+              overrides=TINY, log=lambda *a, **k: None)
+    items = smoke_plan(tmp_path, ("table3", "table1"), seeds=(0, 1))
+    assert [(i.study, i.config.model, i.config.seed, i.config.recipe) for i in items] == [
+        ("table1", "ifm", 0, "paper"), ("table1", "ifm", 0, "code"), ("table1", "ifm", 1, "paper"),
+        ("table1", "ifm", 1, "code")]
+    assert all(i.derive == {"factors": [0, 1]} and "Table 1 factors" in i.label for i in items)
+    assert fill.expected_seconds(items[0], "cpu", {}, {("ifm", "synthetic", "paper", "cpu"): [10.0]}) == 30.0
+    lines = []
+    counts = fill.fill(items, workers=2, profile="smoke", results_dir=tmp_path, overrides=TINY,
+                       log=lambda *a, **k: lines.append(" ".join(map(str, a))))
+    assert counts["done"] == 4 and counts["failed"] == 0, lines
+    assert smoke_plan(tmp_path, ("table3", "table1"), seeds=(0, 1)) == []
+    fs = studies.factor_study(ex.Experiment("smoke", recipe="paper,code", seeds=[0, 1], results_dir=tmp_path,
+                                            train_missing=False, log=None, **SYNTHETIC), dataset="synthetic")
+    assert fs.attrs["complete"] and sorted(fs.distribution.seed.unique()) == [0, 1]
+    assert set(fs.table.recipe) == {"paper", "code"} and fs.attrs["fields"] == [0, 1]
