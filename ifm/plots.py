@@ -511,15 +511,38 @@ VERDICT_COLOURS = {"reproduced": "#d8f0d8", "consistent, not separated": "#e8f0f
                    "not run yet": "#ffffff"}
 
 
+READINGS = {"paper": "the paper's text (recipe paper)", "code": "the released code (recipe code)"}
+
+
 def scorecard_table(card: pd.DataFrame, testable: bool = True):
-    """The claims scorecard as a table: the claims the paper's data can test here (or, with
-    `testable=False`, the others, shown apart), each reading's verdict cell coloured by its verdict."""
+    """The claims the paper's data can test here (or, with `testable=False`, the others, shown
+    apart): the claim and the paper's evidence, then under each reading our headline number and its
+    verdict with the seeds all compared runs share, the verdict cell coloured by its verdict."""
     if card.empty:
         return card
-    rows = card[card.testable == testable].drop(columns=["dataset", "testable"])
-    return (rows.style.hide(axis="index")
-            .map(lambda v: f"background-color: {VERDICT_COLOURS.get(v, 'white')}",
-                 subset=[c for c in rows.columns if c.startswith("verdict")]))
+    rows = card[card.testable == testable]
+    recipes = [c[len("verdict ("):-1] for c in card.columns if c.startswith("verdict (")]
+    out = pd.DataFrame({("claim", ""): rows.claim + ("" if testable else " — " + rows.data),
+                        ("the paper", ""): rows.paper})
+    for r in recipes:
+        out[(READINGS.get(r, r), "ours")] = rows[f"ours ({r})"]
+        out[(READINGS.get(r, r), "verdict")] = [f"{v} ({n} seed{'s' if n != 1 else ''})" if n else v
+                                                for v, n in zip(rows[f"verdict ({r})"], rows[f"seeds ({r})"])]
+    out.columns = pd.MultiIndex.from_tuples(out.columns)
+    verdict_columns = [c for c in out.columns if c[1] == "verdict"]
+    return (out.style.hide(axis="index")
+            .map(lambda v: f"background-color: {VERDICT_COLOURS.get(str(v).split(' (')[0], 'white')}",
+                 subset=verdict_columns))
+
+
+def evidence_table(card: pd.DataFrame) -> pd.DataFrame:
+    """Behind each verdict of the scorecard: per claim, dataset and reading, every test with its
+    difference, interval and Holm-corrected p, and the seeds shared."""
+    recipes = [c[len("verdict ("):-1] for c in card.columns if c.startswith("verdict (")]
+    rows = [{"claim": r["claim"], "data": r["data"], "reading": f"recipe {recipe}",
+             "verdict": r[f"verdict ({recipe})"], "evidence": r[f"details ({recipe})"]}
+            for _, r in card.iterrows() for recipe in recipes]
+    return pd.DataFrame(rows).set_index(["claim", "data", "reading"])
 
 
 def markdown(text: str):

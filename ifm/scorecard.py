@@ -51,9 +51,11 @@ def _testable(df: pd.DataFrame, name: str) -> bool:
     return not any(word in labels.iloc[0] for word in ("stand-in", "sample")) if len(labels) else False
 
 
-def _row(claim, evidence, dataset, label, ours, seeds, verdict, testable=True) -> dict:
+def _row(claim, evidence, dataset, label, ours, seeds, verdict, testable=True, details: str = "") -> dict:
+    """One claim on one dataset under one reading: `ours` is the headline (a number or two),
+    `details` the evidence behind the verdict (each test, the shared seeds)."""
     return {"claim": claim, "paper": evidence, "dataset": dataset, "data": label, "ours": ours, "seeds": seeds,
-            "verdict": verdict if testable or verdict == NOT_RUN else UNTESTABLE}
+            "verdict": verdict if testable or verdict == NOT_RUN else UNTESTABLE, "details": details or ours}
 
 
 def _pm(values) -> str:
@@ -73,10 +75,10 @@ def _comparison_row(claim: int, name, label, runs, wide, judgement, what: str, t
                     scale: float = 1.0) -> dict:
     """A model-against-model row: `what` (the headline numbers), each rival's difference with its
     interval and Holm-corrected p, and which seeds were shared (`runs`: one row per run)."""
-    ours = f"{what}; difference IFM − rival: {judgement.reason(scale=scale, unit=unit)}" if judgement.rows is not None \
-        and len(judgement.rows) else what
-    return _row(CLAIMS[claim][0], CLAIMS[claim][1], name, label, ours + _seeds_note(wide, runs),
-                len(wide), judgement.verdict, testable)
+    details = (f"IFM − rival: {judgement.reason(scale=scale, unit=unit)}" if judgement.rows is not None
+               and len(judgement.rows) else what)
+    return _row(CLAIMS[claim][0], CLAIMS[claim][1], name, label, what, len(wide), judgement.verdict, testable,
+                details + _seeds_note(wide, runs))
 
 
 def beats_fm(conv: pd.DataFrame) -> list[dict]:
@@ -89,7 +91,7 @@ def beats_fm(conv: pd.DataFrame) -> list[dict]:
         best = best[best.model.isin(["fm", "ifm"])]
         wide = matched(best, "model", "valid_rmse")
         j = judge_comparison(wide, "ifm", ["fm"], names={"fm": "FM"})
-        what = f"best validation RMSE IFM {_pm(wide['ifm'])} vs FM {_pm(wide['fm'])}"
+        what = f"best validation RMSE: IFM {_pm(wide['ifm'])}, FM {_pm(wide['fm'])}"
         rows.append(_comparison_row(0, name, part.dataset_label.iloc[0], best, wide, j, what, _testable(conv, name)))
     return rows
 
@@ -117,9 +119,9 @@ def beats_every_baseline(reg: pd.DataFrame, baselines: int | None = None) -> lis
                              + ("" if len(wide) or not len(own) else "; no seed shared by all"), len(wide), NOT_RUN))
             continue
         j = judge_comparison(wide, "ifm", others, names=names)
-        what = (f"IFM test RMSE {_pm(wide['ifm'])}, significantly below {int(j.rows.better.sum())} and above "
+        what = (f"IFM {_pm(wide['ifm'])}: significantly below {int(j.rows.better.sum())}, above "
                 f"{int(j.rows.worse.sum())} of {len(others)} baselines" + (f" (of {baselines}; refuted already)"
-                                                                            if short else ""))
+                                                                           if short else ""))
         rows.append(_comparison_row(1, name, label, runs, wide, j, what, _testable(reg, name)))
     return rows
 
@@ -141,10 +143,13 @@ def fen_adds_most(comp: pd.DataFrame, models: int | None = None) -> list[dict]:
                              + ", ".join(f"{m} {100 * v:.1f}%" for m, v in means.items()), len(wide), NOT_RUN))
             continue
         j = judge_comparison(wide, "ifm", lower_is_better=False, names=names)
-        means = {names[m]: 100 * wide[m].mean() for m in wide.columns}
-        what = "RI of test RMSE: " + ", ".join(f"{m} {v:.1f}%" for m, v in means.items())
-        row = _comparison_row(2, name, part.dataset_label.iloc[0], part, wide, j, what, _testable(comp, name), unit=" pt", scale=100)
-        row["ours"] = row["ours"].replace("difference IFM − rival", "IFM − rival (points)") + _handover_note(part)
+        means = {m: 100 * wide[m].mean() for m in wide.columns}
+        rival = max((m for m in means if m != "ifm"), key=means.get)
+        what = f"RI of test RMSE: IFM {means['ifm']:.1f}%, best other {names[rival]} {means[rival]:.1f}%"
+        row = _comparison_row(2, name, part.dataset_label.iloc[0], part, wide, j, what, _testable(comp, name),
+                              unit=" points", scale=100)
+        row["details"] = ("RI of test RMSE: " + ", ".join(f"{names[m]} {v:.1f}%" for m, v in means.items()) + "; "
+                          + row["details"] + _handover_note(part))
         rows.append(row)
     return rows
 
@@ -166,10 +171,11 @@ def best_settings(df: pd.DataFrame, option: str, claim: str, evidence: str, grid
     rows = []
     for _, name, label, j, sd, _ in sweep_judgements(df, option, paper_best(option), grid) if len(df) else []:
         if j.missing:
-            ours = f"{len(grid) - len(j.missing)} of {len(grid)} settings run"
+            ours = details = f"{len(grid) - len(j.missing)} of {len(grid)} settings run"
         else:
-            ours = j.reason() + (f"; seed SD at {j.paper}: {sd:.4f}" if sd == sd else "")
-        rows.append(_row(claim, evidence, name, label, ours, len(j.seeds), j.verdict, _testable(df, name)))
+            ours = f"our best {j.best}" + (f"; S: {', '.join(str(v) for v in j.in_s)}" if j.in_s else "")
+            details = j.reason() + (f"; seed SD at {j.paper}: {sd:.4f}" if sd == sd else "")
+        rows.append(_row(claim, evidence, name, label, ours, len(j.seeds), j.verdict, _testable(df, name), details))
     return rows
 
 
@@ -241,8 +247,11 @@ def converges_faster(conv: pd.DataFrame) -> list[dict]:
             texts.append(f"{what}: {j.verdict} ({j.reason(digits=digits)})" if len(wide) else f"{what}: no data")
             shared.append(len(wide))
         verdict = judge_all(parts)
+        held = [what for what, v in zip(("lower validation RMSE", "lower training RMSE", "reaches FM's best sooner"),
+                                        parts) if v == REPRODUCED]
         rows.append(_row(CLAIMS[6][0], CLAIMS[6][1], name, part.dataset_label.iloc[0],
-                         "IFM − FM, " + "; ".join(texts), min(shared), verdict, _testable(conv, name)))
+                         "significant: " + (", ".join(held) or "none of the three"), min(shared), verdict,
+                         _testable(conv, name), "IFM − FM, " + "; ".join(texts)))
     return rows
 
 
@@ -270,7 +279,8 @@ def factors_vary(fs) -> list[dict]:
         paper_range = PAPER_FACTOR_RANGES.get(field, (math.nan, math.nan))
         j = judge_factors(factor_statistics(fs, field), paper_range)
         rows.append(_row(f"{CLAIMS[7][0]} (x{field})", CLAIMS[7][1], fs.table.dataset.iloc[0],
-                         fs.table.dataset_label.iloc[0], j.reason(paper_range), len(j.seeds), j.verdict))
+                         fs.table.dataset_label.iloc[0], f"width {j.width:.2f}, largest share {j.median_share:.2f}",
+                         len(j.seeds), j.verdict, details=j.reason(paper_range)))
     return rows
 
 
@@ -305,7 +315,7 @@ def best_on_avazu(ctr: pd.DataFrame, models: int | None = None) -> list[dict]:
                              f"{len(names)} of {models or len(names)} models run", len(wide), NOT_RUN))
             continue
         j = judge_comparison(wide, "ifm", names=names)
-        what = f"IFM test log loss {_pm(wide['ifm'])}"
+        what = f"IFM test log loss {_pm(wide['ifm'])}, lowest {names[wide.mean().idxmin()]}"
         rows.append(_comparison_row(8, name, part.dataset_label.iloc[0], part, wide, j, what, _testable(ctr, name)))
     return rows
 
@@ -344,6 +354,7 @@ def wide(rows: list[dict], recipes, expected: list[tuple]) -> pd.DataFrame:
                "data": known["data"] if known else label, "dataset": dataset}
         for recipe, r in mine.items():
             row[f"ours ({recipe})"] = r["ours"] if r else "no runs in the records"
+            row[f"details ({recipe})"] = r.get("details", r["ours"]) if r else ""
             row[f"seeds ({recipe})"] = r["seeds"] if r else 0
             row[f"verdict ({recipe})"] = r["verdict"] if r else NOT_RUN
         row["testable"] = UNTESTABLE not in [row[f"verdict ({r})"] for r in recipes] and not any(
@@ -362,7 +373,8 @@ def summary(card: pd.DataFrame, recipes) -> str:
         counts = testable[f"verdict ({recipe})"].value_counts()
         shown = ", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts)
         parts.append(f"under {words.get(recipe, f'recipe {recipe}')}: {shown or 'nothing'}")
-    return (f"Of the {len(testable)} claims that the paper's data can test here, " + "; ".join(parts) + ".")
+    data = ", ".join(dict.fromkeys(testable.data)) if len(testable) else "none"
+    return (f"Of the {len(testable)} claims that the paper's data can test here ({data}), " + "; ".join(parts) + ".")
 
 
 def scorecard(exp: Experiment) -> pd.DataFrame:

@@ -18,8 +18,8 @@ def test_ifm_beats_fm_on_paired_seeds_and_not_on_a_stand_in():
     conv = runs("Frappe (paper split, reconstructed)", {"ifm": [0.30, 0.31, 0.29], "fm": [0.34, 0.36, 0.33]})
     conv["valid_rmse"] = conv.pop("value")
     row, = sc.beats_fm(conv)
-    assert row["verdict"] == rules.REPRODUCED and row["seeds"] == 3 and "IFM 0.3000 ± 0.0248 vs FM 0.3433 ± 0.0379" in row["ours"]
-    assert "FM -0.0433 ± 0.0" in row["ours"] and "[seeds shared: 0, 1, 2]" in row["ours"]
+    assert row["verdict"] == rules.REPRODUCED and row["seeds"] == 3 and "IFM 0.3000 ± 0.0248, FM 0.3433 ± 0.0379" in row["ours"]
+    assert "FM -0.0433 ± 0.0" in row["details"] and "[seeds shared: 0, 1, 2]" in row["details"]
     conv["dataset_label"] = "MovieLens stand-in"
     assert sc.beats_fm(conv)[0]["verdict"] == rules.UNTESTABLE
 
@@ -29,14 +29,14 @@ def test_ifm_beats_fm_drops_a_seed_that_one_model_lacks():
     conv["valid_rmse"] = conv.pop("value")
     row, = sc.beats_fm(conv)
     assert row["seeds"] == 3 and "IFM 0.3000 ± 0.0248" in row["ours"]     # IFM's seed 3 is left out
-    assert "1 run(s) on other seeds left out" in row["ours"]
+    assert "1 run(s) on other seeds left out" in row["details"]
 
 
 def test_every_baseline_needs_all_comparisons_significant():
     reg = runs("Frappe", {"ifm": [0.29, 0.30, 0.28], "nfm": [0.31, 0.33, 0.30], "afm": [0.295, 0.29, 0.30]})
     reg["test_rmse"] = reg.pop("value")
     row, = sc.beats_every_baseline(reg)
-    assert "significantly below 1 and above 0 of 2 baselines" in row["ours"]
+    assert "significantly below 1, above 0 of 2 baselines" in row["ours"]
     assert row["verdict"] == rules.CONSISTENT             # AFM is not separated from IFM
     reg.loc[reg.model == "nfm", "test_rmse"] -= 0.05      # NFM now below IFM at every seed
     assert sc.beats_every_baseline(reg)[0]["verdict"] == rules.NOT
@@ -46,7 +46,7 @@ def test_fen_adds_most_against_the_runner_up():
     comp = runs("Frappe", {"ifm": [0.30, 0.28, 0.31], "nfm": [0.10, 0.12, 0.09], "fm": [0, 0, 0]})
     comp["ri_rmse"] = comp.pop("value")
     row, = sc.fen_adds_most(comp)
-    assert row["verdict"] == rules.REPRODUCED and "NFM 10.3%" in row["ours"] and "IFM 29.7%" in row["ours"]
+    assert row["verdict"] == rules.REPRODUCED and row["ours"] == "RI of test RMSE: IFM 29.7%, best other NFM 10.3%"
 
 
 def test_converges_faster_needs_all_three_parts_on_paired_seeds():
@@ -58,7 +58,8 @@ def test_converges_faster_needs_all_three_parts_on_paired_seeds():
     # IFM lower at every seed, but it reaches FM's best at epoch 2, where FM reaches it: not faster
     row, = sc.converges_faster(curves(ifm_first=0.35))
     assert row["verdict"] == rules.CONSISTENT and row["seeds"] == 3
-    assert "lower validation RMSE: reproduced" in row["ours"] and "reaches FM's best sooner: consistent" in row["ours"]
+    assert row["ours"] == "significant: lower validation RMSE, lower training RMSE"
+    assert "lower validation RMSE: reproduced" in row["details"] and "reaches FM's best sooner: consistent" in row["details"]
     # IFM below FM's best already after epoch 1: all three hold
     row, = sc.converges_faster(curves(ifm_first=0.335))
     assert row["verdict"] == rules.REPRODUCED
@@ -90,7 +91,7 @@ def test_every_baseline_waits_for_ifm_and_compares_only_shared_seeds():
     reg["test_rmse"] = reg.pop("value")
     row, = sc.beats_every_baseline(reg, baselines=2)
     assert row["seeds"] == 1 and row["verdict"] == rules.TOO_FEW
-    assert "[seeds shared: 2; 4 run(s) on other seeds left out]" in row["ours"]
+    assert "[seeds shared: 2; 4 run(s) on other seeds left out]" in row["details"]
 
 
 def test_fen_adds_most_says_which_frozen_models_lose_their_fms_batch_norm():
@@ -99,10 +100,10 @@ def test_fen_adds_most_says_which_frozen_models_lose_their_fms_batch_norm():
     comp["fm_batch_norm"] = comp.model.isin(["ifm", "afm"])
     row, = sc.fen_adds_most(comp)
     assert row["verdict"] == rules.NOT
-    assert row["ours"].endswith("; IFM and AFM start from an FM trained with batch norm on its pooled vector, "
+    assert row["details"].endswith("; IFM and AFM start from an FM trained with batch norm on its pooled vector, "
                                 "which the hand-over of w0, w and v leaves behind")
     comp["fm_batch_norm"] = False
-    assert "batch norm" not in sc.fen_adds_most(comp)[0]["ours"]
+    assert "batch norm" not in sc.fen_adds_most(comp)[0]["details"]
 
 
 def factor_study(shares_per_seed: dict):
@@ -130,6 +131,6 @@ def test_factors_are_judged_on_spread_and_concentration_over_seeds():
     stats = sc.factor_statistics(factor_study(collapsed), 3)
     assert list(stats.median_share) == pytest.approx([0.965] * 3)       # shares 0.111, 0.96, 0.97, 0.98
     assert (stats.p95 - stats.p05).min() > 2.45
-    assert row["verdict"] == rules.NOT and "mean over 3 seeds" in row["ours"]
+    assert row["verdict"] == rules.NOT and "mean over 3 seeds" in row["details"]
     row, = sc.factors_vary(factor_study({0: moderate[0]}))
     assert row["verdict"] == rules.TOO_FEW

@@ -120,7 +120,7 @@ def test_wide_rows_keep_each_readings_verdict_and_the_summary_counts_per_reading
     stand_in = card[card.dataset == "movielens"].iloc[0]
     assert stand_in["verdict (paper)"] == sc.NOT_RUN and stand_in["seeds (paper)"] == 0 and not stand_in.testable
     text = sc.summary(card, ("paper", "code"))
-    assert text == ("Of the 2 claims that the paper's data can test here, under the paper's text (recipe paper): "
+    assert text == ("Of the 2 claims that the paper's data can test here (Frappe), under the paper's text (recipe paper): "
                     "1 consistent, not separated, 1 not run yet; under the released code (recipe code): "
                     "1 reproduced, 1 not run yet.")
 
@@ -133,7 +133,7 @@ def test_a_best_setting_needs_the_whole_grid_and_three_shared_seeds():
     row, = sc.best_settings(df, "fen_layers", *sc.CLAIMS[3][:2], grid=(0, 1, 2, 3, 4))
     assert row["verdict"] == sc.NOT_RUN and row["ours"].startswith("3 of 5 settings run")
     row, = sc.best_settings(df, "fen_layers", *sc.CLAIMS[3][:2], grid=(1, 2, 3))
-    assert row["verdict"] == sc.REPRODUCED and row["seeds"] == 3 and "seed SD at 2" in row["ours"]
+    assert row["verdict"] == sc.REPRODUCED and row["seeds"] == 3 and "seed SD at 2" in row["details"]
     row, = sc.best_settings(df[df.seed < 2], "fen_layers", *sc.CLAIMS[3][:2], grid=(1, 2, 3))
     assert row["verdict"] == sc.TOO_FEW and row["seeds"] == 2
 
