@@ -270,15 +270,24 @@ def _hold_lock(tmp_path, item):
     return exp, lock
 
 
-def _fill_logged(items, tmp_path, then, after: float):
-    """fill(items) with one worker while `then` runs `after` seconds in; (counts, logged lines)."""
+def _fill_logged(items, tmp_path, then, after: float, when: str | None = None):
+    """fill(items) with one worker while `then` runs `after` seconds in, or, with `when`, as soon as
+    a logged line starts with it (so a slow machine cannot run `then` before the worker has looked);
+    (counts, logged lines)."""
     import threading
 
-    timer, lines = threading.Timer(after, then), []
-    timer.start()
+    timer, lines, fired = threading.Timer(after, then), [], threading.Event()
+
+    def log(*a, **k):
+        lines.append(" ".join(map(str, a)))
+        if when and lines[-1].startswith(when) and not fired.is_set():
+            fired.set()
+            threading.Timer(0.0, then).start()
+
+    if not when:
+        timer.start()
     try:
-        counts = fill.fill(items, workers=1, profile="smoke", results_dir=tmp_path, overrides=TINY,
-                           log=lambda *a, **k: lines.append(" ".join(map(str, a))))
+        counts = fill.fill(items, workers=1, profile="smoke", results_dir=tmp_path, overrides=TINY, log=log)
     finally:
         timer.cancel()
     return counts, lines
@@ -290,7 +299,7 @@ def test_a_run_another_process_is_training_is_put_off_and_the_worker_goes_on(tmp
     monkeypatch.setattr(fill, "RETRY_SECONDS", 0.2)
     items = smoke_plan(tmp_path)[:2]
     _, lock = _hold_lock(tmp_path, items[0])
-    counts, lines = _fill_logged(items, tmp_path, lock.unlink, after=3.0)
+    counts, lines = _fill_logged(items, tmp_path, lock.unlink, after=3.0, when="put off:")
     assert counts["done"] == 2 and counts["not started"] == 0
     put_off = [i for i, line in enumerate(lines) if line.startswith("put off:") and items[0].label in line]
     assert len(put_off) == 1 and "is training it" in lines[put_off[0]]          # said once, however often retried
