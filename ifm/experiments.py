@@ -24,10 +24,7 @@ from ifm.records import REPO_ROOT, RunCache, _identity_text, _without_device, ca
 from ifm.registry import DATASET_NAMES
 from ifm.settings import RECIPES
 
-with warnings.catch_warnings():
-    # tqdm.auto warns on import inside a notebook without ipywidgets; progress bars are off here.
-    warnings.filterwarnings("ignore", message="IProgress not found")
-    from ifm.train import TrainConfig, build_for, summary_of, train
+from ifm.train import TrainConfig, build_for, summary_of, train
 
 
 class Experiment:

@@ -150,6 +150,34 @@ def read_json(path: str | os.PathLike):
         return json.load(f)
 
 
+def make_portable(directory: str | os.PathLike) -> dict:
+    """Rewrite the JSON records under `directory` once so that none names a path of the machine
+    that made it (`ifm.registry.portable_provenance` on each dataset's provenance; a pre-training
+    file by its name), changing nothing else: the cache key and what it hashes are checked to be
+    the same before each record is written back (atomically, in the same format). Returns counts."""
+    from ifm.registry import portable_provenance
+
+    counts = {"read": 0, "rewritten": 0}
+    for path in sorted(Path(directory).rglob("*.json")):
+        record = read_json(path)
+        counts["read"] += 1
+        before = json.dumps(record, sort_keys=True)
+        cache = json.dumps(record.get("cache", {}).get("material"), sort_keys=True), record.get("cache", {}).get("key")
+        if isinstance(record.get("dataset"), dict) and isinstance(record["dataset"].get("provenance"), dict):
+            record["dataset"]["provenance"] = portable_provenance(record["dataset"]["provenance"])
+        pretrain = record.get("pretrain")
+        if isinstance(pretrain, dict) and str(pretrain.get("from_file", "")).startswith("/"):
+            pretrain["from_file"] = os.path.basename(pretrain["from_file"])
+        if json.dumps(record, sort_keys=True) == before:
+            continue
+        after = json.dumps(record.get("cache", {}).get("material"), sort_keys=True), record.get("cache", {}).get("key")
+        if after != cache:
+            raise AssertionError(f"{path}: making it portable would change its cache key")
+        write_json_atomic(path, record)
+        counts["rewritten"] += 1
+    return counts
+
+
 # --------------------------------------------------------------------------- where records live
 def results_root(results_dir: str | os.PathLike | None = None) -> Path:
     return Path(results_dir or os.environ.get("IFM_RESULTS_DIR") or REPO_ROOT / "results").expanduser()

@@ -4,6 +4,7 @@ the provenance every loaded dataset carries."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -198,3 +199,25 @@ def with_train_fraction(ds: Dataset, fraction: float, seed: int) -> Dataset:
                     f"train: a seeded {fraction:g} of its {n:,} instances ({len(train):,}; seed {seed}), "
                     "validation and test unchanged"])
     return Dataset(ds.name, ds.task, ds.num_features, ds.num_fields, train, ds.valid, ds.test, prov)
+
+
+def portable_provenance(provenance: dict) -> dict:
+    """A provenance as a record keeps it: no path of the machine that made it. The source keeps
+    its kind ("mirror", "cache", "download"), and each file's path becomes its path relative to the
+    directory it was found in (its name alone when it lay elsewhere); the hashes say which bytes."""
+    out = dict(provenance)
+    source = str(out.get("source", ""))
+    kind, _, root = source.partition(":")
+    if root.startswith("/"):
+        out["source"] = kind
+    files = []
+    for f in out.get("files", []):
+        f = dict(f)
+        path = str(f.get("path", ""))
+        if path.startswith("/") or (len(path) > 2 and path[1] == ":"):
+            inside = root.startswith("/") and (path + "/").startswith(root.rstrip("/") + "/")
+            f["path"] = os.path.relpath(path, root) if inside else os.path.basename(path)
+        files.append(f)
+    if files:
+        out["files"] = files
+    return out

@@ -16,11 +16,12 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm       # not tqdm.auto: in a notebook without ipywidgets it warns on import
 
 from ifm import __version__
 from ifm.metrics import MONITOR, evaluate
 from ifm.models import DISPLAY_NAMES, PRETRAINED_WITH_FM, build_model
+from ifm.registry import portable_provenance
 
 # Sparse gradients here come from torch's own embedding backward, which builds them correctly.
 torch.sparse.check_sparse_tensor_invariants.disable()
@@ -287,7 +288,7 @@ def train(config: TrainConfig, dataset, *, pretrained: dict | None = None, progr
     record = {
         "config": config.to_dict(),
         "dataset": {"name": dataset.name, "task": task, "num_features": dataset.num_features,
-                    "num_fields": dataset.num_fields, "provenance": dataset.provenance},
+                    "num_fields": dataset.num_fields, "provenance": portable_provenance(dataset.provenance)},
         "training_version": TRAINING_VERSION,
         "epochs_run": len(history),
         "monitor": monitor,

@@ -572,3 +572,34 @@ def test_a_file_as_data_directory_and_a_quoted_tilde_are_handled(tmp_path, monke
     with pytest.warns(UserWarning, match="only partial data"):
         ds = load_dataset("frappe", "~/data", cache_dir="~/cache", download=False)
     assert ds.provenance["sizes"]["total"] == 20 and not (tmp_path / "~").exists()
+
+
+def test_a_records_provenance_names_no_path_of_the_machine():
+    from ifm.registry import portable_provenance
+
+    prov = {"source": "mirror:/home/me/data", "files": [
+        {"role": "raw", "path": "/home/me/data/frappe/raw/frappe.csv", "sha256": "ab"},
+        {"role": "test", "path": "/elsewhere/frappe.test.libfm", "sha256": "cd"}], "split_seed": 0}
+    out = portable_provenance(prov)
+    assert out["source"] == "mirror" and out["split_seed"] == 0
+    assert [f["path"] for f in out["files"]] == ["frappe/raw/frappe.csv", "frappe.test.libfm"]
+    assert [f["sha256"] for f in out["files"]] == ["ab", "cd"] and prov["files"][0]["path"].startswith("/")
+
+
+def test_make_portable_rewrites_paths_only_and_keeps_every_key(tmp_path):
+    import json
+
+    from ifm.records import make_portable, read_json, write_json_atomic
+
+    record = {"cache": {"key": "k1", "material": {"data": {"name": "frappe"}}}, "valid": {"rmse": 0.3},
+              "dataset": {"provenance": {"source": "cache:/root/.cache/ifm", "files": [
+                  {"path": "/root/.cache/ifm/frappe/x.libfm", "sha256": "ab"}]}},
+              "pretrain": {"from_file": "/tmp/ifm-states/fm.pt"}}
+    write_json_atomic(tmp_path / "a.json", record)
+    write_json_atomic(tmp_path / "b.json", {"kind": "factors", "fields": [2, 8]})
+    assert make_portable(tmp_path) == {"read": 2, "rewritten": 1}
+    out = read_json(tmp_path / "a.json")
+    assert "/" not in json.dumps(out).replace("frappe/x.libfm", "")
+    assert out["cache"] == record["cache"] and out["valid"] == record["valid"]
+    assert out["dataset"]["provenance"]["files"][0]["path"] == "frappe/x.libfm"
+    assert make_portable(tmp_path) == {"read": 2, "rewritten": 0}          # once is enough
