@@ -155,8 +155,15 @@ def _nothing(what: str = "figure"):
 
 
 def runs_table(df: pd.DataFrame, columns) -> pd.DataFrame:
-    """A page's runs, one row each: its recipe, then `columns` (those the rows have)."""
-    return df[[c for c in ["recipe", *columns] if c in df.columns]]
+    """A page's runs, one row each: its recipe, then `columns` (those the rows have), errors to 4
+    decimals and seconds whole."""
+    out = df[[c for c in ["recipe", *columns] if c in df.columns]].copy()
+    for c in out.columns:
+        if c.endswith("seconds") or c == "samples_per_second":
+            out[c] = out[c].round(0).astype("Int64")
+        elif pd.api.types.is_float_dtype(out[c]):
+            out[c] = out[c].round(4)
+    return out
 
 
 def fmt(mean: float, half: float = float("nan"), digits: int = 4) -> str:

@@ -11,12 +11,22 @@
   "Incomplete: N run(s) ... are not in the records yet", both written by `ifm.plots.caption` from
   the runner's list of missing runs): no page can hide missing runs;
 * no page is incomplete, unless `--allow-incomplete` (a book built from partial records, which
-  then lists each incomplete page and its count).
+  then lists each incomplete page and its count);
+* a result page (a notebook) shows no code unless the reader opens it (every code cell's input is
+  removed or inside a collapsed toggle);
+* no page shows a warning (Python's `...Warning:` or a cell's stderr stream);
+* no page names a path of the building machine (its checkout, virtual environment, temporary,
+  home or data directory), and no run record under `results/` holds an absolute path;
+* every table sits in a box that scrolls sideways (a notebook output or a scrollable container),
+  so a wide table is never cut.
 """
 from __future__ import annotations
 
+import json
+import os
 import re
 import sys
+import tempfile
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -32,17 +42,56 @@ TRACEBACK_PATTERNS = [
 ERROR_NAMES = re.compile(r"\b(?:[A-Z][a-zA-Z]*Error|Exception)\b\s*</span>\s*(?:<span[^>]*>)?\s*Traceback")
 
 
+SCROLLING = ("output", "pst-scrollable-table-container", "table-responsive")   # boxes the theme scrolls (overflow-x)
+WARNING = re.compile(r"\b[A-Z]\w*Warning\b\s*:|class=\"output stderr")
+
+
 class PageParser(HTMLParser):
+    """Images, tables (and those outside any sideways-scrolling box), and code inputs shown
+    outside a collapsed toggle."""
     def __init__(self):
         super().__init__()
-        self.images, self.tables = [], 0
+        self.images, self.tables, self.unscrolled_tables, self.visible_code = [], 0, 0, 0
+        self.stack = []          # (tag, classes) of the open elements
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
+        classes = set((attrs.get("class") or "").split())
         if tag == "img" and attrs.get("src"):
             self.images.append(attrs["src"])
         elif tag == "table":
             self.tables += 1
+            if not any(c & set(SCROLLING) for _, c in self.stack):
+                self.unscrolled_tables += 1
+        if "cell_input" in classes and not any(t == "details" for t, _ in self.stack):
+            self.visible_code += 1
+        if tag not in ("img", "br", "hr", "meta", "link", "input", "col", "source", "wbr"):
+            self.stack.append((tag, classes))
+
+    def handle_endtag(self, tag):
+        for i in range(len(self.stack) - 1, -1, -1):      # close up to the matching open tag
+            if self.stack[i][0] == tag:
+                del self.stack[i:]
+                break
+
+
+def machine_paths(root: Path = ROOT) -> list[str]:
+    """Absolute paths of the building machine that no page may show."""
+    paths = {str(root.resolve()), sys.prefix, tempfile.gettempdir(), str(Path.home())}
+    if os.environ.get("IFM_DATA_DIR"):
+        paths.add(str(Path(os.environ["IFM_DATA_DIR"]).resolve()))
+    return sorted(p for p in paths if p not in ("", "/"))
+
+
+def records_with_paths(results: Path) -> list[str]:
+    """Run records under `results` that hold an absolute path (of the machine that wrote them)."""
+    bad = []
+    for path in sorted(results.rglob("*.json")) if results.is_dir() else []:
+        text = path.read_text(errors="replace")
+        found = re.search(r'"(?:[a-z]+:)?(/(?:home|root|tmp|work|usr|opt|var|mnt|Users|private)/[^"]*)"', text)
+        if found:
+            bad.append(f"{path.relative_to(results.parent)}: names {found.group(1)}")
+    return bad
 
 
 def toc_files(toc_path: Path) -> list[str]:
@@ -75,8 +124,16 @@ def check(build: Path, root: Path = ROOT, profile: str = "paper", allow_incomple
         else:
             if ERROR_NAMES.search(html):
                 problems.append(f"{page.relative_to(build)}: contains an error output")
+        name = page.relative_to(build)
+        if WARNING.search(html):
+            problems.append(f"{name}: shows a warning ({WARNING.search(html).group(0)!r})")
+        for path in machine_paths(root):
+            if path in html:
+                problems.append(f"{name}: names a path of the building machine ({path})")
         parser = PageParser()
         parser.feed(html)
+        if parser.unscrolled_tables:
+            problems.append(f"{name}: {parser.unscrolled_tables} table(s) outside a box that scrolls sideways")
         for src in parser.images:
             url = urlparse(src)
             if url.scheme in ("http", "https", "data") or src.startswith("//"):
@@ -85,6 +142,9 @@ def check(build: Path, root: Path = ROOT, profile: str = "paper", allow_incomple
             if not target.is_file():
                 problems.append(f"{page.relative_to(build)}: image {src} does not exist ({target})")
         is_notebook = (root / f"{doc}.ipynb").is_file()
+        if is_notebook and parser.visible_code:
+            problems.append(f"{name}: shows {parser.visible_code} code cell(s) the reader did not open (tag them "
+                            "hide-input or remove-input)")
         if is_notebook:
             if not parser.images and not parser.tables:
                 problems.append(f"{page.relative_to(build)}: a notebook page without any figure or table")
@@ -99,6 +159,7 @@ def check(build: Path, root: Path = ROOT, profile: str = "paper", allow_incomple
             if not allow_incomplete:
                 problems.append(f"{page.relative_to(build)}: {missing.group(1)} run(s) are not in the records "
                                 f"(fill them with `python -m ifm reproduce --profile {profile}`)")
+    problems += [f"record {line}" for line in records_with_paths(root / "results")]
     return problems
 
 

@@ -11,7 +11,9 @@ _spec.loader.exec_module(check_book)
 
 GOOD_PAGE = ('<html><p>Frappe, <strong>profile</strong> paper, cpu, 3 seeds. <strong>Complete:</strong> every run '
              'this page asks for is in the records.</p>'
-             '<table><tr><td>0.47</td></tr></table><img src="../_images/fig.png"></html>')
+             '<div class="cell_output"><div class="output text_html"><table><tr><td>0.47</td></tr></table></div></div>'
+             '<div class="cell"><details class="hide"><div class="cell_input">exp = ...</div></details></div>'
+             '<img src="../_images/fig.png"></html>')
 INCOMPLETE_PAGE = GOOD_PAGE.replace("<strong>Complete:</strong> every run this page asks for is in the records.",
                                     "<strong>Incomplete:</strong> 2 run(s) of this page are not in the records yet")
 
@@ -44,6 +46,10 @@ def test_clean_page_passes(tmp_path):
      "without any figure or table"),
     (INCOMPLETE_PAGE, "2 run(s) are not in the records"),
     (GOOD_PAGE.replace("Complete:", "Done:"), "says neither that its runs are complete nor which are missing"),
+    (GOOD_PAGE + '<div class="cell"><div class="cell_input">df = study(exp)</div></div>', "shows 1 code cell(s)"),
+    (GOOD_PAGE + '<pre>/venv/lib/tqdm/auto.py:21: TqdmWarning: IProgress not found</pre>', "shows a warning"),
+    (GOOD_PAGE + '<div class="output stderr"><pre>progress</pre></div>', "shows a warning"),
+    (GOOD_PAGE + '<p>a wide table:</p><table><tr><td>1</td></tr></table>', "outside a box that scrolls sideways"),
 ])
 def test_each_problem_is_reported(tmp_path, html, complaint):
     root, build = make_book(tmp_path, html)
@@ -59,6 +65,16 @@ def test_incomplete_allowed_on_request_but_listed(tmp_path):
     # a page that hides its missing runs (no stamp) fails even then
     root, build = make_book(tmp_path / "hidden", GOOD_PAGE.replace("Complete:", ""))
     assert "says neither" in check_book.check(build, root, allow_incomplete=True)[0]
+
+
+def test_a_path_of_the_building_machine_in_a_page_or_a_record_is_reported(tmp_path):
+    root, build = make_book(tmp_path, GOOD_PAGE.replace("<p>", f"<p>data read from {tmp_path}/datasets. ", 1))
+    assert any("names a path of the building machine" in p for p in check_book.check(build, root))
+    root, build = make_book(tmp_path / "records", GOOD_PAGE)
+    (root / "results" / "paper").mkdir(parents=True)
+    (root / "results" / "paper" / "fm-x.json").write_text('{"dataset": {"provenance": {"source": "mirror:/work/data"}}}')
+    problems = check_book.check(build, root)
+    assert problems == ["record results/paper/fm-x.json: names /work/data"]
 
 
 def test_missing_page_and_missing_build(tmp_path):
