@@ -252,6 +252,7 @@ class Experiment:
                "kept_epoch": record.get("kept_epoch", record.get("best_epoch")),
                "wall_seconds": record.get("wall_seconds"), "samples_per_second": record.get("samples_per_second"),
                "key": record["cache"]["key"], "written_at_utc": record["cache"].get("written_at_utc"),
+               "package_version": env.get("ifm"), "training_version": record.get("training_version"),
                "data_identity": hashlib.sha256(_identity_text(record["cache"]["material"]["data"]).encode())
                .hexdigest()[:12]}
         for split in ("valid", "test"):

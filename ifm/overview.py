@@ -167,9 +167,35 @@ def overview(exp: Experiment) -> pd.DataFrame:
     out["data_note"] = out.dataset.map(lambda n: notes.get(n, ""))
     out["device"] = out.dataset.map(lambda n: ", ".join(sorted(devices.get(n, ()))))
     out.attrs.update(profile=exp.profile.name, recipe=", ".join(exp.recipes), device=exp.device, missing=missing,
-                     complete=not missing, coverage=coverage,
+                     complete=not missing, coverage=coverage, datasets=datasets_of(frames),
                      seeds=sorted(set(exp.seeds or exp.profile.seeds) | set(exp.seeds or exp.profile.sweep_seeds)),
                      profile_differences=exp.profile.differences(), report=exp.report("overview", total=True))
+    return out
+
+
+def datasets_of(frames) -> list[dict]:
+    """What data the book's runs used, one entry per dataset: its kind and description, split
+    sizes, data identities (a hash of the provenance: files, split, sizes), when the records were
+    written, on which devices, and by which package and training versions."""
+    rows = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(len(f) for f in frames) else None
+    if rows is None:
+        return []
+    out = []
+    for name, part in rows.groupby("dataset", sort=False):
+        whole = part[part.get("train_fraction", pd.Series(1.0, index=part.index)).fillna(1.0) == 1.0]
+        whole = whole if len(whole) else part
+        dates = part["written_at_utc"].dropna().str[:10]
+        out.append({"data": part.dataset_label.iloc[0], "what it is": part.data_note.iloc[0],
+                    "train / valid / test": " / ".join(f"{int(v):,}" if v == v else "?" for v in
+                                                       whole[["train_instances", "valid_instances",
+                                                              "test_instances"]].iloc[0]),
+                    "data identity": ", ".join(sorted(part.data_identity.dropna().unique())),
+                    "records written (UTC)": f"{dates.min()} to {dates.max()}" if len(dates) else "",
+                    "devices": "; ".join(sorted({f"{d} ({n})" for d, n in zip(part.device, part.device_name)})),
+                    "runs": int(part.key.nunique()) if "key" in part else len(part),
+                    "package / training version": ", ".join(sorted({f"{p} / {t}" for p, t in zip(
+                        part.get("package_version", pd.Series(["?"] * len(part))).fillna("?"),
+                        part.get("training_version", pd.Series(["?"] * len(part))).fillna("?"))}))})
     return out
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import FixedLocator, FormatStrFormatter, NullFormatter, NullLocator
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter, NullLocator
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -71,9 +71,13 @@ def _devices_text(df) -> str:
     return "; ".join(f"{d} ({n})" for d, n in pairs)
 
 
+SMOKE_TITLE = "SMOKE CHECK, not a reproduction | "
+
+
 def stamp(df) -> str:
-    """One line for a figure title: profile, recipe, device, seeds."""
-    return (f"ours: profile {df.attrs.get('profile', '?')}, recipe {df.attrs.get('recipe', '?')} | "
+    """One line for a figure title: profile, recipe, device, seeds (a smoke re-run says it is one)."""
+    return ((SMOKE_TITLE if df.attrs.get("profile") == "smoke" else "")
+            + f"ours: profile {df.attrs.get('profile', '?')}, recipe {df.attrs.get('recipe', '?')} | "
             f"{_devices_text(df)} | {_seeds_text(df)}")
 
 
@@ -84,37 +88,36 @@ LEGACY_NOTE = ("Recipe `legacy` marks the book's earlier records, which predate 
                "stay in the book only as the smallest point of the data-scaling study.")
 
 
+DATA_PAGE = "../book/data.html"    # the one page on the data and runs (a link from any page's output)
+
+
 def caption(df, extra: str = "") -> "IPython.display.Markdown":
-    """A Markdown paragraph under a figure or table: which profile, device, seeds and data
-    produced our numbers, and how the profile departs from the paper's settings."""
+    """A short Markdown line under a figure or table: profile, recipes, seeds, data kind, device,
+    and whether every run the page needs is in the records (which are missing, and the command
+    that makes them); the rest of the provenance is on the one "Data and runs" page it links to."""
     from IPython.display import Markdown
 
     recipe = df.attrs.get("recipe", "?")
+    data = ""
+    if "dataset_label" in df and len(df):
+        data = " Data: " + "; ".join(dict.fromkeys(df["dataset_label"].dropna())) + "."
     lines = [f"**Ours** — profile `{df.attrs.get('profile', '?')}`, recipe{'s' if ',' in str(recipe) else ''} "
-             f"`{recipe}`, device {_devices_text(df)}, {_seeds_text(df)}."]
+             f"`{recipe}`, {_seeds_text(df)}, device {_devices_text(df)}.{data} Where the data and runs come "
+             f"from: [Data and runs]({DATA_PAGE})."]
+    if df.attrs.get("profile") == "smoke":
+        lines.insert(0, "**Smoke check, not a reproduction.**")
     if "legacy" in str(recipe):
         lines.append(LEGACY_NOTE)
-    if "dataset_label" in df and len(df):
-        data = df.drop_duplicates("dataset")
-        lines.append("Data: " + "; ".join(f"{r.dataset_label}: {getattr(r, 'data_note', '')}"
-                                          for r in data.itertuples()) + ".")
     differences = df.attrs.get("profile_differences") or []
     if differences:
         lines.append("Not the paper's settings: " + "; ".join(differences) + ".")
-    if "written_at_utc" in df and df["written_at_utc"].notna().any():
-        dates = df["written_at_utc"].dropna().str[:10]
-        identities = ", ".join(sorted(df["data_identity"].dropna().unique())) if "data_identity" in df else "?"
-        lines.append(f"Records written {dates.min()} to {dates.max()} (UTC); data identity {identities} "
-                     "(a hash of the data's provenance: files, split, sizes).")
-    if df.attrs.get("report"):
-        lines.append(f"Cache: {df.attrs['report']}.")
     missing = df.attrs.get("missing") or []
     if not missing:
         lines.append("**Complete:** every run this page asks for is in the records.")
     else:
-        lines.append(f"**Incomplete:** {len(missing)} run(s) of this page are not in the records yet: "
-                     + "; ".join(missing[:12]) + (f"; and {len(missing) - 12} more" if len(missing) > 12 else "")
-                     + f". {fill_command(df)} trains them, several at a time (the cache resumes).")
+        examples = list(dict.fromkeys(m.split(" (")[0] for m in missing))
+        lines.append(f"**Incomplete:** {len(missing)} run(s) of this page are not in the records yet, e.g. "
+                     + "; ".join(examples[:3]) + f". {fill_command(df)} trains them (`--list` shows them all).")
     if extra:
         lines.append(extra)
     return Markdown(" ".join(lines))
@@ -263,7 +266,9 @@ def best_setting_table(df: pd.DataFrame, option: str, paper_best: dict, grid=Non
             "worse than the paper's": ", ".join(str(v) for v in j.worse_than_paper)
             if j.in_s else "n/a",
             "verdict": j.verdict + (f" ({len(j.missing)} settings not run)" if j.missing else "")})
-    return pd.DataFrame(rows).set_index("data")
+    out = pd.DataFrame(rows).set_index("data")
+    out.attrs.update(df.attrs)
+    return out
 
 
 def _datasets(df):
@@ -272,6 +277,22 @@ def _datasets(df):
 
 def _label(df, dataset):
     return df.loc[df.dataset == dataset, "dataset_label"].iloc[0]
+
+
+def figure_legend(fig: plt.Figure, axes) -> None:
+    """One legend for the whole figure, below the panels (outside the data): every distinct label
+    of `axes` once, and no legend inside a panel."""
+    handles, labels = [], []
+    for ax in np.ravel(axes):
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels and not label.startswith("_"):
+                handles.append(h)
+                labels.append(label)
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(3, len(labels)), fontsize="small",
+                   frameon=False)
 
 
 def sweep_figure(df: pd.DataFrame, option: str, paper_best: dict, *, metrics=("valid_rmse", "valid_mae"),
@@ -294,6 +315,7 @@ def sweep_figure(df: pd.DataFrame, option: str, paper_best: dict, *, metrics=("v
         x_all = np.arange(len(values)) if categorical else np.asarray(values, dtype=float)
         for row, metric in enumerate(metrics):
             ax = axes[row, col]
+            seeds_shown = []
             for n, (recipe, rows) in enumerate(parts):
                 part = rows[rows.dataset == name]
                 if part.empty:
@@ -312,14 +334,13 @@ def sweep_figure(df: pd.DataFrame, option: str, paper_best: dict, *, metrics=("v
                 k = len(wide)
                 ax.errorbar(x, mean, yerr=np.nan_to_num(half) if has_bars else None, color=color, marker="o",
                             capsize=3, lw=1.5, ls="none" if categorical else RECIPE_LINES.get(recipe, "-"),
-                            label=f"{_ours(recipe)}, {k} shared seed{'s' if k != 1 else ''}"
-                                  + (" (mean ± 95% CI)" if has_bars else ""))
+                            label=f"{_ours(recipe)}: mean over the seeds every setting shares (bars: 95% CI)")
+                seeds_shown.append(f"{'' if recipe is None else recipe + ' '}{k}")
                 j = judged.get((recipe, name))
                 if j is not None and j.best in mine and metric == "valid_rmse":
                     i = mine.index(j.best)
                     ax.plot(x[i], mean[i], marker="*", ms=14, color=color, ls="none",
-                            label=f"our best: {j.best}" + (f" ({len(mine)} of {len(values)} settings run)"
-                                                           if len(mine) < len(values) else ""))
+                            label=f"our best{'' if recipe is None else f', recipe {recipe}'} (by validation RMSE)")
             if name in paper_best:
                 pb = paper_best[name]
                 px = values.index(pb) if categorical and pb in values else (None if categorical else pb)
@@ -333,9 +354,11 @@ def sweep_figure(df: pd.DataFrame, option: str, paper_best: dict, *, metrics=("v
                 ax.set_xlim(x_all.min() - 0.05 * max(np.ptp(x_all), 1), x_all.max() + 0.05 * max(np.ptp(x_all), 1))
             ax.set_xlabel(xlabel or option)
             ax.set_ylabel(metric_label(metric))
-            ax.set_title(_label(df, name))
-            ax.legend(loc="best", fontsize="x-small")
-    stamp_text = (f"ours: profile {df.attrs.get('profile', '?')}, recipe {df.attrs.get('recipe', '?')} | "
+            ax.set_title(_label(df, name) + ("\nshared seeds: " + ", ".join(seeds_shown) if seeds_shown else ""),
+                         fontsize="small")
+    figure_legend(fig, axes)
+    stamp_text = ((SMOKE_TITLE if df.attrs.get("profile") == "smoke" else "")
+                  + f"ours: profile {df.attrs.get('profile', '?')}, recipe {df.attrs.get('recipe', '?')} | "
                   f"{_devices_text(df)}")
     fig.suptitle(f"{title}\n{stamp_text}" if title else stamp_text)
     return fig
@@ -366,7 +389,7 @@ def convergence_figure(df: pd.DataFrame, metric: str = "rmse", title: str = "") 
         ax.set_xlabel("epoch")
         ax.set_ylabel(METRIC_LABELS.get(metric, metric))
         ax.set_title(_label(df, name) + ("" if recipe is None else f"\nrecipe {recipe}"))
-        ax.legend()
+    figure_legend(fig, axes)
     fig.suptitle(f"{title}\n{stamp(df)}" if title else stamp(df))
     return fig
 
@@ -411,7 +434,7 @@ def comparison_figure(df: pd.DataFrame, paper: pd.DataFrame | None, metrics: dic
             ax.invert_yaxis()
             ax.set_xlabel(label)
             ax.set_title(_label(df, name))
-            ax.legend(loc="best")
+    figure_legend(fig, axes)
     fig.suptitle(f"{title}\n{stamp(df)}" if title else stamp(df))
     return fig
 
@@ -423,6 +446,9 @@ def factor_figure(distribution: pd.DataFrame, highlight=(), title: str = "") -> 
         return _nothing()
     parts = by_recipe(distribution)
     fig, axes = plt.subplots(len(parts), 1, figsize=(10, 3.6 * len(parts)), squeeze=False)
+    positive = distribution.factor[distribution.factor > 0]
+    low = 10 ** math.floor(math.log10(max(positive.min(), 1e-6))) if len(positive) else 0.1
+    limits = (min(low, 0.1), 10 ** math.ceil(math.log10(max(positive.max(), 10.0))) if len(positive) else 10)
     for ax, (recipe, d) in zip(axes[:, 0], parts):
         d = d.copy()
         d["label"] = [f"x{f}\n{n}" for f, n in zip(d.field, d.field_name)]
@@ -433,7 +459,8 @@ def factor_figure(distribution: pd.DataFrame, highlight=(), title: str = "") -> 
                     ax=ax, fliersize=1.5, linewidth=1)
         ax.axhline(1.0, color="#555555", lw=1, ls=":", label="FM (m = 1)")
         ax.set_yscale("log")
-        ax.yaxis.set_major_locator(FixedLocator([0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10]))
+        ax.set_ylim(*limits)
+        ax.yaxis.set_major_locator(LogLocator(base=10, numticks=12))    # one tick per decade
         ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
         ax.yaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("field")
@@ -441,7 +468,7 @@ def factor_figure(distribution: pd.DataFrame, highlight=(), title: str = "") -> 
         ax.set_ylabel("input-aware factor $m_{x,i}$")
         if recipe is not None:
             ax.set_title(f"recipe {recipe}")
-        ax.legend(loc="upper right")
+    figure_legend(fig, axes)
     fig.suptitle(f"{title}\n{stamp(distribution)}" if title else stamp(distribution))
     return fig
 
@@ -496,6 +523,17 @@ def overview_table(ov: pd.DataFrame) -> pd.DataFrame:
                  for v, h in zip(ov["ours"], ov["interval"])],
         "seeds": ov["n_seeds"]})
     return out.set_index(["item", "data", "recipe", "quantity"])
+
+
+def datasets_table(ov: pd.DataFrame) -> pd.DataFrame:
+    """The data page: one row per dataset the runs used (`overview.datasets_of`)."""
+    rows = ov.attrs.get("datasets") or []
+    return pd.DataFrame(rows).style.hide(axis="index") if rows else _nothing("table")    # a Styler: no cut cells
+
+
+def coverage_table(ov: pd.DataFrame):
+    """The data page: per study, the runs read and missing, seeds, devices and hours."""
+    return pd.DataFrame(ov.attrs["coverage"]).style.hide(axis="index").format({"hours": "{:.1f}"})
 
 
 def convergence_table(summary: pd.DataFrame) -> pd.DataFrame:
@@ -573,7 +611,7 @@ def scaling_figure(df: pd.DataFrame, paper: pd.DataFrame, metric: str = "test_rm
             recipe, model = keys if len(keys) == 2 else (None, keys[0])
             ax.errorbar(line.train_instances, line[f"{metric}_mean"], yerr=line[f"{metric}_half"].fillna(0),
                         marker=RECIPE_MARKERS.get(recipe, "o"), color=palette[model], ls=RECIPE_LINES.get(recipe, "-"),
-                        capsize=3, label=f"{DISPLAY_NAMES.get(model, model)}, "
+                        capsize=3, ms=11 if recipe == "legacy" else 6, mec="black" if recipe == "legacy" else None, label=f"{DISPLAY_NAMES.get(model, model)}, "
                         + ("30% pool (earlier records, recipe legacy)" if recipe == "legacy" else _ours(recipe)))
         for model in part.model.unique():
             ref = paper[(paper.dataset == name) & (paper.model == ("libfm" if model == "fm" else model))]
@@ -589,6 +627,6 @@ def scaling_figure(df: pd.DataFrame, paper: pd.DataFrame, metric: str = "test_rm
         ax.set_xlabel("training instances (log scale)")
         ax.set_ylabel(metric_label(metric))
         ax.set_title(_label(df, name))
-        ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    figure_legend(fig, axes)
     fig.suptitle(f"{title}\n{stamp(df)}" if title else stamp(df))
     return fig

@@ -374,7 +374,8 @@ def summary(card: pd.DataFrame, recipes) -> str:
         shown = ", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts)
         parts.append(f"under {words.get(recipe, f'recipe {recipe}')}: {shown or 'nothing'}")
     data = ", ".join(dict.fromkeys(testable.data)) if len(testable) else "none"
-    return (f"Of the {len(testable)} claims that the paper's data can test here ({data}), " + "; ".join(parts) + ".")
+    smoke = "**Smoke check, not a reproduction** (profile `smoke`). " if card.attrs.get("profile") == "smoke" else ""
+    return (smoke + f"Of the {len(testable)} claims that the paper's data can test here ({data}), " + "; ".join(parts) + ".")
 
 
 def scorecard(exp: Experiment) -> pd.DataFrame:

@@ -434,5 +434,7 @@ def convergence_summary(df: pd.DataFrame) -> pd.DataFrame:
                 row[col], row[f"{col}_half"] = t_interval(best[col])
         row["first_epoch_valid_rmse"] = float(group[group.epoch == 1].valid_rmse.mean())
         rows.append(row)
-    return pd.DataFrame(rows, columns=None if rows else ["recipe", "dataset", "dataset_label", "model", "model_name",
-                                                         "n_seeds"])
+    out = pd.DataFrame(rows, columns=None if rows else ["recipe", "dataset", "dataset_label", "model", "model_name",
+                                                        "n_seeds"])
+    out.attrs.update(df.attrs)
+    return out

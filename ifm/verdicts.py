@@ -25,9 +25,15 @@ def _recipe_of(row) -> str:
     return f", recipe {recipe}" if isinstance(recipe, str) else ""
 
 
-def _markdown(text: str):
+SMOKE = "**Smoke check, not a reproduction** (profile `smoke`: tiny data and few epochs). "
+
+
+def _markdown(text: str, frame=None):
+    """A page's answer as Markdown; a smoke re-run says first that it is only a check."""
     from IPython.display import Markdown
-    return Markdown(text)
+
+    smoke = frame is not None and getattr(frame, "attrs", {}).get("profile") == "smoke"
+    return Markdown((SMOKE if smoke else "") + text)
 
 
 PAPERS, WORSE, NOISE = "paper's best", "worse than the paper's", "seed SD at the paper's"
@@ -49,7 +55,7 @@ def best_setting(table: pd.DataFrame, what: str):
         if row[NOISE] != "n/a":
             sentence += f"; the same configuration varies by {row[NOISE]} (SD over seeds)"
         parts.append(sentence)
-    return _markdown("**What we got:** " + "; ".join(parts) + ".")
+    return _markdown("**What we got:** " + "; ".join(parts) + ".", table)
 
 
 def still_improving(df: pd.DataFrame) -> str:
@@ -91,7 +97,7 @@ def components(df: pd.DataFrame):
         paragraphs.append(_under(recipe) + "; ".join(lines) + ".")
     return _markdown("**What we got:** " + " ".join(paragraphs)
                      + " The paper: IFM's FEN brings the largest improvement on both datasets."
-                     + still_improving(df))
+                     + still_improving(df), df)
 
 
 def convergence(summary: pd.DataFrame):
@@ -108,7 +114,8 @@ def convergence(summary: pd.DataFrame):
         verdict = "lower" if ifm.valid_rmse < fm.valid_rmse else "not lower"
         lines.append(f"{_under(recipe)}on {name} IFM's best validation RMSE is {ifm.valid_rmse:.4f} against FM's "
                      f"{fm.valid_rmse:.4f} ({verdict}, reached at epoch {ifm.best_epoch:g} vs {fm.best_epoch:g})")
-    return _markdown("**What we got:** " + "; ".join(lines) + ". The paper: IFM lower and faster on both datasets.")
+    return _markdown("**What we got:** " + "; ".join(lines) + ". The paper: IFM lower and faster on both datasets.",
+                     summary)
 
 
 def factors_caption(fs) -> str:
@@ -139,7 +146,7 @@ def factors(fs):
             f"(5th-95th percentile) and that of x{second} from {spread['p05'].iloc[1]:.2f} to "
             f"{spread['p95'].iloc[1]:.2f}")
     return _markdown("**What we got:** " + "; ".join(parts)
-                     + ". The paper's three instances show 0.67-3.12 and 0.05-1.19.")
+                     + ". The paper's three instances show 0.67-3.12 and 0.05-1.19.", fs.table)
 
 
 def regression(df: pd.DataFrame, sig: pd.DataFrame):
@@ -162,7 +169,7 @@ def regression(df: pd.DataFrame, sig: pd.DataFrame):
                           f"fewer than 2 shared seeds cannot be tested), IFM is significantly better in {n_sig} and "
                           f"significantly worse in {n_worse} (paired over shared seeds, Holm-corrected).")
     return _markdown("**What we got:** " + " ".join(paragraphs) + " The paper: IFM best everywhere, all significant."
-                     + still_improving(df))
+                     + still_improving(df), df)
 
 
 def rankings(ranks: pd.DataFrame, ov: pd.DataFrame):
@@ -182,7 +189,7 @@ def rankings(ranks: pd.DataFrame, ov: pd.DataFrame):
         lines.append(f"- {r.item}, {r.dataset_label}{_recipe_of(r)}, {r.quantity}: paper {r.paper}, ours {r.ours} "
                      f"({'the same' if same else '**different**'}; {r.n_seeds} seed{'s' if r.n_seeds != 1 else ''} "
                      "shared by every setting" + ("; too few for a verdict" if r.n_seeds < MIN_SEEDS else "") + ").")
-    return _markdown("\n".join(lines) if lines else "No table has both the paper's numbers and ours yet.")
+    return _markdown("\n".join(lines) if lines else "No table has both the paper's numbers and ours yet.", ov)
 
 
 def scaling(df: pd.DataFrame):
@@ -215,4 +222,4 @@ def scaling(df: pd.DataFrame):
                      + (", against " + ", ".join(f"{m} {v:.4f} (recipe {r})" for (m, r), v in whole.items())
                         + " on the whole reconstructed split" if len(whole) else ""))
     return _markdown("**What we got:** " + (". ".join(lines) if lines else "no size has both FM and IFM yet")
-                     + ". The paper reports only the whole split.")
+                     + ". The paper reports only the whole split.", df)

@@ -106,3 +106,15 @@ def test_still_improving_names_runs_whose_best_epoch_is_the_last_one_run():
     text = verdicts.components(df).data
     assert "Under recipe `paper`, on Frappe the largest improvement is" in text
     assert "Still improving when the epoch limit stopped them" in text
+
+
+def test_a_smoke_rerun_says_it_is_a_check_in_its_verdicts_and_titles():
+    from ifm import plots
+
+    df = pd.DataFrame({"dataset_label": ["Synthetic"], "model_name": ["IFM"], "dataset": ["synthetic"],
+                       "ri_rmse": [0.1], "model": ["ifm"], "recipe": ["paper"]})
+    df.attrs.update(profile="smoke", recipe="paper")
+    assert verdicts.components(df).data.startswith("**Smoke check, not a reproduction**")
+    assert plots.stamp(df).startswith("SMOKE CHECK, not a reproduction")
+    df.attrs["profile"] = "paper"
+    assert verdicts.components(df).data.startswith("**What we got:**") and "SMOKE" not in plots.stamp(df)
