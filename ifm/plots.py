@@ -505,27 +505,47 @@ def factor_table(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _precision(quantity: str) -> tuple[int, float, str]:
+    """(decimals, scale, unit) a quantity of the overview is printed with, as the paper prints it:
+    AUC in % with 2 decimals, relative improvements in % with 1, errors with 4."""
+    if "AUC" in quantity:
+        return 2, 1.0, ""
+    if "relative improvement" in quantity:
+        return 1, 100.0, "%"
+    return 4, 1.0, ""
+
+
 def overview_table(ov: pd.DataFrame) -> pd.DataFrame:
-    """The results page: one row per paper number, paper and ours side by side."""
-    def show(v, digits=4):
+    """The results page: one row per paper number, paper and ours side by side, each quantity at
+    the paper's precision (AUC and improvements in %)."""
+    def show(v, quantity):
         if isinstance(v, str):
             return v
         if v is None or (isinstance(v, float) and math.isnan(v)):
             return "n/a"
-        if isinstance(v, (int, np.integer)) or (isinstance(v, float) and v.is_integer() and abs(v) < 100):
+        if isinstance(v, (int, np.integer)) or (isinstance(v, float) and v.is_integer() and abs(v) < 100
+                                                 and "relative" not in quantity):
             return f"{v:g}"
-        return f"{v:.{digits}f}"
+        digits, scale, unit = _precision(quantity)
+        if unit == "%":         # the paper prints its improvements as whole percents (Table 2: 30%)
+            digits = 0
+        return f"{scale * v:.{digits}f}{unit}"
+
+    def ours(v, h, quantity):
+        if isinstance(v, str) or pd.isna(h):
+            return show(v, quantity)
+        digits, scale, unit = _precision(quantity)
+        return f"{scale * v:.{digits}f} ± {scale * h:.{digits}f}{unit}"
 
     out = pd.DataFrame({
         "item": ov["item"], "data": ov["dataset_label"], "recipe": ov["recipe"], "quantity": ov["quantity"],
-        "paper": [show(v) for v in ov["paper"]],
-        "ours": [show(v) if isinstance(v, str) or pd.isna(h) else f"{v:.4f} ± {h:.4f}"
-                 for v, h in zip(ov["ours"], ov["interval"])],
+        "paper": [show(v, q) for v, q in zip(ov["paper"], ov["quantity"])],
+        "ours": [ours(v, h, q) for v, h, q in zip(ov["ours"], ov["interval"], ov["quantity"])],
         "seeds": ov["n_seeds"]})
     return out.set_index(["item", "data", "recipe", "quantity"])
 
 
-def datasets_table(ov: pd.DataFrame) -> pd.DataFrame:
+def datasets_table(ov: pd.DataFrame):
     """The data page: one row per dataset the runs used (`overview.datasets_of`)."""
     rows = ov.attrs.get("datasets") or []
     return pd.DataFrame(rows).style.hide(axis="index") if rows else _nothing("table")    # a Styler: no cut cells
@@ -534,6 +554,17 @@ def datasets_table(ov: pd.DataFrame) -> pd.DataFrame:
 def coverage_table(ov: pd.DataFrame):
     """The data page: per study, the runs read and missing, seeds, devices and hours."""
     return pd.DataFrame(ov.attrs["coverage"]).style.hide(axis="index").format({"hours": "{:.1f}"})
+
+
+def ranking_table(ranks: pd.DataFrame) -> pd.DataFrame:
+    """The results page's ranking agreement with readable headers."""
+    if ranks.empty:
+        return _nothing("table")
+    out = pd.DataFrame({"item": ranks["item"], "recipe": ranks["recipe"], "data": ranks["dataset_label"],
+                        "metric": ranks["metric"], "seeds": ranks["seeds"], "paper's order": ranks["paper_order"],
+                        "our order": ranks["our_order"], "Kendall's τ": ranks["kendall_tau"].map(lambda v: f"{v:.2f}"),
+                        "same best": ranks["same_best"].map({True: "yes", False: "no"})})
+    return out.set_index(["item", "recipe", "data", "metric"])
 
 
 def convergence_table(summary: pd.DataFrame) -> pd.DataFrame:
