@@ -13,38 +13,10 @@ from pathlib import Path
 
 import torch
 
-from ifm.limits import LIMITS, device_problem
+from ifm.runs.args import LIMITS, device_arg, number_arg, path_arg
 from ifm.models import MODELS
 from ifm.models.layers import fm_state_of
-from ifm.registry import DATASET_NAMES
-
-
-def number_arg(setting: str):
-    """An argparse type for a numeric setting: its range checked, its range in the error."""
-    limit = LIMITS[setting]
-
-    def parse(text: str):
-        try:
-            value = limit.kind(text)
-        except ValueError:
-            value = None
-        if value is None or not limit.accepts(value):
-            raise argparse.ArgumentTypeError(f"must be {limit}, got {text!r}")
-        return value
-    return parse
-
-
-def device_arg(text: str) -> str:
-    problem = device_problem(text)
-    if problem:
-        raise argparse.ArgumentTypeError(problem)
-    return text
-
-
-def path_arg(text: str) -> str:
-    if not text.strip():
-        raise argparse.ArgumentTypeError("an empty path")
-    return os.path.expanduser(text)
+from ifm.data.registry import DATASET_NAMES
 
 
 def _output_problem(path: str) -> str | None:
@@ -139,7 +111,7 @@ def _check_fm_shapes(state: dict, path: str, dataset, config) -> None:
 
 def _load(args):
     if getattr(args, "data", None):
-        from ifm.userdata import load_files
+        from ifm.data.userdata import load_files
         if args.dataset:
             raise ValueError("give --dataset (a registered dataset) or --data (your files), not both")
         fields = args.fields.split(",") if args.fields else None
@@ -166,10 +138,10 @@ def cmd_data(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from ifm.download import file_digests
-    from ifm.records import clean_json, run_key, save_state_atomic, stamp, write_json_atomic
-    from ifm.settings import paper_config
-    from ifm.train import train
+    from ifm.data.download import file_digests
+    from ifm.runs.records import clean_json, run_key, save_state_atomic, stamp, write_json_atomic
+    from ifm.training.recipes import paper_config
+    from ifm.training.loop import train
 
     _check_train_args(args)
     pretrained = _read_fm_state(args.init_fm) if args.init_fm is not None else None
@@ -211,7 +183,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from ifm.bench import bench_deepctr, bench_ours
+    from ifm.training.bench import bench_deepctr, bench_ours
 
     if args.compare and args.model != "ifm":
         raise ValueError("--compare deepctr-torch compares IFM only; use --model ifm")
@@ -297,10 +269,12 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(bench)
     bench.set_defaults(func=cmd_bench)
 
-    from ifm.reproduce import add_reproduce_parser   # the book's driver lives with the book code
-    add_reproduce_parser(sub)
-    from ifm.fill import add_fill_parser
-    add_fill_parser(sub)
+    from ifm.book.pages import DERIVE, PAGES     # what fill plans and derives: the book's pages
+    from ifm.runs.fill import add_fill_parser
+    from ifm.runs.reproduce import add_reproduce_parser
+
+    add_reproduce_parser(sub, PAGES, DERIVE)
+    add_fill_parser(sub, PAGES, DERIVE)
     return parser
 
 

@@ -8,7 +8,7 @@
 * every notebook page shows at least one figure or table, and says which profile produced it
   (the book's default build shows the committed `paper` records);
 * every notebook page says whether all its runs are in the records ("Complete: ..." or
-  "Incomplete: N run(s) ... are not in the records yet", both written by `ifm.plots.caption` from
+  "Incomplete: N run(s) ... are not in the records yet", both written by `ifm.book.tables.caption` from
   the runner's list of missing runs): no page can hide missing runs;
 * no page is incomplete, unless `--allow-incomplete` (a book built from partial records, which
   then lists each incomplete page and its count);
@@ -22,7 +22,6 @@
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -153,7 +152,7 @@ def check(build: Path, root: Path = ROOT, profile: str = "paper", allow_incomple
         missing = INCOMPLETE.search(html)
         if is_notebook and not missing and not COMPLETE.search(html):
             problems.append(f"{page.relative_to(build)}: says neither that its runs are complete nor which are "
-                            "missing (no 'Complete:' or 'Incomplete:' line from ifm.plots.caption)")
+                            "missing (no 'Complete:' or 'Incomplete:' line from ifm.book.tables.caption)")
         if missing:
             incomplete.append(f"{page.relative_to(build)}: {missing.group(1)} run(s) missing")
             if not allow_incomplete:

@@ -49,7 +49,7 @@ def test_bench_refuses_a_number_of_batches_below_one(capsys, value):
 
 
 def test_bench_times_exactly_the_batches_asked_for():
-    from ifm.bench import epoch_batches
+    from ifm.training.bench import epoch_batches
     from ifm.data import load_dataset
 
     data = load_dataset("synthetic", n=1000)
@@ -211,7 +211,7 @@ TINY = {"dataset_options": {"synthetic": {"n": 400}}, "embedding_size": 4, "epoc
 
 
 def experiment(tmp_path, **kwargs):
-    from ifm import experiments as ex
+    from ifm.runs import experiment as ex
 
     params = {"profile": "smoke", "datasets": ["synthetic"], "overrides": TINY, "log": None, **kwargs}
     return ex.Experiment(params.pop("profile"), results_dir=tmp_path, **params)
@@ -245,7 +245,7 @@ def test_bad_notebook_parameters_name_the_parameter_and_what_it_takes(tmp_path, 
 @pytest.fixture
 def trains(monkeypatch):
     """The (model, seed) of every real training the experiments layer starts."""
-    from ifm import experiments as ex
+    from ifm.runs import experiment as ex
 
     calls, real = [], ex.train
     monkeypatch.setattr(ex, "train", lambda config, data, **kw: calls.append((config.model, config.seed))
@@ -316,7 +316,7 @@ def test_orphan_temporary_files_of_a_killed_write_are_removed(tmp_path):
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
 def test_records_and_states_are_written_with_the_umask(tmp_path, umask, mode):
-    from ifm.records import save_state_atomic, write_json_atomic
+    from ifm.runs.records import save_state_atomic, write_json_atomic
 
     old = os.umask(umask)
     try:
@@ -327,7 +327,7 @@ def test_records_and_states_are_written_with_the_umask(tmp_path, umask, mode):
 
 
 def _stem(exp, config):
-    from ifm import records
+    from ifm.runs import records
 
     key, _ = records.run_key(config, exp.dataset("synthetic"), exp.profile.dataset_options["synthetic"])
     return exp.cache.stem(key, config, "synthetic")
@@ -352,7 +352,7 @@ def test_a_second_sweep_waits_for_the_run_another_one_is_training(tmp_path, trai
     import io
     import threading
 
-    from ifm import records
+    from ifm.runs import records
 
     config = experiment(tmp_path).config("synthetic", "fm", 0)
     record = experiment(tmp_path).run(config, "synthetic")
@@ -380,7 +380,7 @@ def test_a_second_sweep_waits_for_the_run_another_one_is_training(tmp_path, trai
 
 
 def test_a_tilde_in_the_results_directory_is_the_home_directory(tmp_path, monkeypatch):
-    from ifm import records
+    from ifm.runs import records
 
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("IFM_RESULTS_DIR", "~/results")

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from ifm import raw
+from ifm.data import raw
 from ifm.data import DATASETS, DataNotFoundError, Dataset, Split, load_dataset
-from ifm.download import IntegrityError, fetch_verified, file_digests, git_blob_id
-from ifm.libfm import DataFormatError, read_libfm
+from ifm.data.download import IntegrityError, fetch_verified, git_blob_id
+from ifm.data.libfm import DataFormatError, read_libfm
 
 MIRROR = os.environ.get("IFM_DATA_DIR")
 needs_mirror = pytest.mark.skipif(not (MIRROR and Path(MIRROR, "README.md").is_file()),
@@ -575,7 +575,7 @@ def test_a_file_as_data_directory_and_a_quoted_tilde_are_handled(tmp_path, monke
 
 
 def test_a_records_provenance_names_no_path_of_the_machine():
-    from ifm.registry import portable_provenance
+    from ifm.data.registry import portable_provenance
 
     prov = {"source": "mirror:/home/me/data", "files": [
         {"role": "raw", "path": "/home/me/data/frappe/raw/frappe.csv", "sha256": "ab"},
@@ -589,7 +589,7 @@ def test_a_records_provenance_names_no_path_of_the_machine():
 def test_make_portable_rewrites_paths_only_and_keeps_every_key(tmp_path):
     import json
 
-    from ifm.records import make_portable, read_json, write_json_atomic
+    from ifm.runs.records import make_portable, read_json, write_json_atomic
 
     record = {"cache": {"key": "k1", "material": {"data": {"name": "frappe"}}}, "valid": {"rmse": 0.3},
               "dataset": {"provenance": {"source": "cache:/root/.cache/ifm", "files": [

@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ifm import experiments as ex, overview, paper, profiles, records, stats, studies, verdicts
-from ifm import train as train_mod
+from ifm.runs import experiment as ex, profiles, records
+from ifm.book import factors, overview, paper, stats, studies, verdicts
+from ifm.training import loop as train_mod
 from ifm.data import load_dataset
 
 TINY = {"dataset_options": {"synthetic": {"n": 400}}, "embedding_size": 4, "epochs": 2, "batch_size": 128,
@@ -179,7 +180,7 @@ def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
     def broken_dump(*args, **kwargs):
         raise KeyboardInterrupt("killed while writing")
 
-    monkeypatch.setattr("ifm.records.json.dump", broken_dump)
+    monkeypatch.setattr("ifm.runs.records.json.dump", broken_dump)
     with pytest.raises(KeyboardInterrupt):
         exp.run(exp.config("synthetic", "libfm", 0), "synthetic")
     assert files(tmp_path) == []
@@ -234,14 +235,14 @@ def test_tables_and_factors_on_synthetic(tmp_path, trains):
         assert row.ri_rmse == pytest.approx((fm[row.seed] - row.test_rmse) / fm[row.seed])
     assert not comp[comp.model != "fm"].fm_batch_norm.any()     # recipe paper: the FM has no batch norm
     n = len(trains)
-    fs = studies.factor_study(ex.Experiment("smoke", seeds=[0], overrides=TINY,
+    fs = factors.factor_study(ex.Experiment("smoke", seeds=[0], overrides=TINY,
                          results_dir=tmp_path, log=None), dataset="synthetic", fields=(0, 1))
     assert len(trains) == n                                    # IFM and FM reused: both kept their weights
     assert 1 <= len(fs.table) <= 3
     per_instance = fs.distribution.groupby("test_index").factor.sum()
     # factors of an instance sum to h (kept at 5 significant digits in the derived record)
     assert np.allclose(per_instance, 5, atol=5e-4)
-    again = studies.factor_study(ex.Experiment("smoke", seeds=[0], overrides=TINY,
+    again = factors.factor_study(ex.Experiment("smoke", seeds=[0], overrides=TINY,
                             results_dir=tmp_path, log=None), dataset="synthetic", fields=(0, 1))
     assert len(trains) == n                                    # everything is cached
     pd.testing.assert_frame_equal(again.table, fs.table)
@@ -251,7 +252,7 @@ def test_tables_and_factors_on_synthetic(tmp_path, trains):
         path.unlink()                                          # weights are not committed
     read = dict(common, train_missing=False)
     assert_frame_equal_runs(studies.regression_study(ex.Experiment("smoke", **read)), reg)
-    ro = studies.factor_study(ex.Experiment("smoke", seeds=[0], overrides=TINY,
+    ro = factors.factor_study(ex.Experiment("smoke", seeds=[0], overrides=TINY,
                          results_dir=tmp_path, log=None, train_missing=False), dataset="synthetic", fields=(0, 1))
     pd.testing.assert_frame_equal(ro.table, fs.table)
     more = studies.regression_study(ex.Experiment("smoke", **dict(read, seeds=[0, 1, 5])))
@@ -301,7 +302,7 @@ def test_t_interval_on_known_values():
 
 
 def test_paired_test_on_known_values():
-    from ifm.rules import paired
+    from ifm.book.rules import paired
 
     got = paired([1, 2, 3, 4], [2, 3, 5, 5])       # differences -1 -1 -2 -1: mean -1.25, sd 0.5
     assert got.t == pytest.approx(-5.0) and got.difference == -1.25
@@ -348,11 +349,11 @@ def test_paper_numbers_are_the_published_ones():
 
 # --------------------------------------------------------------------------- the book's tables
 def test_side_by_side_puts_paper_and_ours_in_adjacent_columns():
-    from ifm import plots
+    from ifm.book import tables
 
     ours = pd.DataFrame({"dataset": ["frappe"] * 4, "model": ["ifm", "ifm", "nfm", "nfm"], "seed": [0, 1, 0, 1],
                          "test_rmse": [0.30, 0.32, 0.40, float("nan")]})
-    table = plots.side_by_side(ours, paper.paper_table("table3"), ["dataset", "model"], {"RMSE": ("test_rmse", "RMSE")})
+    table = tables.side_by_side(ours, paper.paper_table("table3"), ["dataset", "model"], {"RMSE": ("test_rmse", "RMSE")})
     assert list(table.columns) == [("RMSE", "paper"), ("RMSE", "ours"), ("seeds", "")]
     assert table.loc[("frappe", "ifm"), ("RMSE", "paper")] == "0.2872"
     half = 12.706204736174705 * np.std([0.30, 0.32], ddof=1) / math.sqrt(2)
@@ -364,7 +365,7 @@ def test_side_by_side_puts_paper_and_ours_in_adjacent_columns():
     assert ("movielens", "ifm") not in table.index                          # only the datasets we ran
     # two recipes: the paper's value once, then ours under each
     both = pd.concat([ours.assign(recipe="paper"), ours.assign(recipe="code", test_rmse=ours.test_rmse - 0.1)])
-    table = plots.side_by_side(both, paper.paper_table("table3"), ["dataset", "model"], {"RMSE": ("test_rmse", "RMSE")})
+    table = tables.side_by_side(both, paper.paper_table("table3"), ["dataset", "model"], {"RMSE": ("test_rmse", "RMSE")})
     assert list(table.columns) == [("RMSE", "paper"), ("RMSE", "ours, recipe paper"), ("RMSE", "ours, recipe code"),
                                    ("seeds", "paper"), ("seeds", "code")]
     assert table.loc[("frappe", "nfm"), ("RMSE", "ours, recipe code")] == "0.3000"
@@ -387,24 +388,24 @@ def test_ranking_agreement_orders_best_first_and_knows_which_metrics_are_higher_
 
 
 def test_a_page_without_any_recorded_run_says_so_with_the_command_that_fills_it(tmp_path):
-    from ifm import plots
+    from ifm.book import figures, tables
 
     df = studies.regression_study(ex.Experiment("smoke", datasets=["synthetic"], overrides=TINY, results_dir=tmp_path, log=None,
                              train_missing=False))
     assert df.empty and "dataset" in df and len(stats.significance(df)) == 0
-    note = plots.require_runs(df, "regression").data
+    note = tables.require_runs(df, "regression").data
     assert "No run of this page is in the records yet" in note and "6 needed" in note
     assert "`python -m ifm fill --profile smoke --recipe paper --study table3`" in note
     assert "reproduce --profile smoke --only regression" in note
     # the page's tables then show the paper's numbers alone, its figures and verdicts say there is nothing
-    table = plots.side_by_side(df, paper.paper_table("table3"), ["dataset", "model"], {"RMSE": ("test_rmse", "RMSE")})
+    table = tables.side_by_side(df, paper.paper_table("table3"), ["dataset", "model"], {"RMSE": ("test_rmse", "RMSE")})
     assert len(table) == 12 and set(table[("RMSE", "ours")]) == {"n/a"}          # the paper's rows, all of them
-    assert "no run" in plots.comparison_figure(df, paper.paper_table("table3"), {"RMSE": ("test_rmse", "RMSE")}).data
+    assert "no run" in figures.comparison_figure(df, paper.paper_table("table3"), {"RMSE": ("test_rmse", "RMSE")}).data
     assert "nothing yet" in verdicts.regression(df, stats.significance(df)).data
     # an empty page with nothing missing is a study that asked for nothing: an error
     df.attrs["missing"] = []
     with pytest.raises(RuntimeError, match="asked for no runs"):
-        plots.require_runs(df, "regression")
+        tables.require_runs(df, "regression")
 
 
 def test_overview_trains_once_then_reads_the_same_numbers_back_without_training(tmp_path, trains):
@@ -429,21 +430,21 @@ def sweep_frame(valid_rmse: dict) -> pd.DataFrame:
 
 
 def test_the_best_setting_table_and_sentence_lay_out_the_rules_judgement():
-    from ifm import plots, verdicts
+    from ifm.book import tables, verdicts
 
     # Depth 3 beats the paper's depth 2 by 0.010 on every seed: the paper's setting is outside S.
-    clear = plots.best_setting_table(sweep_frame({2: [0.470, 0.475, 0.480], 3: [0.460, 0.4655, 0.470]}),
+    clear = tables.best_setting_table(sweep_frame({2: [0.470, 0.475, 0.480], 3: [0.460, 0.4655, 0.470]}),
                                      "fen_layers", {"frappe": 2})
     row = clear.loc["Frappe"]
     assert row["our best"] == 3 and row["shared seeds"] == 3 and row["verdict"] == "not reproduced"
     assert row["S: not worse than our best"] == "3" and row["seed SD at the paper's"].endswith("(3 seeds)")
     assert "the verdict is ***not reproduced***" in verdicts.best_setting(clear, "depth").data
     # Depth 3 wins on average but loses on one seed: not separated.
-    noisy = plots.best_setting_table(sweep_frame({2: [0.470, 0.460, 0.480], 3: [0.462, 0.468, 0.470]}),
+    noisy = tables.best_setting_table(sweep_frame({2: [0.470, 0.460, 0.480], 3: [0.462, 0.468, 0.470]}),
                                      "fen_layers", {"frappe": 2})
     assert noisy.loc["Frappe", "verdict"] == "consistent, not separated"
     # A 3-seed point against single runs: one shared seed, no verdict.
-    single = plots.best_setting_table(sweep_frame({2: [0.47, 0.44, 0.45], 3: [0.46]}), "fen_layers", {"frappe": 2})
+    single = tables.best_setting_table(sweep_frame({2: [0.47, 0.44, 0.45], 3: [0.46]}), "fen_layers", {"frappe": 2})
     assert single.loc["Frappe", "shared seeds"] == 1 and single.loc["Frappe", "our best"] == 3
     assert "***too few seeds***" in verdicts.best_setting(single, "depth").data
 

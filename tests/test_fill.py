@@ -1,4 +1,4 @@
-"""`ifm.fill`: the plan of missing runs (each once, in the pages' order), the parallel workers,
+"""`ifm.runs.fill`: the plan of missing runs (each once, in the pages' order), the parallel workers,
 the time limit, and the command line. Tiny synthetic data, as in test_experiments."""
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import json
 
 import pytest
 
-from ifm import experiments as ex, fill, studies
+from ifm.runs import experiment as ex, fill, timing
+from ifm.book import factors, studies
+from ifm.book.pages import DERIVE, PAGES
 from ifm.cli import main
 from test_experiments import TINY
 
@@ -15,7 +17,7 @@ SYNTHETIC = {"datasets": ["synthetic"], "overrides": TINY}
 
 
 def smoke_plan(tmp_path, studies_=("table3",), seeds=(0,)):
-    return fill.plan("smoke", "paper,code", studies=list(studies_), seeds=list(seeds), results_dir=tmp_path, **SYNTHETIC)
+    return fill.plan("smoke", "paper,code", pages=PAGES, studies=list(studies_), seeds=list(seeds), results_dir=tmp_path, **SYNTHETIC)
 
 
 def test_the_plan_lists_each_missing_run_once_in_the_order_the_pages_fill(tmp_path):
@@ -99,12 +101,12 @@ def test_a_fill_killed_with_sigterm_takes_its_workers_with_it_and_leaves_no_lock
     script.write_text(
         "import sys\n"
         f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-        "from ifm import fill\n"
-        "from test_fill import smoke_plan, TINY\n"
+        "from ifm.runs import fill\n"
+        "from test_fill import PAGES, smoke_plan, TINY\n"
         f"results = {str(tmp_path / 'results')!r}\n"
         "long = {**TINY, 'epochs': 10000, 'dataset_options': {'synthetic': {'n': 4000}}}\n"
         "if __name__ == '__main__':\n"
-        "    items = fill.plan('smoke', 'paper,code', studies=['table3'], seeds=[0], results_dir=results,\n"
+        "    items = fill.plan('smoke', 'paper,code', pages=PAGES, studies=['table3'], seeds=[0], results_dir=results,\n"
         "                      datasets=['synthetic'], overrides=long)\n"
         "    fill.fill(items, workers=2, profile='smoke', results_dir=results, overrides=long, log=lambda *a, **k: None)\n")
     parent = subprocess.Popen([sys.executable, str(script)], cwd=Path(__file__).parents[1])
@@ -136,16 +138,16 @@ def test_dataset_picks_among_the_runs_the_pages_read_and_adds_no_page_on_it(tmp_
     # a book whose regression pages read synthetic data; its data-scaling page reads Frappe alone,
     # so --dataset synthetic plans Table 3 on it and no scaling run (before, 3 fractions x 3 models)
     book = {**TINY, "datasets": ["synthetic"], "ctr_datasets": []}
-    items = fill.plan("smoke", "paper", studies=["table3", "scaling"], datasets=["synthetic"], seeds=[0],
+    items = fill.plan("smoke", "paper", pages=PAGES, studies=["table3", "scaling"], datasets=["synthetic"], seeds=[0],
                       results_dir=tmp_path, overrides=book)
     assert {(i.study, i.dataset) for i in items} == {("table3", "synthetic")}
-    assert len(items) == len(fill.plan("smoke", "paper", studies=["table3"], seeds=[0], results_dir=tmp_path,
+    assert len(items) == len(fill.plan("smoke", "paper", pages=PAGES, studies=["table3"], seeds=[0], results_dir=tmp_path,
                                        overrides=book))
     # a dataset no page reads at its defaults is planned as the pages would run on it
-    items = fill.plan("smoke", "paper", studies=["table3", "scaling"], seeds=[0], results_dir=tmp_path, **SYNTHETIC)
+    items = fill.plan("smoke", "paper", pages=PAGES, studies=["table3", "scaling"], seeds=[0], results_dir=tmp_path, **SYNTHETIC)
     assert {(i.study, i.dataset) for i in items} == {("table3", "synthetic"), ("scaling", "synthetic")}
     with pytest.raises(ValueError, match="datasets must be a list of"):
-        fill.plan("smoke", "paper", datasets=["criteo"], results_dir=tmp_path)
+        fill.plan("smoke", "paper", pages=PAGES, datasets=["criteo"], results_dir=tmp_path)
 
 
 def test_a_run_starts_only_when_its_expected_time_fits():
@@ -154,27 +156,27 @@ def test_a_run_starts_only_when_its_expected_time_fits():
     item = fill.Wanted("table3", "frappe", {}, config, "AFM")
     past = {("afm", "frappe", "paper", "cpu"): [3000.0, 3600.0, 4000.0], ("afm", "frappe", "paper", "gpu"): [200.0],
             ("afm", "frappe", "code", "cpu"): [9000.0]}
-    assert fill.expected_seconds(item, "cpu", {}, past) == 3600.0                       # the records' median
-    assert fill.expected_seconds(item, "cuda", {}, past) == 200.0                       # on this kind of device
+    assert timing.expected_seconds(item, "cpu", {}, past) == 3600.0                       # the records' median
+    assert timing.expected_seconds(item, "cuda", {}, past) == 200.0                       # on this kind of device
     seen = {("afm", "frappe", "paper", "cpu"): [10.0, 50.0]}
-    assert fill.expected_seconds(item, "cpu", seen, past) == 50.0                        # this call's
-    assert fill.expected_seconds(item, "cpu", {}, {}) is None
+    assert timing.expected_seconds(item, "cpu", seen, past) == 50.0                        # this call's
+    assert timing.expected_seconds(item, "cpu", {}, {}) is None
     eighth = fill.Wanted("scaling", "frappe", {"train_fraction": 0.125}, config, "AFM on 1/8")
-    assert fill.expected_seconds(eighth, "cpu", {}, past) == 450.0                     # an eighth of the data
+    assert timing.expected_seconds(eighth, "cpu", {}, past) == 450.0                     # an eighth of the data
     # each recipe has its own times (its stopping rules differ); a recipe never run here borrows
     # the median over every recipe's records of that model, dataset and kind of device
     code = fill.Wanted("table3", "frappe", {}, dataclasses.replace(config, recipe="code"), "AFM (code)")
-    assert fill.expected_seconds(code, "cpu", {}, past) == 9000.0
-    assert fill.expected_seconds(code, "cpu", seen, past) == 9000.0                      # not the other recipe's
-    assert fill.expected_seconds(code, "cuda", {}, past) == 200.0
-    assert fill.expected_seconds(item, "cpu", {}, {("afm", "frappe", "code", "cpu"): [100.0, 300.0]}) == 200.0
+    assert timing.expected_seconds(code, "cpu", {}, past) == 9000.0
+    assert timing.expected_seconds(code, "cpu", seen, past) == 9000.0                      # not the other recipe's
+    assert timing.expected_seconds(code, "cuda", {}, past) == 200.0
+    assert timing.expected_seconds(item, "cpu", {}, {("afm", "frappe", "code", "cpu"): [100.0, 300.0]}) == 200.0
 
 
 def test_past_seconds_keys_each_records_time_by_its_recipe(tmp_path):
     items = [i for i in smoke_plan(tmp_path) if i.config.model in ("fm", "nfm")]
     assert {i.config.recipe for i in items} == {"paper", "code"}
     fill.fill(items, workers=1, profile="smoke", results_dir=tmp_path, overrides=TINY, log=lambda *a, **k: None)
-    past = fill.past_seconds(tmp_path, "smoke")
+    past = timing.past_seconds(tmp_path, "smoke")
     assert sorted(past) == sorted(fill.time_key(i.config.model, i.dataset, i.config.recipe, "cpu") for i in items)
     assert all(len(v) == 1 and v[0] > 0 for v in past.values())
 
@@ -195,7 +197,9 @@ def test_fill_refuses_bad_flags_before_planning(capsys, argv, words):
 
 
 def test_durations_read_seconds_minutes_and_hours():
-    assert [fill.duration_arg(t) for t in ("540", "90m", "2.5h", "30s")] == [540, 5400, 9000, 30]
+    from ifm.runs.args import duration_arg
+
+    assert [duration_arg(t) for t in ("540", "90m", "2.5h", "30s")] == [540, 5400, 9000, 30]
 
 
 def test_fill_list_prints_the_plan_and_trains_nothing(tmp_path, capsys, monkeypatch):
@@ -208,7 +212,7 @@ def test_fill_list_prints_the_plan_and_trains_nothing(tmp_path, capsys, monkeypa
 
 
 def test_reproduce_after_a_time_limited_fill_only_reads_the_records():
-    from ifm import reproduce
+    from ifm.runs import reproduce
     from ifm.cli import build_parser
 
     limited = build_parser().parse_args(["reproduce", "--profile", "paper", "--workers", "2", "--time-limit", "3h"])
@@ -225,14 +229,14 @@ def test_fill_help_states_its_ranges(capsys):
 def test_a_page_names_the_fill_command_of_its_own_study_and_recipes():
     import pandas as pd
 
-    from ifm import plots
+    from ifm.book import tables
 
     for study, recipe, expected in [("regression", "paper, code", "--recipe paper,code --study table3"),
                                     ("scaling", "paper, code, legacy (the 30% pool's points)", "--recipe paper,code --study scaling"),
                                     ("factors", "code", "--recipe code --study table1")]:
         df = pd.DataFrame()
         df.attrs.update(study=study, recipe=recipe, profile="paper")
-        assert plots.fill_command(df) == f"`python -m ifm fill --profile paper {expected}`"
+        assert tables.fill_command(df) == f"`python -m ifm fill --profile paper {expected}`"
     assert set(fill.FILL_STUDY.values()) <= set(fill.STUDY_ORDER)
 
 
@@ -342,13 +346,13 @@ def test_table1_factors_are_planned_per_seed_once_their_runs_exist_and_derived_b
         ("table1", "ifm", 0, "paper"), ("table1", "ifm", 0, "code"), ("table1", "ifm", 1, "paper"),
         ("table1", "ifm", 1, "code")]
     assert all(i.derive == {"factors": [0, 1]} and "Table 1 factors" in i.label for i in items)
-    assert fill.expected_seconds(items[0], "cpu", {}, {("ifm", "synthetic", "paper", "cpu"): [10.0]}) == 30.0
+    assert timing.expected_seconds(items[0], "cpu", {}, {("ifm", "synthetic", "paper", "cpu"): [10.0]}) == 30.0
     lines = []
-    counts = fill.fill(items, workers=2, profile="smoke", results_dir=tmp_path, overrides=TINY,
+    counts = fill.fill(items, workers=2, profile="smoke", results_dir=tmp_path, overrides=TINY, derive=DERIVE,
                        log=lambda *a, **k: lines.append(" ".join(map(str, a))))
     assert counts["done"] == 4 and counts["failed"] == 0, lines
     assert smoke_plan(tmp_path, ("table3", "table1"), seeds=(0, 1)) == []
-    fs = studies.factor_study(ex.Experiment("smoke", recipe="paper,code", seeds=[0, 1], results_dir=tmp_path,
+    fs = factors.factor_study(ex.Experiment("smoke", recipe="paper,code", seeds=[0, 1], results_dir=tmp_path,
                                             train_missing=False, log=None, **SYNTHETIC), dataset="synthetic")
     assert fs.attrs["complete"] and sorted(fs.distribution.seed.unique()) == [0, 1]
     assert set(fs.table.recipe) == {"paper", "code"} and fs.attrs["fields"] == [0, 1]

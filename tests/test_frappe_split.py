@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ifm import frappe_split, raw
+from ifm.data import frappe_split, raw
 from ifm.data import load_dataset
-from ifm.libfm import DataFormatError
+from ifm.data.libfm import DataFormatError
 
 MIRROR = os.environ.get("IFM_DATA_DIR")
 needs_mirror = pytest.mark.skipif(not (MIRROR and Path(MIRROR, "frappe/raw/Mobile_Frappe.zip").is_file()),

@@ -4,8 +4,8 @@ import re
 import numpy as np
 import pytest
 
-from ifm import libfm
-from ifm.libfm import DataFormatError, read_libfm
+from ifm.data import libfm
+from ifm.data.libfm import DataFormatError, read_libfm
 
 GOOD = "1 0:1 5:1\n-1 2:1 7:1\n"  # two fields: ids 0-4 and 5-9
 

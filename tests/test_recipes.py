@@ -9,8 +9,8 @@ import torch
 
 from ifm.models import build_model
 from ifm.models.kernels import Dropout, PerFeatureInputs
-from ifm.settings import RECIPE_TABLE, paper_config, recipe_table
-from ifm.train import TrainConfig, batch_indices, make_optimizer, stop_now, train
+from ifm.training.recipes import RECIPE_TABLE, paper_config, recipe_table
+from ifm.training.loop import TrainConfig, batch_indices, make_optimizer, stop_now, train
 
 H, K, N_FEATURES = 5, 6, 50
 
@@ -217,7 +217,7 @@ def test_code_pretraining_is_fm_py():
     fm = paper_config("frappe", "ifm", recipe="code").pretrain_config()
     assert fm.model == "fm" and fm.keep_last and fm.l2 == 0.01 and fm.l2_half and fm.loss_scale == 0.5
     assert fm.model_options == {"batch_norm": True, "interaction_dropout": 0.3, "regularize_embeddings": True}
-    from ifm.experiments import config_identity
+    from ifm.runs.experiment import config_identity
     same = config_identity(paper_config("frappe", "fm", recipe="code"))   # the FM baseline shares the record
     assert config_identity(fm) == same
     model = build_model("fm", N_FEATURES, H, K, **fm.model_options)
@@ -297,8 +297,9 @@ def test_no_batch_of_one_reaches_batch_norm():
 
 
 def test_table_2_measures_each_model_against_the_fm_it_starts_from():
-    from ifm import experiments as ex, studies
-    from ifm.records import config_identity
+    from ifm.runs import experiment as ex
+    from ifm.book import studies
+    from ifm.runs.records import config_identity
     for recipe in ("paper", "code"):
         exp = ex.Experiment("smoke", recipe=recipe, datasets=["synthetic"], seeds=[0], train_missing=False, log=None)
         for model in exp.profile.component_models:
@@ -313,7 +314,7 @@ def test_table2_under_code_hands_ifm_and_afm_an_fm_trained_with_batch_norm():
     """code/FM.py trains its FM through batch norm on the pooled vector (IFM's FM.py:93-96; AFM's FM.py
     --batch_norm 1), and IFM.py / AFM.py load only its embeddings and biases; DeepFM and NFM start
     from a plain FM under both recipes."""
-    from ifm.settings import paper_config
+    from ifm.training.recipes import paper_config
     for model, expected in (("ifm", True), ("afm", True), ("deepfm", False), ("nfm", False)):
         fm = paper_config("frappe", model, "code", pretrain_fm=True, freeze_embeddings=True).pretrain_config()
         assert bool(fm.model_options.get("batch_norm")) is expected, model

@@ -1,4 +1,4 @@
-"""The verdict rules (ifm.rules) on constructed numbers: matched seeds, Holm's correction against a
+"""The verdict rules (ifm.book.rules) on constructed numbers: matched seeds, Holm's correction against a
 hand computation, the paired interval against its formula, and each verdict of the best-setting,
 comparison and factor rules."""
 import math
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from ifm import rules
+from ifm.book import rules
 
 
 def sweep(values: dict) -> pd.DataFrame:

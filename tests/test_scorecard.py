@@ -1,11 +1,10 @@
 """Each claim's function of the scorecard on constructed frames: matched seeds, one verdict per
-reading, the rules of ifm.rules (tested on their own in tests/test_rules.py)."""
-import math
+reading, the rules of ifm.book.rules (tested on their own in tests/test_rules.py)."""
 
 import pandas as pd
 import pytest
 
-from ifm import rules, scorecard as sc
+from ifm.book import factors, rules, scorecard as sc
 
 
 def runs(label, values):
@@ -109,7 +108,7 @@ def test_fen_adds_most_says_which_frozen_models_lose_their_fms_batch_norm():
 def factor_study(shares_per_seed: dict):
     """A Table 1 study over 10 fields: {seed: the factor field 3 takes in each of 4 test instances
     (the rest of h = 10 spread evenly over the other 9 fields)}."""
-    from ifm.studies import FactorStudy
+    from ifm.book.factors import FactorStudy
 
     rows = []
     for seed, values in shares_per_seed.items():
@@ -128,7 +127,7 @@ def test_factors_are_judged_on_spread_and_concentration_over_seeds():
     # x3 swings from 0 to 9.8 (wide), but takes 96-98% of h in most instances: the released code's collapse
     collapsed = {s: [0.0, 9.6, 9.7, 9.8] for s in (0, 1, 2)}
     row, = sc.factors_vary(factor_study(collapsed))
-    stats = sc.factor_statistics(factor_study(collapsed), 3)
+    stats = factors.factor_statistics(factor_study(collapsed), 3)
     assert list(stats.median_share) == pytest.approx([0.965] * 3)       # shares 0.111, 0.96, 0.97, 0.98
     assert (stats.p95 - stats.p05).min() > 2.45
     assert row["verdict"] == rules.NOT and "mean over 3 seeds" in row["details"]

@@ -5,12 +5,12 @@ import math
 import pytest
 import torch
 
-from ifm import metrics
+from ifm.training import metrics
 from ifm.cli import main
 from ifm.data import load_dataset
-from ifm.records import write_json_atomic
-from ifm.settings import paper_config
-from ifm.train import make_optimizer, train
+from ifm.runs.records import write_json_atomic
+from ifm.training.recipes import paper_config
+from ifm.training.loop import make_optimizer, train
 from ifm.models import build_model
 
 
@@ -144,7 +144,7 @@ def test_cli_train_prints_one_json_line_and_writes_the_record(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == [out]
     # the record store's shape: its key is the one the book's runner would give this run
     from ifm.data import load_dataset
-    from ifm.records import TrainConfig, run_key
+    from ifm.runs.records import TrainConfig, run_key
     key, material = run_key(TrainConfig(**record["config"]), load_dataset("synthetic"))
     assert record["cache"]["key"] == key and record["cache"]["material"] == material
     assert record["cache"]["profile"] == "cli" and record["cache"]["stem"] == "run"
@@ -169,7 +169,7 @@ def test_cli_saves_a_state_and_starts_ifm_from_it(tmp_path, capsys):
     assert record["pretrain"] == {"from_file": str(state)}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fm.pt", "ifm.json"]
     # the FM it started from is part of its key: the store never mistakes it for a self-pre-trained run
-    from ifm.download import file_digests
+    from ifm.data.download import file_digests
     assert record["cache"]["material"]["init_fm_sha256"] == file_digests(state)[0]
 
 
@@ -187,7 +187,7 @@ def test_the_written_out_sgd_step_of_fm_is_libfms_update(task, sparse):
     at the current parameters (srendle/libfm fm_learn_sgd_element.h:60-65, fm_sgd.h:34-50). The
     reference takes d y_hat / d theta from autograd and applies the update by hand; repeated ids
     in a batch included."""
-    from ifm.train import train_step
+    from ifm.training.loop import train_step
 
     torch.manual_seed(0)
     config = paper_config("frappe", "libfm", embedding_size=6)

@@ -8,7 +8,8 @@ import math
 import pandas as pd
 import pytest
 
-from ifm import experiments as ex, overview, paper, plots, scorecard as sc, stats, studies, verdicts
+from ifm.runs import experiment as ex
+from ifm.book import overview, paper, rules, scorecard as sc, stats, studies, tables, verdicts, words
 
 TINY = {"dataset_options": {"synthetic": {"n": 400}}, "embedding_size": 4, "epochs": 2, "batch_size": 128,
         "model_options": {"ifm": {"fen_width": 8}, "wide_deep": {"hidden": [8]}, "deepfm": {"hidden": [8]},
@@ -56,13 +57,13 @@ def test_each_study_runs_each_recipe_and_the_table_shows_both(tmp_path, monkeypa
     pd.testing.assert_frame_equal(alone[["model", "seed", "test_rmse"]].reset_index(drop=True),
                                   reg[reg.recipe == "code"][["model", "seed", "test_rmse"]].reset_index(drop=True))
 
-    table = plots.side_by_side(reg, paper.paper_table("table3"), ["dataset", "model"], {"RMSE": ("test_rmse", "RMSE")})
+    table = tables.side_by_side(reg, paper.paper_table("table3"), ["dataset", "model"], {"RMSE": ("test_rmse", "RMSE")})
     assert [c for c in table.columns if c[0] == "RMSE"] == [("RMSE", "paper"), ("RMSE", "ours, recipe paper"),
                                                           ("RMSE", "ours, recipe code")]
     for recipe in ("paper", "code"):
         values = reg[(reg.recipe == recipe) & (reg.model == "ifm")].test_rmse
         mean, half = stats.t_interval(values)
-        assert table.loc[("synthetic", "ifm"), ("RMSE", f"ours, recipe {recipe}")] == plots.fmt(mean, half)
+        assert table.loc[("synthetic", "ifm"), ("RMSE", f"ours, recipe {recipe}")] == words.fmt(mean, half)
 
     sig = stats.significance(reg)
     assert len(sig) == 2 * 2 * 2 and set(sig.recipe) == {"paper", "code"}      # per recipe: 2 baselines x 2 metrics
@@ -95,7 +96,7 @@ def test_convergence_reuses_the_table_runs_and_derives_the_running_training_erro
 def test_the_scorecard_judges_each_recipe_and_lists_what_is_not_run(tmp_path):
     exp = runner(tmp_path, train_missing=False)          # nothing recorded: every claim is not run yet
     card = sc.scorecard(exp)
-    assert set(card["verdict (paper)"]) == set(card["verdict (code)"]) == {sc.NOT_RUN}
+    assert set(card["verdict (paper)"]) == set(card["verdict (code)"]) == {rules.NOT_RUN}
     # synthetic: the regression claims, no Table 1 (Frappe only); Table 4 falls back to the profile's Avazu
     assert len(card) == len([c for c in sc.CLAIMS if c[2] == "regression"]) + 1
     assert card.data.iloc[-1] == "Avazu" and card.claim.iloc[-1] == "IFM is best on Avazu"
@@ -106,19 +107,19 @@ def test_the_scorecard_judges_each_recipe_and_lists_what_is_not_run(tmp_path):
 
 def test_wide_rows_keep_each_readings_verdict_and_the_summary_counts_per_reading():
     rows = [{"claim": "IFM beats FM", "paper": "Fig. 6", "dataset": "frappe", "data": "Frappe", "ours": "x",
-             "seeds": 3, "verdict": sc.CONSISTENT, "recipe": "paper"},
+             "seeds": 3, "verdict": rules.CONSISTENT, "recipe": "paper"},
             {"claim": "IFM beats FM", "paper": "Fig. 6", "dataset": "frappe", "data": "Frappe", "ours": "y",
-             "seeds": 3, "verdict": sc.REPRODUCED, "recipe": "code"},
+             "seeds": 3, "verdict": rules.REPRODUCED, "recipe": "code"},
             {"claim": "IFM beats FM", "paper": "Fig. 6", "dataset": "movielens", "data": "MovieLens stand-in",
-             "ours": "z", "seeds": 3, "verdict": sc.UNTESTABLE, "recipe": "code"}]
+             "ours": "z", "seeds": 3, "verdict": rules.UNTESTABLE, "recipe": "code"}]
     expected = [("IFM beats FM", "Fig. 6", "frappe", "Frappe"), ("IFM beats FM", "Fig. 6", "movielens", "MovieLens"),
                 ("ReLU is the best FEN activation", "Fig. 5", "frappe", "Frappe")]
     card = sc.wide(rows, ("paper", "code"), expected)
     frappe = card[(card.claim == "IFM beats FM") & (card.dataset == "frappe")].iloc[0]
-    assert frappe["verdict (paper)"] == sc.CONSISTENT and frappe["verdict (code)"] == sc.REPRODUCED
+    assert frappe["verdict (paper)"] == rules.CONSISTENT and frappe["verdict (code)"] == rules.REPRODUCED
     assert frappe["ours (paper)"] == "x" and frappe["seeds (code)"] == 3 and frappe.testable
     stand_in = card[card.dataset == "movielens"].iloc[0]
-    assert stand_in["verdict (paper)"] == sc.NOT_RUN and stand_in["seeds (paper)"] == 0 and not stand_in.testable
+    assert stand_in["verdict (paper)"] == rules.NOT_RUN and stand_in["seeds (paper)"] == 0 and not stand_in.testable
     text = sc.summary(card, ("paper", "code"))
     assert text == ("Of the 2 claims that the paper's data can test here (Frappe), under the paper's text (recipe paper): "
                     "1 consistent, not separated, 1 not run yet; under the released code (recipe code): "
@@ -131,15 +132,15 @@ def test_a_best_setting_needs_the_whole_grid_and_three_shared_seeds():
             for depth in (1, 2, 3) for seed in (0, 1, 2)]
     df = pd.DataFrame(rows)
     row, = sc.best_settings(df, "fen_layers", *sc.CLAIMS[3][:2], grid=(0, 1, 2, 3, 4))
-    assert row["verdict"] == sc.NOT_RUN and row["ours"].startswith("3 of 5 settings run")
+    assert row["verdict"] == rules.NOT_RUN and row["ours"].startswith("3 of 5 settings run")
     row, = sc.best_settings(df, "fen_layers", *sc.CLAIMS[3][:2], grid=(1, 2, 3))
-    assert row["verdict"] == sc.REPRODUCED and row["seeds"] == 3 and "seed SD at 2" in row["details"]
+    assert row["verdict"] == rules.REPRODUCED and row["seeds"] == 3 and "seed SD at 2" in row["details"]
     row, = sc.best_settings(df[df.seed < 2], "fen_layers", *sc.CLAIMS[3][:2], grid=(1, 2, 3))
-    assert row["verdict"] == sc.TOO_FEW and row["seeds"] == 2
+    assert row["verdict"] == rules.TOO_FEW and row["seeds"] == 2
 
 
 def test_the_scaling_page_keeps_the_earlier_30_percent_records_as_their_own_points():
-    from ifm.records import REPO_ROOT
+    from ifm.runs.records import REPO_ROOT
 
     exp = ex.Experiment("paper", recipe="paper,code", results_dir=REPO_ROOT / "results", train_missing=False, log=None)
     rows = studies.earlier_pool_rows(exp, ("fm", "ifm", "nfm"))
@@ -158,8 +159,8 @@ def test_a_claim_over_several_models_waits_for_all_of_them_unless_already_refute
             for s, v in enumerate(vs)]
     reg = pd.DataFrame(rows)
     row, = sc.beats_every_baseline(reg, baselines=5)
-    assert row["verdict"] == sc.NOT_RUN and row["ours"].startswith("1 of 5 baselines run")
-    assert sc.beats_every_baseline(reg)[0]["verdict"] == sc.REPRODUCED       # all the baselines there are
+    assert row["verdict"] == rules.NOT_RUN and row["ours"].startswith("1 of 5 baselines run")
+    assert sc.beats_every_baseline(reg)[0]["verdict"] == rules.REPRODUCED       # all the baselines there are
     reg.loc[reg.model == "nfm", "test_rmse"] -= 0.05                         # one run baseline beats IFM
     row, = sc.beats_every_baseline(reg, baselines=5)
-    assert row["verdict"] == sc.NOT and "(of 5; refuted already)" in row["ours"]
+    assert row["verdict"] == rules.NOT and "(of 5; refuted already)" in row["ours"]

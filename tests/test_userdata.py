@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from ifm.cli import main
-from ifm.libfm import DataFormatError
-from ifm.userdata import load_files
+from ifm.data.libfm import DataFormatError
+from ifm.data.userdata import load_files
 
 
 def write(path, text):

@@ -3,7 +3,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 
-from ifm import verdicts
+from ifm.book import verdicts
 
 
 def test_components_names_the_largest_improvement_and_ifms_when_it_is_not_the_largest():
@@ -109,12 +109,12 @@ def test_still_improving_names_runs_whose_best_epoch_is_the_last_one_run():
 
 
 def test_a_smoke_rerun_says_it_is_a_check_in_its_verdicts_and_titles():
-    from ifm import plots
+    from ifm.book import words
 
     df = pd.DataFrame({"dataset_label": ["Synthetic"], "model_name": ["IFM"], "dataset": ["synthetic"],
                        "ri_rmse": [0.1], "model": ["ifm"], "recipe": ["paper"]})
     df.attrs.update(profile="smoke", recipe="paper")
     assert verdicts.components(df).data.startswith("**Smoke check, not a reproduction**")
-    assert plots.stamp(df).startswith("SMOKE CHECK, not a reproduction")
+    assert words.stamp(df).startswith("SMOKE CHECK, not a reproduction")
     df.attrs["profile"] = "paper"
-    assert verdicts.components(df).data.startswith("**What we got:**") and "SMOKE" not in plots.stamp(df)
+    assert verdicts.components(df).data.startswith("**What we got:**") and "SMOKE" not in words.stamp(df)

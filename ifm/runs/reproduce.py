@@ -8,13 +8,14 @@ Each notebook runs with the given parameters into ``_build/reproduce/<profile>/`
 relative paths as in the repository, one progress line per notebook). The book is then built
 from those executed copies, with execution off, into ``_build/html``: what the book shows is
 exactly what papermill computed. The runs themselves go through the run cache of
-``ifm.experiments``, so a second call only re-draws. With ``--workers`` or ``--time-limit`` the
+``ifm.runs.experiment``, so a second call only re-draws. With ``--workers`` or ``--time-limit`` the
 missing runs are first trained several at a time (``python -m ifm fill``); after a time limit the
 notebooks only read the records, and each page lists the runs it still lacks.
 """
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import subprocess
@@ -41,16 +42,16 @@ BOOK_FILES = ["_config.yml", "_toc.yml", "book", "ifm"]
 
 
 def repo_root() -> Path:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     if not (root / "_config.yml").is_file():
         raise FileNotFoundError(f"no _config.yml in {root}: `reproduce` runs from a checkout of the repository")
     return root
 
 
-def add_reproduce_parser(sub):
-    from ifm.cli import LIMITS, device_arg, number_arg, path_arg
-    from ifm.fill import duration_arg
-    from ifm.profiles import PROFILES
+def add_reproduce_parser(sub, pages: dict, derive: dict):
+    """The `reproduce` command; `pages` and `derive` (ifm.book.pages) are what its fill plans."""
+    from ifm.runs.args import LIMITS, device_arg, duration_arg, number_arg, path_arg, recipes_arg
+    from ifm.runs.profiles import PROFILES
 
     p = sub.add_parser("reproduce", help="execute the notebooks (papermill) and build the book",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -79,21 +80,9 @@ def add_reproduce_parser(sub):
                         "worker), then build the pages from the records there are: each page lists what it lacks")
     p.add_argument("--timeout", type=number_arg("timeout"), default=None,
                    help=f"per-cell timeout in seconds: {LIMITS['timeout']} (default: none)")
-    p.set_defaults(func=cmd_reproduce)
+    p.set_defaults(func=functools.partial(cmd_reproduce, pages=pages, derive=derive))
     return p
 
-
-def recipes_arg(text: str) -> str:
-    """--recipe: one recipe or several joined by commas, checked before any notebook runs."""
-    from ifm.experiments import parse_recipes
-
-    try:
-        recipes = parse_recipes(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-    if "legacy" in recipes and len(recipes) > 1:
-        raise argparse.ArgumentTypeError("legacy only reads the old records: give it alone")
-    return ",".join(recipes)
 
 
 def _parameters(args, started: float) -> dict:
@@ -180,7 +169,7 @@ def build_book(stage: Path, root: Path, log=print) -> int:
     return 0
 
 
-def cmd_reproduce(args) -> int:
+def cmd_reproduce(args, pages: dict, derive: dict) -> int:
     started = time.time()
     root = repo_root()
     if args.results_dir:
@@ -193,19 +182,19 @@ def cmd_reproduce(args) -> int:
     names = args.only or [n for n, _ in NOTEBOOKS]
     params = _parameters(args, started)
     if (args.workers or args.time_limit) and args.recipe != "legacy":
-        from ifm.fill import fill, plan, summary
-        from ifm.profiles import get_profile, resolve_device
+        from ifm.runs.fill import fill, plan, summary
+        from ifm.runs.profiles import get_profile, resolve_device
 
         if args.force:
             print("--force retrains in the notebooks, one run at a time: give it without --workers/--time-limit",
                   file=sys.stderr)
             return 2
-        items = plan(args.profile, args.recipe, seeds=args.seeds, results_dir=args.results_dir)
+        items = plan(args.profile, args.recipe, pages=pages, seeds=args.seeds, results_dir=args.results_dir)
         print(f"fill: {len(items)} missing run(s), {args.workers or 1} worker(s)"
               + (f", for at most {args.time_limit:.0f} s" if args.time_limit else ""), flush=True)
         counts = fill(items, workers=args.workers or 1, device=resolve_device(args.device, get_profile(args.profile)),
                       time_limit=args.time_limit, profile=args.profile, data_dir=args.data_dir,
-                      results_dir=args.results_dir)
+                      results_dir=args.results_dir, derive=derive)
         print(summary(counts), flush=True)
     print(f"profile {args.profile}: {len(names)} notebook(s) -> {stage}; parameters {params}", flush=True)
     failed = execute(root, stage, names, params, timeout=args.timeout)

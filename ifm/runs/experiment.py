@@ -1,7 +1,7 @@
 """The runner: a profile and a recipe bound to a device, a data directory and a results
 directory. `Experiment.run(config, dataset)` returns a run's record from the record store
-(`ifm.records`), training it when it is missing (or, for the book, only reading what is there),
-and `Experiment.row` turns a record into one row of a study's frame (`ifm.studies`).
+(`ifm.runs.records`), training it when it is missing (or, for the book, only reading what is there),
+and `Experiment.row` turns a record into one row of a study's frame (`ifm.book.studies`).
 """
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ import torch
 from ifm.data import load_dataset
 from ifm.models import DISPLAY_NAMES
 from ifm.models.layers import fm_state_of
-from ifm.profiles import Profile, get_profile, parse_bool, parse_datasets, parse_force, parse_seeds, resolve_device
-from ifm.records import REPO_ROOT, RunCache, _identity_text, _without_device, canonical, config_identity, results_root, \
+from ifm.runs.profiles import Profile, get_profile, parse_bool, parse_datasets, parse_force, parse_seeds, resolve_device
+from ifm.runs.records import REPO_ROOT, RunCache, _identity_text, _without_device, canonical, config_identity, results_root, \
     run_key, stamp
-from ifm.registry import DATASET_NAMES
-from ifm.settings import RECIPES
+from ifm.data.registry import DATASET_NAMES
+from ifm.training.recipes import RECIPES
 
-from ifm.train import TrainConfig, build_for, summary_of, train
+from ifm.training.loop import TrainConfig, build_for, summary_of, train
 
 
 class Experiment:
@@ -59,7 +59,7 @@ class Experiment:
 
     def for_recipe(self, recipe: str) -> "Experiment":
         """This runner under one recipe (same cache, data, device and seeds): the studies run each
-        recipe of a two-recipe runner through it (`ifm.studies.per_recipe`)."""
+        recipe of a two-recipe runner through it (`ifm.book.studies.per_recipe`)."""
         one = copy.copy(self)
         one.profile, one.recipes, one.missing = dataclasses.replace(self.profile, recipe=recipe), (recipe,), []
         one.stats = {k: 0 if k != "seconds" else 0.0 for k in self.stats}   # its own counts; totals shared

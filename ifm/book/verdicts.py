@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ifm.rules import MIN_SEEDS
-from ifm.stats import by_recipe
+from ifm.book.rules import MIN_SEEDS
+from ifm.book.stats import by_recipe
 
 ALPHA = 0.05
 
@@ -40,8 +40,8 @@ PAPERS, WORSE, NOISE = "paper's best", "worse than the paper's", "seed SD at the
 
 
 def best_setting(table: pd.DataFrame, what: str):
-    """One sentence per reading and dataset from `plots.best_setting_table`: the verdict of
-    `ifm.rules.judge_setting`, the evidence behind it, and the seed noise at the paper's setting."""
+    """One sentence per reading and dataset from `tables.best_setting_table`: the verdict of
+    `ifm.book.rules.judge_setting`, the evidence behind it, and the seed noise at the paper's setting."""
     if "verdict" not in table.columns:
         return _markdown(NOTHING)
     parts = []

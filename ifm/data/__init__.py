@@ -8,7 +8,7 @@ source it finds, in this order (``provenance["data_kind"]`` says which):
      three plus the authors' valid and test, which give the authors' train exactly; else
      NFM's three pooled and re-split 8:1:1;
   2. ``reconstructed`` (Frappe): the authors' split rebuilt from the raw release and the
-     four public valid/test files (``ifm.frappe_split``);
+     four public valid/test files (``ifm.data.frappe_split``);
   3. ``raw``: a raw public release built by NFM's processing and split 8:1:1 by seed
      (MovieLens from tags alone is a ``stand-in``: it is never the paper's MovieLens);
   4. with ``download=True``, the same files fetched into the cache, each verified byte for
@@ -40,7 +40,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, split_
     release, default 0), ``opener`` (URL opener for the download); avazu: ``min_count``
     (20), ``nrows`` (read at most this many rows), frappe/movielens: ``train_fraction`` (a seeded
     share of the training instances, the split seed's; validation and test unchanged), ``sample`` (True: the mirror's 9,999-row
-    head, else its 100-row sample, even if the full file is present); synthetic: see :func:`ifm.synthetic.make_synthetic`.
+    head, else its 100-row sample, even if the full file is present); synthetic: see :func:`ifm.data.synthetic.make_synthetic`.
     """
     name = name.lower()
     if name not in DATASETS:

@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 
 from ifm.models import MODELS
-from ifm.settings import LEGACY_FILL
-from ifm.train import TRAINING_VERSION, TrainConfig
+from ifm.training.recipes import LEGACY_FILL
+from ifm.training.loop import TRAINING_VERSION, TrainConfig
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # Bump when the cache key's layout changes (not when training changes: that is TRAINING_VERSION).
 CACHE_FORMAT = 1
 # The records made before the recipes (results/paper/ until the book is re-made) read as recipe legacy.
@@ -152,10 +152,10 @@ def read_json(path: str | os.PathLike):
 
 def make_portable(directory: str | os.PathLike) -> dict:
     """Rewrite the JSON records under `directory` once so that none names a path of the machine
-    that made it (`ifm.registry.portable_provenance` on each dataset's provenance; a pre-training
+    that made it (`ifm.data.registry.portable_provenance` on each dataset's provenance; a pre-training
     file by its name), changing nothing else: the cache key and what it hashes are checked to be
     the same before each record is written back (atomically, in the same format). Returns counts."""
-    from ifm.registry import portable_provenance
+    from ifm.data.registry import portable_provenance
 
     counts = {"read": 0, "rewritten": 0}
     for path in sorted(Path(directory).rglob("*.json")):

@@ -184,7 +184,7 @@ def _recipe_fields(recipe: str, model: str, dataset: str) -> dict:
 
 def paper_config(dataset: str, model: str, recipe: str = "paper", **overrides):
     """The TrainConfig of `model` on `dataset` under `recipe`, with explicit overrides."""
-    from ifm.train import TrainConfig
+    from ifm.training.loop import TrainConfig
 
     fields = {"model": model, "recipe": recipe, "learning_rate": PAPER["learning_rate"], "l2": PAPER["l2"],
               "batch_size": PAPER["batch_size"].get(dataset, 2048),

@@ -12,8 +12,8 @@ import time
 
 import torch
 
-from ifm.settings import paper_config
-from ifm.train import build_for, loss_sum, make_optimizer, seed_everything, train_step
+from ifm.training.recipes import paper_config
+from ifm.training.loop import build_for, loss_sum, make_optimizer, seed_everything, train_step
 
 
 class PeakMemory:

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 
 from ifm.models import DISPLAY_NAMES
-from ifm.records import read_json
+from ifm.runs.records import read_json
 
-PAPER_REPORTED = Path(__file__).resolve().parents[1] / "book" / "paper_reported.json"
+PAPER_REPORTED = Path(__file__).resolve().parents[2] / "book" / "paper_reported.json"
 
 
 def paper_reported(path: str | os.PathLike | None = None) -> dict:

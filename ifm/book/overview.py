@@ -12,14 +12,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ifm.experiments import Experiment, dataset_label
+from ifm.runs.experiment import Experiment, dataset_label
 from ifm.models import DISPLAY_NAMES
-from ifm.paper import paper_best, paper_reported, paper_table
-from ifm.records import read_json
-from ifm.rules import matched
-from ifm.stats import by_recipe, panels, t_interval
-from ifm.studies import (activation_study, component_study, convergence_study, ctr_study, depth_study,
-                         dropout_study, factor_study, regression_study)
+from ifm.book.paper import paper_best, paper_reported, paper_table
+from ifm.runs.records import read_json
+from ifm.book.rules import matched
+from ifm.book.stats import by_recipe, panels, t_interval
+from ifm.book.factors import factor_study
+from ifm.book.studies import (activation_study, component_study, convergence_study, ctr_study, depth_study,
+                              dropout_study, regression_study)
 
 COLUMNS = ["item", "recipe", "dataset", "dataset_label", "quantity", "paper", "ours", "interval", "n_seeds", "model", "metric"]
 SWEEP_WORDS = {"fen_layers": "FEN depth", "dropout": "FEN dropout", "activation": "FEN activation"}

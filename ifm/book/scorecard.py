@@ -1,6 +1,6 @@
 """Do the paper's claims hold? One row per claim and dataset: the paper's evidence, and under each
 reading of the method (recipe `paper`, the paper's text; recipe `code`, the authors' released code)
-ours, the seeds every compared run shares, and a verdict. The verdicts come from `ifm.rules`, on
+ours, the seeds every compared run shares, and a verdict. The verdicts come from `ifm.book.rules`, on
 matched seeds, one per reading: never the better of the two (tests/test_scorecard.py holds each
 claim's function to constructed frames, tests/test_rules.py the rules)."""
 from __future__ import annotations
@@ -9,15 +9,16 @@ import math
 
 import pandas as pd
 
-from ifm.experiments import Experiment
-from ifm.paper import paper_best
-from ifm.registry import DATASET_NAMES
-from ifm.rules import (COMPARISON_RULE, CONSISTENT, FACTOR_RULE, NOT, NOT_RUN, PAPER_FACTOR_RANGES,
-                       PAPER_SHARE_BOUNDS, PARTLY, REPRODUCED, SETTING_RULE, TOO_FEW, UNTESTABLE, VERDICTS, judge_all,
-                       judge_comparison, judge_factors, matched, sweep_judgements)
-from ifm.stats import t_interval
-from ifm.studies import (activation_study, component_study, convergence_study, ctr_study, depth_study,
-                         dropout_study, factor_study, regression_study)
+from ifm.runs.experiment import Experiment
+from ifm.book.paper import paper_best
+from ifm.data.registry import DATASET_NAMES
+from ifm.book.rules import (COMPARISON_RULE, FACTOR_RULE, NOT, NOT_RUN, PAPER_FACTOR_RANGES,
+                            REPRODUCED, SETTING_RULE, UNTESTABLE, VERDICTS, judge_all, judge_comparison, judge_factors,
+                            matched, sweep_judgements)
+from ifm.book.stats import t_interval
+from ifm.book.factors import factor_part, factor_statistics, factor_study
+from ifm.book.studies import (activation_study, component_study, convergence_study, ctr_study, depth_study,
+                              dropout_study, regression_study)
 
 RULE = (
     "Each reading of the method gets its own verdict, from its own runs; the two are never merged into "
@@ -165,7 +166,7 @@ def _handover_note(part: pd.DataFrame) -> str:
 
 
 def best_settings(df: pd.DataFrame, option: str, claim: str, evidence: str, grid=None) -> list[dict]:
-    """A claimed best FEN setting (Figs. 3-5), per dataset, by `ifm.rules.judge_setting` on
+    """A claimed best FEN setting (Figs. 3-5), per dataset, by `ifm.book.rules.judge_setting` on
     validation RMSE over the seeds every setting shares; *not run yet* until every setting of the
     `grid` has a run."""
     rows = []
@@ -213,21 +214,6 @@ def _per_seed_convergence(conv: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "seed", "valid_rmse", "train_rmse", "epochs"])
 
 
-def epochs_to_reach(conv: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, seed): the epoch of FM's best validation RMSE, and the first epoch at which
-    IFM's validation RMSE is at or below that best (NaN when it never gets there)."""
-    rows = []
-    for (name, seed), part in conv.groupby(["dataset", "seed"], sort=False):
-        fm, ifm = part[part.model == "fm"], part[part.model == "ifm"]
-        if fm.empty or ifm.empty:
-            continue
-        best = fm.loc[fm.valid_rmse.idxmin()]
-        reached = ifm[ifm.valid_rmse <= best.valid_rmse].epoch
-        rows.append({"dataset": name, "seed": seed, "fm_best_epoch": int(best.epoch),
-                     "ifm_epoch": float(reached.min()) if len(reached) else math.nan})
-    return pd.DataFrame(rows, columns=["dataset", "seed", "fm_best_epoch", "ifm_epoch"])
-
-
 def converges_faster(conv: pd.DataFrame) -> list[dict]:
     """IFM converges faster than FM and to lower training and validation error (Fig. 6): three
     paired comparisons over the seeds both share (best validation RMSE, training RMSE there, the
@@ -255,20 +241,6 @@ def converges_faster(conv: pd.DataFrame) -> list[dict]:
     return rows
 
 
-def factor_statistics(fs, field: int) -> pd.DataFrame:
-    """Per seed: the 5th and 95th percentile of a field's factor (1-based) over the test set, and
-    the median over test instances of the largest factor's share of h."""
-    d = fs.distribution
-    rows = []
-    for seed, part in d.groupby("seed", sort=False):
-        factors = part.pivot_table(index="test_index", columns="field", values="factor")
-        share = factors.max(axis=1) / factors.sum(axis=1)
-        mine = factors[field]
-        rows.append({"seed": seed, "p05": mine.quantile(0.05), "p95": mine.quantile(0.95),
-                     "median_share": float(share.median())})
-    return pd.DataFrame(rows, columns=["seed", "p05", "p95", "median_share"])
-
-
 def factors_vary(fs) -> list[dict]:
     """The same feature gets very different factors in different instances (Table 1), and they vary
     as the paper's do: `rules.judge_factors` on each field's spread and each instance's largest share."""
@@ -282,25 +254,6 @@ def factors_vary(fs) -> list[dict]:
                          fs.table.dataset_label.iloc[0], f"width {j.width:.2f}, largest share {j.median_share:.2f}",
                          len(j.seeds), j.verdict, details=j.reason(paper_range)))
     return rows
-
-
-def factor_verdicts(fs) -> pd.DataFrame:
-    """The factors page's table: per reading and field, the seeds, the mean spread and largest
-    share (`factor_statistics`) and the verdict of `rules.judge_factors`."""
-    rows = []
-    for recipe in list(dict.fromkeys(fs.table.recipe)) if fs is not None and len(fs.table) else []:
-        part = _factor_part(fs, recipe)
-        for field in [f + 1 for f in fs.attrs["fields"]]:
-            paper_range = PAPER_FACTOR_RANGES.get(field, (math.nan, math.nan))
-            j = judge_factors(factor_statistics(part, field), paper_range)
-            rows.append({"recipe": recipe, "field": f"x{field}", "seeds": ", ".join(str(s) for s in j.seeds),
-                         "5th-95th width (ours)": f"{j.width:.2f}",
-                         "width of the paper's instances": f"{paper_range[1] - paper_range[0]:.2f}",
-                         "median largest share of h (ours)": f"{j.median_share:.2f}",
-                         "paper's instances allow": f"{min(b[0] for b in PAPER_SHARE_BOUNDS):.2f}-"
-                                                    f"{max(b[1] for b in PAPER_SHARE_BOUNDS):.2f}",
-                         "verdict": j.verdict})
-    return pd.DataFrame(rows).set_index(["recipe", "field"]) if rows else pd.DataFrame()
 
 
 def best_on_avazu(ctr: pd.DataFrame, models: int | None = None) -> list[dict]:
@@ -393,7 +346,7 @@ def scorecard(exp: Experiment) -> pd.DataFrame:
     rows = []
     for recipe in exp.recipes:
         mine = {name: df[df.recipe == recipe] if "recipe" in df else df for name, df in frames.items()}
-        rows += [{**r, "recipe": recipe} for r in claim_rows(mine, _factor_part(fs, recipe), grids, models)]
+        rows += [{**r, "recipe": recipe} for r in claim_rows(mine, factor_part(fs, recipe), grids, models)]
     ctr_sets = [d for d in exp.datasets or () if d not in regression_sets] or list(exp.profile.ctr_datasets)
     where = {"regression": regression_sets, "frappe": [d for d in regression_sets if d == "frappe"], "ctr": ctr_sets}
     expected = [(claim + (f" (x{f + 1})" if kind == "frappe" else ""), evidence, d, f"{DATASET_NAMES.get(d, d)}")
@@ -405,13 +358,3 @@ def scorecard(exp: Experiment) -> pd.DataFrame:
                      complete=not missing, seeds=sorted(set(exp.seeds or exp.profile.seeds)),
                      profile_differences=exp.profile.differences(), report=exp.report("scorecard", total=True))
     return out
-
-
-def _factor_part(fs, recipe):
-    """One recipe's share of a Table 1 study; None when it has no instances under that recipe."""
-    from ifm.studies import FactorStudy
-
-    if fs is None or fs.table.empty:
-        return None
-    pick = [frame[frame.recipe == recipe] for frame in (fs.table, fs.distribution, fs.summary)]
-    return FactorStudy(*pick, fs.attrs) if len(pick[0]) else None

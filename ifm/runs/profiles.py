@@ -2,7 +2,7 @@
 place that parses what papermill passes (strings) into checked values.
 
 A **profile** sets every notebook's sizes and seeds; ``paper`` is the paper's settings
-(:func:`ifm.settings.paper_config` unchanged, several seeds), ``smoke`` a tiny CPU variant for
+(:func:`ifm.training.recipes.paper_config` unchanged, several seeds), ``smoke`` a tiny CPU variant for
 CI. Any field can be overridden: ``get_profile("smoke", {"epochs": 5, "dropout_grid": [0.0, 0.5]})``.
 The recipe (paper's text or released code) is a profile field too, orthogonal to the sizes.
 """
@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ifm.limits import LIMITS, check, device_problem
+from ifm.training.limits import LIMITS, check, device_problem
 from ifm.models import DISPLAY_NAMES, MODELS
-from ifm.registry import DATASET_NAMES
-from ifm.settings import RECIPES, paper_config
-from ifm.train import TrainConfig
+from ifm.data.registry import DATASET_NAMES
+from ifm.training.recipes import RECIPES, paper_config
+from ifm.training.loop import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ PAPER_DROPOUT_GRID = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 PROFILES = {
     "paper": Profile(
         name="paper",
-        description="the paper's settings, exactly ifm.settings.paper_config (Adagrad 0.01, L2 1e-5, "
+        description="the paper's settings, exactly ifm.training.recipes.paper_config (Adagrad 0.01, L2 1e-5, "
                     "embedding 256/256/40, batch 2048/4096/2048, FEN 256 per layer, FM pre-training), the "
                     "recipe's training (early stopping after 4 validation rises within 100 epochs); 3 seeds "
                     "for Tables 2-4, Fig. 6 and every sweep point of Figs. 3-5",

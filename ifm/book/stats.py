@@ -1,5 +1,5 @@
 """Seeds into numbers: means with Student-t intervals, summaries per group, and the significance
-table of Table 3 (its tests from `ifm.rules`)."""
+table of Table 3 (its tests from `ifm.book.rules`)."""
 from __future__ import annotations
 
 import math
@@ -72,7 +72,7 @@ def significance(df: pd.DataFrame, metrics=("test_mae", "test_rmse"), reference:
     paired t-test, and the p-value Holm-corrected across the baselines (`rules.holm`); significant
     when the Holm p < alpha and the reference's mean is better.
     """
-    from ifm.rules import holm, matched, paired
+    from ifm.book.rules import holm, matched, paired
 
     rows = []
     by = panels(df, "dataset")

@@ -11,7 +11,7 @@ its weights, so that run and its FM are trained again where their weights are no
 machine: on a CPU that gives the very same runs), Table 4, Table 2, the data-scaling study, the
 MovieLens stand-in's rows, and the FEN sweeps; within each, seed 0 of everything before seed 1, and FMs (which others start from)
 first. One record serves every runner that asks for the same settings, whatever the recipe
-label or device (`ifm.experiments.equivalents`), so each such run is planned once.
+label or device (`ifm.runs.experiment.equivalents`), so each such run is planned once.
 
 `fill` hands the runs to worker processes (`--workers`, each with its share of the CPU threads;
 on a GPU they share the card). The run cache locks each run, so two `fill`s on one results
@@ -29,16 +29,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import math
 import multiprocessing as mp
 import os
 import queue
-import re
 import signal
-import statistics
 import threading
 import time
 from dataclasses import dataclass
+
+from ifm.runs.timing import device_kind, expected_seconds, past_seconds, share, time_key
 
 # The studies whose runs the pages read, in the order the pages should fill (see the docstring).
 STUDY_ORDER = ("table3", "fig6", "table1", "table4", "table2", "scaling", "depth", "dropout", "activation")
@@ -58,7 +59,7 @@ class Wanted:
     study: str
     dataset: str
     data_options: dict
-    config: object          # ifm.train.TrainConfig
+    config: object          # ifm.training.loop.TrainConfig
     label: str              # the run in words (Experiment.describe)
     derive: dict | None = None   # Table 1: {"factors": fields}, the factors of this (recorded) IFM to derive
 
@@ -70,17 +71,8 @@ class Wanted:
                 self.dataset != "frappe")
 
 
-def _study_functions() -> dict:
-    from ifm import studies
-
-    return {"table3": studies.regression_study, "fig6": studies.convergence_study, "table4": studies.ctr_study,
-            "table1": lambda exp: studies.factor_study(exp, dataset=(exp.datasets or ("frappe",))[0]), "table2": studies.component_study,
-            "scaling": lambda exp: studies._scaling_runs(exp, studies.SCALING_FRACTIONS, studies.SCALING_MODELS),
-            "depth": studies.depth_study, "dropout": studies.dropout_study, "activation": studies.activation_study}
-
-
-def plan(profile: str = "paper", recipe: str = "paper,code", *, studies=None, datasets=None, seeds=None,
-         results_dir=None, overrides=None) -> list[Wanted]:
+def plan(profile: str = "paper", recipe: str = "paper,code", *, pages: dict, studies=None, datasets=None,
+         seeds=None, results_dir=None, overrides=None) -> list[Wanted]:
     """The runs missing from the results directory that the pages of `studies` (default: all)
     ask for, each once, in the order they should be trained. `datasets` picks among the runs the
     pages read at their defaults (Frappe and the MovieLens stand-in for the regression pages,
@@ -89,11 +81,11 @@ def plan(profile: str = "paper", recipe: str = "paper,code", *, studies=None, da
     pages would run on it if given it as their `datasets` parameter."""
     import io
 
-    from ifm.experiments import Experiment, equivalents
-    from ifm.profiles import parse_datasets
-    from ifm.records import _identity_text, config_identity
+    from ifm.runs.experiment import Experiment, equivalents
+    from ifm.runs.profiles import parse_datasets
+    from ifm.runs.records import _identity_text, config_identity
 
-    functions = _study_functions()
+    functions = pages           # name -> the page's study (ifm.book.pages.PAGES)
     unknown = sorted(set(studies or ()) - set(functions))
     if unknown:
         raise ValueError(f"study must be one of {', '.join(STUDY_ORDER)}, got {', '.join(unknown)}")
@@ -119,58 +111,6 @@ def plan(profile: str = "paper", recipe: str = "paper,code", *, studies=None, da
                                                          "weights)" if derive else "")
                 out.append(Wanted(name, dataset, options, config, label, derive))
     return sorted(out, key=Wanted.order)
-
-
-# --------------------------------------------------------------------------- how long a run takes
-def past_seconds(results_dir=None, profile: str = "paper") -> dict:
-    """{(model, dataset, recipe, device kind): [wall seconds of each record, per whole training
-    split]} of the records in the results directory under the current recipes (not the legacy
-    records, made on a smaller Frappe), device kind 'cpu' or 'gpu'; a run on a share of the
-    training split counts as its seconds divided by that share."""
-    from ifm.records import RunCache, results_root
-    from ifm.settings import RECIPES
-
-    times = {}
-    for versions in RunCache(results_root(results_dir) / profile).index().values():
-        for configs in versions.values():
-            for record in configs.values():
-                seconds = record.get("wall_seconds") or record.get("train_seconds")
-                if seconds and record["config"].get("recipe") in RECIPES:
-                    key = time_key(record["config"]["model"], record["cache"]["material"]["data"]["name"],
-                                   record["config"]["recipe"], record["config"].get("device", "cpu"))
-                    times.setdefault(key, []).append(float(seconds) / share(record["cache"]["material"]["data"]["options"]))
-    return times
-
-
-def share(data_options: dict | None) -> float:
-    """The share of the training split a run trains on (the data-scaling study's train_fraction)."""
-    return float((data_options or {}).get("train_fraction", 1.0))
-
-
-def device_kind(device: str) -> str:
-    return "cpu" if str(device).startswith("cpu") else "gpu"
-
-
-def expected_seconds(item: Wanted, device: str, seen: dict, past: dict) -> float | None:
-    """What a run of `item` should take here: the longest of this call's runs of that model on that
-    dataset under its recipe, else the median of the records' on this kind of device under its
-    recipe, else the median of the records' under any recipe (the recipes differ in stopping
-    rules: on the MovieLens stand-in an IFM under `code` takes several times one under `paper`),
-    else None (unknown); all per whole training split, times the share `item` trains on."""
-    if item.derive:     # Table 1: the IFM and up to two FMs (Table 3's, its pre-training) trained again
-        single = expected_seconds(dataclasses.replace(item, derive=None), device, seen, past)
-        return None if single is None else 3 * single
-    key = time_key(item.config.model, item.dataset, item.config.recipe, device)
-    if seen.get(key):
-        return max(seen[key]) * share(item.data_options)
-    model, dataset, _, kind = key
-    known = past.get(key) or [s for (m, d, _, k), v in past.items() if (m, d, k) == (model, dataset, kind) for s in v]
-    return statistics.median(known) * share(item.data_options) if known else None
-
-
-def time_key(model: str, dataset: str, recipe: str, device: str) -> tuple:
-    """The key of `past_seconds` and of a fill's own times: (model, dataset, recipe, device kind)."""
-    return model, dataset, recipe, device_kind(device)
 
 
 # --------------------------------------------------------------------------- workers
@@ -215,7 +155,7 @@ def _worker(tasks, results, settings: dict) -> None:
 
     signal.signal(signal.SIGTERM, _exit_on_sigterm)     # stopped: give up the run's lock on the way out
     torch.set_num_threads(settings["threads"])
-    from ifm.experiments import Experiment
+    from ifm.runs.experiment import Experiment
 
     while True:
         task = tasks.get()
@@ -233,11 +173,10 @@ def _worker(tasks, results, settings: dict) -> None:
                 results.put((index, "busy", time.time() - started, holder))
                 continue
             if item.derive:             # Table 1: the factors of a recorded IFM, from its weights
-                from ifm.studies import factor_seed
-
+                (kind, fields), = item.derive.items()
                 exp.train_missing = True
-                factor_seed(exp, item.dataset, item.derive["factors"], config.seed)
-                results.put((index, "done", time.time() - started, "Table 1 factors derived"))
+                settings["derive"][kind](exp, item.dataset, fields, config.seed)
+                results.put((index, "done", time.time() - started, f"Table 1 {kind} derived"))
                 continue
             record = exp.run(config, item.dataset, data_options=item.data_options or None)
             test = record.get("test", {})
@@ -251,10 +190,12 @@ def _worker(tasks, results, settings: dict) -> None:
 
 def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_limit: float | None = None,
          threads: int | None = None, profile: str = "paper", data_dir=None, results_dir=None, overrides=None,
-         past: dict | None = None, log=print) -> dict:
+         past: dict | None = None, derive: dict | None = None, log=print) -> dict:
     """Train `items` (from `plan`) in order with `workers` processes until done or `time_limit`
     seconds have passed; each worker uses `threads` torch threads (default: on a CPU its share of
-    the cores, on a GPU one); `past`: `past_seconds` of the results directory, if read already.
+    the cores, on a GPU one); `past`: `past_seconds` of the results directory, if read already;
+    `derive`: what makes an item's derived result ({"factors": ifm.book.factors.factor_seed}, as
+    ifm.book.pages.DERIVE; module-level functions, which a spawned worker imports by name).
     Returns counts: done, reused (made meanwhile by another process), failed, stopped (cut at the
     limit), not started."""
     started = time.time()
@@ -262,7 +203,7 @@ def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_lim
     if threads is None:
         threads = 1 if device_kind(device) == "gpu" else max(1, (os.cpu_count() or 1) // workers)
     settings = {"device": device, "threads": threads, "profile": profile, "data_dir": data_dir,
-                "results_dir": results_dir, "overrides": overrides}
+                "results_dir": results_dir, "overrides": overrides, "derive": derive or {}}
     past, seen = past_seconds(results_dir, profile) if past is None else past, {}
     context = mp.get_context("spawn")        # no CUDA state or locks inherited from this process
     results = context.Queue()
@@ -348,20 +289,11 @@ def summary(counts: dict) -> str:
 
 
 # --------------------------------------------------------------------------- command line
-def duration_arg(text: str) -> float:
-    """--time-limit: seconds, or a number with s, m or h (540, 90m, 2.5h)."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
-    if not match or float(match.group(1)) <= 0:
-        raise argparse.ArgumentTypeError(f"a duration above 0: seconds, or a number with s, m or h "
-                                          f"(540, 90m, 2.5h), got {text!r}")
-    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
-
-
-def add_fill_parser(sub):
-    from ifm.cli import LIMITS, device_arg, number_arg, path_arg
-    from ifm.profiles import PROFILES
-    from ifm.registry import DATASET_NAMES
-    from ifm.reproduce import recipes_arg
+def add_fill_parser(sub, pages: dict, derive: dict):
+    """The `fill` command; `pages` and `derive` (ifm.book.pages) are what it plans and derives."""
+    from ifm.runs.args import LIMITS, device_arg, duration_arg, number_arg, path_arg, recipes_arg
+    from ifm.runs.profiles import PROFILES
+    from ifm.data.registry import DATASET_NAMES
 
     p = sub.add_parser("fill", help="train the runs the book still lacks, several at once, within a time limit",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -387,7 +319,7 @@ def add_fill_parser(sub):
     p.add_argument("--data-dir", type=path_arg, help="data directory (default: $IFM_DATA_DIR, then the cache)")
     p.add_argument("--results-dir", type=path_arg, help="run cache directory (default: $IFM_RESULTS_DIR, then results/)")
     p.add_argument("--list", action="store_true", help="print the plan (and the hours it should take) and stop")
-    p.set_defaults(func=cmd_fill)
+    p.set_defaults(func=functools.partial(cmd_fill, pages=pages, derive=derive))
     return p
 
 
@@ -408,12 +340,12 @@ def describe_plan(items: list[Wanted], device: str, past: dict) -> list[str]:
     return lines
 
 
-def cmd_fill(args) -> int:
-    from ifm.profiles import get_profile, resolve_device
+def cmd_fill(args, pages: dict, derive: dict) -> int:
+    from ifm.runs.profiles import get_profile, resolve_device
 
     args.device = resolve_device(args.device, get_profile(args.profile))
-    items = plan(args.profile, args.recipe, studies=args.study, datasets=args.dataset, seeds=args.seeds,
-                 results_dir=args.results_dir)
+    items = plan(args.profile, args.recipe, pages=pages, studies=args.study, datasets=args.dataset,
+                 seeds=args.seeds, results_dir=args.results_dir)
     past = past_seconds(args.results_dir, args.profile)
     print(f"{len(items)} run(s) missing for profile {args.profile}, recipe {args.recipe}:", flush=True)
     for line in describe_plan(items, args.device, past):
@@ -423,7 +355,8 @@ def cmd_fill(args) -> int:
             print(f"    {item.study}: {item.label}" + (f" {item.data_options}" if item.data_options else ""))
         return 0
     counts = fill(items, workers=args.workers, device=args.device, time_limit=args.time_limit, threads=args.threads,
-                  profile=args.profile, data_dir=args.data_dir, results_dir=args.results_dir, past=past)
+                  profile=args.profile, data_dir=args.data_dir, results_dir=args.results_dir, past=past,
+                  derive=derive)
     print(summary(counts), flush=True)
     if counts["stopped"] or counts["not started"]:
         print("to continue: the same command again (finished runs are reused from the cache)", flush=True)

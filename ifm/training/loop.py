@@ -19,9 +19,9 @@ import torch
 from tqdm import tqdm       # not tqdm.auto: in a notebook without ipywidgets it warns on import
 
 from ifm import __version__
-from ifm.metrics import MONITOR, evaluate
+from ifm.training.metrics import MONITOR, evaluate
 from ifm.models import DISPLAY_NAMES, PRETRAINED_WITH_FM, build_model
-from ifm.registry import portable_provenance
+from ifm.data.registry import portable_provenance
 
 # Sparse gradients here come from torch's own embedding backward, which builds them correctly.
 torch.sparse.check_sparse_tensor_invariants.disable()
@@ -33,7 +33,7 @@ EVAL_BATCH = 16384
 
 @dataclass
 class TrainConfig:
-    """Everything that decides what a run trains to; `ifm.settings` fills it per recipe and
+    """Everything that decides what a run trains to; `ifm.training.recipes` fills it per recipe and
     cites the source of every value (the paper's text or the authors' released code)."""
     model: str = "ifm"
     recipe: str = "paper"                 # which reading of the method set the fields below

@@ -1,0 +1,86 @@
+"""The package's layout: folders by stage, imports that point down the data flow only
+(cli -> book -> runs -> training -> models -> data), no circle, no module over 400 lines.
+The test reads every module's imports (top-level and inside functions) from its source."""
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "ifm"
+STAGES = ["data", "models", "training", "runs", "book", "cli"]      # the data flow, bottom first
+MAX_LINES = 400
+
+
+def stage_of(module: str) -> str:
+    """'ifm.runs.fill' -> 'runs'; 'ifm.cli' and 'ifm.__main__' -> 'cli'; 'ifm' -> 'data' (its version)."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "data"
+    return parts[1] if parts[1] in STAGES else "cli"
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        out[name] = path
+    return out
+
+
+def imports_of(name: str, path: Path) -> set[str]:
+    """The ifm modules `name` imports, wherever in its source (relative imports resolved)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("ifm")}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            if base.startswith("ifm"):
+                known = modules()
+                found |= {f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names}
+    return found - {name}
+
+
+def test_every_import_points_down_the_data_flow():
+    upward = []
+    for name, path in modules().items():
+        for other in imports_of(name, path):
+            if STAGES.index(stage_of(other)) > STAGES.index(stage_of(name)):
+                upward.append(f"{name} imports {other} ({stage_of(name)} -> {stage_of(other)})")
+    assert not upward, "\n".join(sorted(upward))
+
+
+def test_no_import_circle():
+    graph = {name: {o for o in imports_of(name, path) if o in modules()} for name, path in modules().items()}
+    state, circles = {}, []
+
+    def visit(node, trail):
+        state[node] = "open"
+        for nxt in graph.get(node, ()):
+            if state.get(nxt) == "open":
+                circles.append(" -> ".join(trail[trail.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, trail + [nxt])
+        state[node] = "done"
+
+    for node in graph:
+        if node not in state:
+            visit(node, [node])
+    # a package's __init__ importing its own submodules is no circle of meaning
+    circles = [c for c in circles if not all(part.startswith(c.split(" -> ")[0]) for part in c.split(" -> "))]
+    assert not circles, "\n".join(circles)
+
+
+@pytest.mark.parametrize("name", sorted(modules()))
+def test_no_module_over_400_lines(name):
+    lines = len(modules()[name].read_text().splitlines())
+    assert lines <= MAX_LINES, f"{name} has {lines} lines"
+
+
+def test_the_checker_catches_an_upward_import():
+    assert STAGES.index(stage_of("ifm.book.studies")) > STAGES.index(stage_of("ifm.runs.fill"))
+    assert stage_of("ifm.cli") == "cli" and stage_of("ifm.data.registry") == "data"
