@@ -228,6 +228,17 @@ def _precision(quantity: str) -> tuple[int, float, str]:
     return 4, 1.0, ""
 
 
+def factor_summary_table(fs) -> pd.DataFrame:
+    """Each field's factor over the test set (all seeds of a reading pooled), readable headers."""
+    d = fs.summary
+    if d is None or d.empty:
+        return nothing("table")
+    out = pd.DataFrame({"recipe": d["recipe"], "field": [f"x{f} {n}" for f, n in zip(d.field, d.field_name)],
+                        "mean": d["mean"], "SD": d["std"], "5th pct": d["p05"], "median": d["median"],
+                        "95th pct": d["p95"], "share outside 0.5-2": d["share_far_from_1"]})
+    return out.set_index(["recipe", "field"]).round(3)
+
+
 def overview_table(ov: pd.DataFrame) -> pd.DataFrame:
     """The results page: one row per paper number, paper and ours side by side, each quantity at
     the paper's precision (AUC and improvements in %)."""
