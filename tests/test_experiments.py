@@ -16,6 +16,7 @@ import pytest
 
 from ifm.runs import experiment as ex, profiles, records
 from ifm.book import factors, overview, paper, stats, studies, verdicts
+from ifm.book.rows import data_kind, data_note, dataset_label
 from ifm.training import loop as train_mod
 from ifm.data import load_dataset
 
@@ -453,16 +454,16 @@ def test_data_labels_come_from_the_structured_kind_and_old_records_from_their_no
     sizes = {"train": 8, "valid": 1, "test": 1, "total": 10}
     new = {"dataset": "frappe", "data_kind": "reconstructed", "sizes": sizes, "paper_instances": 10,
            "fraction_of_paper": 1.0, "split_rule": "the IFM authors' 8:1:1 split, reconstructed: ...", "notes": []}
-    assert ex.dataset_label(new) == "Frappe (paper split, reconstructed)"
-    assert ex.data_note(new).endswith("the IFM authors' 8:1:1 split, reconstructed: ...")
+    assert dataset_label(new) == "Frappe (paper split, reconstructed)"
+    assert data_note(new).endswith("the IFM authors' 8:1:1 split, reconstructed: ...")
     old_ml = {"dataset": "movielens", "sizes": sizes, "notes": ["MovieLens stand-in (25,758-tag subset ...)"]}
-    assert ex.data_kind(old_ml) == "stand-in" and ex.dataset_label(old_ml) == "MovieLens stand-in"
+    assert data_kind(old_ml) == "stand-in" and dataset_label(old_ml) == "MovieLens stand-in"
     old_pool = {"dataset": "frappe", "sizes": sizes, "fraction_of_paper": 0.3, "paper_instances": 33,
                 "notes": ["partial data: only NFM's validation, test file(s) present"]}
-    assert ex.data_kind(old_pool) == "partial" and ex.dataset_label(old_pool) == "Frappe (30% of the paper's data)"
-    assert "partial data" in ex.data_note(old_pool)
+    assert data_kind(old_pool) == "partial" and dataset_label(old_pool) == "Frappe (30% of the paper's data)"
+    assert "partial data" in data_note(old_pool)
     head = {"dataset": "avazu", "data_kind": "sample", "sizes": {**sizes, "total": 9999}, "notes": ["Avazu head"]}
-    assert ex.dataset_label(head) == "Avazu 9,999-row sample" and ex.data_note(head).endswith("Avazu head")
+    assert dataset_label(head) == "Avazu 9,999-row sample" and data_note(head).endswith("Avazu head")
 
 
 def test_scaling_study_trains_on_seeded_shares_and_reads_them_back(tmp_path):

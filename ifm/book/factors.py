@@ -13,6 +13,7 @@ import torch
 
 from ifm.book.rules import PAPER_FACTOR_RANGES, PAPER_SHARE_BOUNDS, judge_factors
 from ifm.book.studies import per_recipe, seeds_of
+from ifm.book.rows import row_of
 from ifm.runs.experiment import Experiment
 from ifm.runs.records import read_json, write_json_atomic
 from ifm.training.loop import predict
@@ -108,7 +109,7 @@ def factor_seed(exp: Experiment, dataset: str, fields: list[int], seed: int):
                 exp.wanted.append((ifm_config, dataset, {}, {"factors": fields}))
     if derived is None:
         return None
-    base = exp.row(ifm_record, dataset)
+    base = row_of(exp, ifm_record, dataset)
     common_cols = {k: base.get(k) for k in ("profile", "dataset", "dataset_label", "seed", "train_instances",
                                             "test_instances", "data_note", "device", "device_name")}
     common_cols.update(profile=exp.profile.name, recipe=exp.profile.recipe)

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ifm.runs.experiment import Experiment, dataset_label
+from ifm.book.rows import dataset_label
+from ifm.runs.experiment import Experiment
 from ifm.models import DISPLAY_NAMES
 from ifm.book.paper import paper_best, paper_reported, paper_table
 from ifm.runs.records import read_json

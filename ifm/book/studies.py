@@ -9,7 +9,8 @@ import math
 
 import pandas as pd
 
-from ifm.runs.experiment import Experiment, _num
+from ifm.book.rows import num, row_of
+from ifm.runs.experiment import Experiment
 from ifm.data.registry import DATASETS
 from ifm.book.stats import panels, t_interval
 
@@ -72,7 +73,7 @@ def _fen_sweep(exp: Experiment, study: str, option: str, values) -> pd.DataFrame
                 record = exp.run(config, name)
                 if record is None:
                     continue
-                rows.append(exp.row(record, name, **{
+                rows.append(row_of(exp, record, name, **{
                     "fen_layers": config.model_options["fen_layers"], "dropout": config.model_options["dropout"],
                     "activation": config.model_options["activation"]}))
     df = _frame(rows, exp, study, seeds)
@@ -120,11 +121,11 @@ def convergence_study(exp: Experiment, *, pretrain_fm: bool | None = None) -> pd
                 record = exp.run(config, name)
                 if record is None:
                     continue
-                base = exp.row(record, name, pretrained=config.uses_pretraining(),
+                base = row_of(exp, record, name, pretrained=config.uses_pretraining(),
                                train_error="whole training set" if record["config"].get("eval_train")
                                else "running over the epoch, dropout on")
                 for epoch in record["history"]:
-                    rows.append({**base, **{k: _num(v) if k != "epoch" else v for k, v in epoch.items()},
+                    rows.append({**base, **{k: num(v) if k != "epoch" else v for k, v in epoch.items()},
                                  "train_rmse": train_rmse(epoch, record["config"], record["dataset"]["task"])})
     return _frame(rows, exp, "convergence", seeds)
 
@@ -134,7 +135,7 @@ def train_rmse(epoch: dict, config: dict, task: str = "regression") -> float:
     is ``loss_scale`` times the mean squared error (records before the running RMSE was kept under
     every loss scale); NaN for a CTR task, whose loss is a log loss."""
     if epoch.get("train_rmse") is not None:
-        return _num(epoch["train_rmse"])
+        return num(epoch["train_rmse"])
     if task != "regression":
         return float("nan")
     return math.sqrt(epoch["train_loss"] / config.get("loss_scale", 1.0))
@@ -171,7 +172,7 @@ def _scaling_runs(exp: Experiment, fractions, models) -> pd.DataFrame:
                 for seed in seeds:
                     record = exp.run(exp.config(name, model, seed), name, data_options=options)
                     if record is not None:
-                        rows.append(exp.row(record, name, train_fraction=fraction))
+                        rows.append(row_of(exp, record, name, train_fraction=fraction))
     return _frame(rows, exp, "scaling", seeds)
 
 
@@ -187,7 +188,7 @@ def earlier_pool_rows(exp: Experiment, models) -> list[dict]:
             for seed in seeds_of(exp, exp.profile.seeds):
                 record = legacy.run(legacy.config(name, model, seed), name)
                 if record is not None and record["dataset"]["provenance"].get("fraction_of_paper"):
-                    row = legacy.row(record, name)
+                    row = row_of(legacy, record, name)
                     rows.append({**row, "study": "scaling", "train_fraction": row["data_fraction"],
                                  "seeds": "", "n_seeds": 1})
     return rows
@@ -212,13 +213,13 @@ def component_study(exp: Experiment) -> pd.DataFrame:
                 record = exp.run(config, name)
                 if record is None or fm is None:
                     continue
-                fm_rmse, fm_mae = _num(fm["test"]["rmse"]), _num(fm["test"]["mae"])
-                references[fm["cache"]["key"]] = exp.row(fm, name, component="-", fm_test_rmse=fm_rmse,
+                fm_rmse, fm_mae = num(fm["test"]["rmse"]), num(fm["test"]["mae"])
+                references[fm["cache"]["key"]] = row_of(exp, fm, name, component="-", fm_test_rmse=fm_rmse,
                                                          ri_rmse=0.0, ri_mae=0.0, fm_key=fm["cache"]["key"])
                 # Only w0, w and v are handed over (fm_state_of): an FM trained through batch norm on
                 # its pooled vector (code/FM.py) reaches the frozen model without that batch norm.
                 fm_batch_norm = bool(fm_config.model_options.get("batch_norm"))
-                row = exp.row(record, name, component=COMPONENTS.get(model, "?"), fm_test_rmse=fm_rmse,
+                row = row_of(exp, record, name, component=COMPONENTS.get(model, "?"), fm_test_rmse=fm_rmse,
                               fm_key=fm["cache"]["key"], fm_batch_norm=fm_batch_norm)
                 row["ri_rmse"] = (fm_rmse - row["test_rmse"]) / fm_rmse
                 row["ri_mae"] = (fm_mae - row["test_mae"]) / fm_mae
@@ -238,7 +239,7 @@ def regression_study(exp: Experiment) -> pd.DataFrame:
     records = [(name, exp.run(exp.config(name, model, seed), name))
                for name in exp.datasets or exp.profile.datasets
                for model in exp.profile.regression_models for seed in seeds]
-    rows = [exp.row(record, name) for name, record in records if record is not None]
+    rows = [row_of(exp, record, name) for name, record in records if record is not None]
     return _frame(rows, exp, "regression", seeds)
 
 
@@ -256,7 +257,7 @@ def ctr_study(exp: Experiment) -> pd.DataFrame:
                 record = exp.run(exp.config(name, model, seed), name)
                 if record is None:
                     continue
-                row = exp.row(record, name)
+                row = row_of(exp, record, name)
                 row["test_auc_pct"] = 100 * row.get("test_auc", float("nan"))
                 rows.append(row)
     return _frame(rows, exp, "ctr", seeds)
