@@ -62,12 +62,13 @@ def test_converges_faster_needs_all_three_parts_on_paired_seeds():
     # IFM below FM's best already after epoch 1: all three hold
     row, = sc.converges_faster(curves(ifm_first=0.335))
     assert row["verdict"] == rules.REPRODUCED
-    speed = sc.epochs_to_reach(curves(ifm_first=0.335))
-    assert list(speed.fm_best_epoch) == [2, 2, 2] and list(speed.ifm_epoch) == [1.0, 1.0, 1.0]
+    speed = sc.per_seed_convergence(curves(ifm_first=0.335)).set_index(["model", "seed"]).epochs
+    assert list(speed["fm"]) == [2, 2, 2] and list(speed["ifm"]) == [1.0, 1.0, 1.0]
     # an IFM that never gets down to FM's best counts one epoch past its last, and is not faster
     slow = curves(ifm_first=0.45)
     slow.loc[slow.model == "ifm", "valid_rmse"] += 0.1
-    assert sc.epochs_to_reach(slow).ifm_epoch.isna().all()
+    never = sc.per_seed_convergence(slow).set_index(["model", "seed"]).epochs["ifm"]
+    assert list(never) == [4.0, 4.0, 4.0]          # one past its last epoch (3): it never got there
     assert sc.converges_faster(slow)[0]["verdict"] == rules.NOT
 
 

@@ -49,7 +49,12 @@ def _testable(df: pd.DataFrame, name: str) -> bool:
     """Whether a dataset's runs are on the paper's data (exact or reconstructed), not a stand-in
     or a sample."""
     labels = df.loc[df.dataset == name, "dataset_label"]
-    return not any(word in labels.iloc[0] for word in ("stand-in", "sample")) if len(labels) else False
+    return on_papers_data(labels.iloc[0]) if len(labels) else False
+
+
+def on_papers_data(label: str) -> bool:
+    """Whether a dataset label names the paper's data (exact or reconstructed), not a stand-in or a sample."""
+    return not any(word in str(label) for word in ("stand-in", "sample"))
 
 
 def _row(claim, evidence, dataset, label, ours, seeds, verdict, testable=True, details: str = "") -> dict:
@@ -180,22 +185,7 @@ def best_settings(df: pd.DataFrame, option: str, claim: str, evidence: str, grid
     return rows
 
 
-def epochs_to_reach(conv: pd.DataFrame) -> pd.DataFrame:
-    """Per (dataset, seed): the epoch of FM's best validation RMSE, and the first epoch at which
-    IFM's validation RMSE is at or below that best (NaN when it never gets there)."""
-    rows = []
-    for (name, seed), part in conv.groupby(["dataset", "seed"], sort=False):
-        fm, ifm = part[part.model == "fm"], part[part.model == "ifm"]
-        if fm.empty or ifm.empty:
-            continue
-        best = fm.loc[fm.valid_rmse.idxmin()]
-        reached = ifm[ifm.valid_rmse <= best.valid_rmse].epoch
-        rows.append({"dataset": name, "seed": seed, "fm_best_epoch": int(best.epoch),
-                     "ifm_epoch": float(reached.min()) if len(reached) else math.nan})
-    return pd.DataFrame(rows, columns=["dataset", "seed", "fm_best_epoch", "ifm_epoch"])
-
-
-def _per_seed_convergence(conv: pd.DataFrame) -> pd.DataFrame:
+def per_seed_convergence(conv: pd.DataFrame) -> pd.DataFrame:
     """Per (model, seed): the best validation RMSE, the training RMSE at that epoch, and the epoch
     at which the run first reaches FM's best validation RMSE of the same seed (FM: its best epoch;
     IFM: one past its last epoch when it never does)."""
@@ -220,7 +210,7 @@ def converges_faster(conv: pd.DataFrame) -> list[dict]:
     epoch that reaches FM's best validation RMSE), all of which must hold (`rules.judge_all`)."""
     rows = []
     for name, part in conv.groupby("dataset", sort=False):
-        per_seed = _per_seed_convergence(part)
+        per_seed = per_seed_convergence(part)
         if not {"fm", "ifm"} <= set(per_seed.model):
             continue
         parts, texts, shared = [], [], []
@@ -310,8 +300,7 @@ def wide(rows: list[dict], recipes, expected: list[tuple]) -> pd.DataFrame:
             row[f"details ({recipe})"] = r.get("details", r["ours"]) if r else ""
             row[f"seeds ({recipe})"] = r["seeds"] if r else 0
             row[f"verdict ({recipe})"] = r["verdict"] if r else NOT_RUN
-        row["testable"] = UNTESTABLE not in [row[f"verdict ({r})"] for r in recipes] and not any(
-            word in str(row["data"]) for word in ("stand-in", "sample"))
+        row["testable"] = UNTESTABLE not in [row[f"verdict ({r})"] for r in recipes] and on_papers_data(row["data"])
         out.append(row)
     return pd.DataFrame(out)
 
