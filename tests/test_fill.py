@@ -14,6 +14,8 @@ from ifm.cli import main
 from test_experiments import TINY
 
 SYNTHETIC = {"datasets": ["synthetic"], "overrides": TINY}
+# runs that go on until stopped from outside: no early stop within 10000 epochs
+LONG = {**TINY, "epochs": 10000, "stopping": "patience", "patience": 10000}
 
 
 def smoke_plan(tmp_path, studies_=("table3",), seeds=(0,)):
@@ -65,8 +67,12 @@ def test_fill_trains_the_plan_with_two_workers_and_the_pages_then_read_every_run
     lines = []
     counts = fill.fill(items, workers=2, profile="smoke", results_dir=tmp_path, overrides=TINY,
                        log=lambda *a, **k: lines.append(" ".join(map(str, a))))
-    assert counts["done"] == len(items) and counts["failed"] == counts["stopped"] == counts["not started"] == 0
-    assert len(lines) == len(items) and all("test rmse" in line for line in lines)
+    # a model that starts from an FM of settings no page reads (e.g. recipe code's IFM): fill adds that FM to its plan
+    added = [line for line in lines if "FM pre-training of" in line]
+    assert added
+    assert counts["done"] == len(items) + len(added)
+    assert counts["failed"] == counts["stopped"] == counts["not started"] == 0
+    assert len(lines) == counts["done"] and all("test rmse" in line and "worker" in line for line in lines)
     assert smoke_plan(tmp_path) == []
     read = studies.regression_study(ex.Experiment("smoke", recipe="paper,code", results_dir=tmp_path,
                                                   train_missing=False, log=None, **SYNTHETIC))
@@ -75,16 +81,20 @@ def test_fill_trains_the_plan_with_two_workers_and_the_pages_then_read_every_run
 
 
 def test_at_the_time_limit_runs_are_stopped_and_nothing_half_written_is_left(tmp_path):
-    items = smoke_plan(tmp_path)
+    long = LONG         # the first run cannot end within the limit (the cluster's start counts)
+    items = fill.plan("smoke", "paper,code", pages=PAGES, studies=["table3"], seeds=[0], results_dir=tmp_path,
+                      datasets=["synthetic"], overrides=long)
     lines = []
-    counts = fill.fill(items, workers=1, profile="smoke", results_dir=tmp_path, overrides=TINY, time_limit=0.5,
+    counts = fill.fill(items, workers=1, profile="smoke", results_dir=tmp_path, overrides=long, time_limit=10,
                        log=lambda *a, **k: lines.append(" ".join(map(str, a))))
     assert counts["stopped"] == 1 and counts["done"] == 0
     assert counts["not started"] == len(items) - 1
     assert any("stopped at the time limit" in line for line in lines)
     for path in (tmp_path / "smoke").glob("*.json") if (tmp_path / "smoke").exists() else ():
         json.loads(path.read_text())                    # every record there is whole
-    assert len(smoke_plan(tmp_path)) == len(items)      # the stopped run is still to do
+    assert not list(tmp_path.rglob("*.lock")) and not list(tmp_path.rglob("*.tmp"))
+    assert len(fill.plan("smoke", "paper,code", pages=PAGES, studies=["table3"], seeds=[0], results_dir=tmp_path,
+                         datasets=["synthetic"], overrides=long)) == len(items)      # the stopped run is still to do
 
 
 def test_a_fill_killed_with_sigterm_takes_its_workers_with_it_and_leaves_no_lock(tmp_path):
@@ -240,24 +250,39 @@ def test_a_page_names_the_fill_command_of_its_own_study_and_recipes():
     assert set(fill.FILL_STUDY.values()) <= set(fill.STUDY_ORDER)
 
 
-class _KillsItsWorker:
-    """A config whose unpickling in the worker ends that process at once, as an out-of-memory kill would."""
-    model, seed, recipe = "fm", 0, "paper"
+def _kill_this_worker(exp, dataset, fields, seed):
+    """A derived result whose making ends its worker process at once, as an out-of-memory kill would
+    (the local workers import this module: they start with the client's sys.path)."""
+    import os
 
-    def __reduce__(self):
-        import os
-
-        return (os._exit, (3,))
+    os._exit(3)
 
 
-def test_a_worker_that_dies_is_reported_and_replaced_and_the_other_runs_go_on(tmp_path):
-    items = smoke_plan(tmp_path)[:2]
-    doomed = fill.Wanted("table3", "synthetic", {}, _KillsItsWorker(), "a run whose worker is killed")
+def test_a_worker_that_dies_is_replaced_the_run_tried_once_more_then_reported_and_the_others_go_on(tmp_path):
+    items = [i for i in smoke_plan(tmp_path) if not i.config.uses_pretraining()][:2]
+    doomed = dataclasses.replace(items[0], derive={"kill": [0]}, label="a run whose worker is killed")
     lines = []
     counts = fill.fill([doomed, *items], workers=1, profile="smoke", results_dir=tmp_path, overrides=TINY,
+                       derive={"kill": _kill_this_worker}, log=lambda *a, **k: lines.append(" ".join(map(str, a))))
+    assert counts["failed"] == 1 and counts["done"] == 2, lines
+    failed = [line for line in lines if "FAILED" in line]
+    assert len(failed) == 1 and "whose worker is killed" in failed[0], failed
+    assert "its worker died on each of 2 tries" in failed[0]
+    assert not list(tmp_path.rglob("*.lock"))
+
+
+def test_a_run_that_raises_is_reported_with_its_error_and_the_others_go_on(tmp_path):
+    items = [i for i in smoke_plan(tmp_path) if not i.config.uses_pretraining()][:2]
+    bad = dataclasses.replace(items[0].config, model_options={**items[0].config.model_options, "nonsense": 1})
+    doomed = dataclasses.replace(items[0], config=bad, label="a run its model refuses")   # raises in training
+    lines = []
+    counts = fill.fill([doomed, items[1]], workers=2, profile="smoke", results_dir=tmp_path, overrides=TINY,
                        log=lambda *a, **k: lines.append(" ".join(map(str, a))))
-    assert counts["failed"] == 1 and counts["done"] == len(items)
-    assert any("its worker died (exit code 3)" in line for line in lines)
+    assert counts["failed"] == 1 and counts["done"] == 1
+    failed = [line for line in lines if "FAILED" in line]
+    assert len(failed) == 1 and failed[0].startswith("[") and "a run its model refuses" in failed[0]
+    assert "TypeError: FM.__init__() got an unexpected keyword argument 'nonsense'" in failed[0]
+    assert not list(tmp_path.rglob(f"{doomed.config.model}-*.json")) and not list(tmp_path.rglob("*.lock"))
 
 
 def _hold_lock(tmp_path, item):
@@ -301,7 +326,7 @@ def test_a_run_another_process_is_training_is_put_off_and_the_worker_goes_on(tmp
     """Two fills on one directory walk the same plan: the second must not wait on the first's run
     but train the next one, and take the first's up again later (by then, from the records)."""
     monkeypatch.setattr(fill, "RETRY_SECONDS", 0.2)
-    items = smoke_plan(tmp_path)[:2]
+    items = [i for i in smoke_plan(tmp_path) if not i.config.uses_pretraining()][:2]
     _, lock = _hold_lock(tmp_path, items[0])
     counts, lines = _fill_logged(items, tmp_path, lock.unlink, after=3.0, when="put off:")
     assert counts["done"] == 2 and counts["not started"] == 0

@@ -57,3 +57,10 @@ def recipes_arg(text: str) -> str:
     if "legacy" in recipes and len(recipes) > 1:
         raise argparse.ArgumentTypeError("legacy only reads the old records: give it alone")
     return ",".join(recipes)
+
+
+def scheduler_arg(text: str) -> str:
+    """--scheduler: a Dask scheduler's address, tcp://HOST:PORT (or tls://, ws://...)."""
+    if not re.fullmatch(r"(tcp|tls|ws|wss|inproc|ucx)://[^\s/:]+(:\d{1,5})?/?", text.strip()):
+        raise argparse.ArgumentTypeError(f"a Dask scheduler's address such as tcp://HOST:8786, got {text!r}")
+    return text.strip()

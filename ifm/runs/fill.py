@@ -31,13 +31,12 @@ import contextlib
 import dataclasses
 import functools
 import math
-import multiprocessing as mp
 import os
-import queue
 import signal
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from ifm.runs.timing import device_kind, expected_seconds, past_seconds, share, time_key
 
@@ -113,168 +112,291 @@ def plan(profile: str = "paper", recipe: str = "paper,code", *, pages: dict, stu
     return sorted(out, key=Wanted.order)
 
 
-# --------------------------------------------------------------------------- workers
+# --------------------------------------------------------------------------- the client
 RETRY_SECONDS = 30.0    # how long a run that another process is training is put off
+WORKER_WAIT = 120.0     # how long the fill waits for a worker when it has none (starting, or being replaced)
+STATE_FIRST = {".pt": 0, ".json": 1}    # a record is written after the weights it names
 
 
 def _exit_on_sigterm(signum, frame):
-    """SIGTERM as SystemExit, so that `finally` blocks run: a worker gives up its run's lock (and
-    the record's temporary file), and `fill` stops its workers before it goes."""
+    """SIGTERM as SystemExit, so that `finally` blocks run: the fill cancels its tasks, closes its
+    cluster and gives up its runs' locks before it goes."""
     raise SystemExit(128 + signum)
 
 
 @contextlib.contextmanager
-def _stopped_on_exit(pool: list):
-    """Within the block, SIGTERM to `fill` raises SystemExit (main thread only); on leaving it, the
-    workers in `pool` end: after their current task when the block finished, at once (SIGTERM,
-    which each turns into SystemExit) when it raised (killed, Ctrl-C); one still alive 10 s later
-    is killed. So a stopped `fill` leaves neither workers nor locks behind."""
+def _sigterm_exits():
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if main else None
-    finished = False
     try:
         yield
-        finished = True
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)
-        for slot in pool:
-            if slot["process"].is_alive():
-                slot["tasks"].put(None) if finished else slot["process"].terminate()
-        for slot in pool:
-            slot["process"].join(timeout=10)
-            if slot["process"].is_alive():
-                slot["process"].kill()
 
 
-def _worker(tasks, results, settings: dict) -> None:
-    """A worker process: train each task it is handed through the run cache, report, repeat."""
-    import io
+class WriteError(RuntimeError):
+    """The results directory refused a finished run's files (full disk, a path that is a directory...)."""
 
-    import torch
 
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)     # stopped: give up the run's lock on the way out
-    torch.set_num_threads(settings["threads"])
-    from ifm.runs.experiment import Experiment
+def write_files(directory: Path, files: dict) -> None:
+    """Write a finished run's files (name: bytes) into the run cache atomically, weights before the
+    record that names them; when one cannot be written, none of this run's new files stays."""
+    from ifm.runs.records import atomic_path
 
-    while True:
-        task = tasks.get()
-        if task is None:
-            return
-        index, item = task
-        started = time.time()
-        try:
-            config = dataclasses.replace(item.config, device=settings["device"])
-            exp = Experiment(settings["profile"], recipe=config.recipe, device=settings["device"],
-                             data_dir=settings["data_dir"], results_dir=settings["results_dir"],
-                             overrides=settings["overrides"], log=io.StringIO())
-            holder = exp.training_elsewhere(config, item.dataset, item.data_options or None)
-            if holder is not None:          # another fill has it: do something else, come back later
-                results.put((index, "busy", time.time() - started, holder))
-                continue
-            if item.derive:             # Table 1: the factors of a recorded IFM, from its weights
-                (kind, fields), = item.derive.items()
-                exp.train_missing = True
-                settings["derive"][kind](exp, item.dataset, fields, config.seed)
-                results.put((index, "done", time.time() - started, f"Table 1 {kind} derived"))
-                continue
-            record = exp.run(config, item.dataset, data_options=item.data_options or None)
-            test = record.get("test", {})
-            metric = "rmse" if "rmse" in test else "logloss"
-            results.put((index, "done" if exp.stats["trained"] else "reused", time.time() - started,
-                         f"test {metric} {test.get(metric, float('nan')):.4f}, {record.get('epochs_run')} epochs"
-                         + ("" if exp.stats["trained"] else " (made meanwhile by another process)")))
-        except Exception as err:        # reported by the parent, which carries on with the others
-            results.put((index, "failed", time.time() - started, f"{type(err).__name__}: {err}"))
+    made = []
+    try:
+        for name in sorted(files, key=lambda n: STATE_FIRST.get(Path(n).suffix, 2)):
+            path = directory / name
+            existed = path.exists()
+            with atomic_path(path) as tmp:
+                Path(tmp).write_bytes(files[name])
+            if not existed:
+                made.append(path)
+    except OSError as err:
+        for path in made:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise WriteError(f"cannot write {directory / name}: {err.strerror or err}") from None
+
+
+class _Client:
+    """What the client knows of the runs: where each lives in the run cache (from the client's own
+    data), the files a run reads (sent to its worker), the locks it holds, the tasks in flight."""
+
+    def __init__(self, exp, directory: Path, client, settings: dict, gpu: bool):
+        self.exp, self.directory, self.client, self.settings, self.gpu = exp, directory, client, settings, gpu
+        self.in_flight = {}         # future: (index, lock, since)
+        self.busy = set()           # stems in flight
+        self.failed = set()         # stems of the runs that failed in this fill
+        self.planned = set()        # stems of the runs in this fill's plan (with the FM pre-trainings it added)
+        self.scattered = {}         # stem of the files sent: their future on the cluster
+
+    def place(self, config, item) -> tuple:
+        """(data, options, stem) of `config` on `item`'s dataset, from the client's data."""
+        data, options, _, _, stem = self.exp._place(config, item.dataset, item.data_options or None)
+        return data, options, stem
+
+    def stored(self, config, item, need_state: bool):
+        data, options, _ = self.place(config, item)
+        return self.exp._stored(config, item.dataset, data, options, need_state)
+
+    def files_of(self, *records) -> dict:
+        """The record and weight files of `records` in the run cache (name: bytes)."""
+        out = {}
+        for record in records:
+            stem = record["cache"]["stem"]
+            for path in self.exp.cache.paths(stem):
+                if path.is_file():
+                    out[path.name] = path.read_bytes()
+        return out
+
+    def send(self, name: str, files: dict):
+        """The files on the cluster, sent once per `name` and shared by the tasks that read them."""
+        if name not in self.scattered:
+            self.scattered[name] = self.client.scatter([files], hash=False)[0]
+        return self.scattered[name]
 
 
 def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_limit: float | None = None,
          threads: int | None = None, profile: str = "paper", data_dir=None, results_dir=None, overrides=None,
-         past: dict | None = None, derive: dict | None = None, log=print) -> dict:
-    """Train `items` (from `plan`) in order with `workers` processes until done or `time_limit`
-    seconds have passed; each worker uses `threads` torch threads (default: on a CPU its share of
-    the cores, on a GPU one); `past`: `past_seconds` of the results directory, if read already;
-    `derive`: what makes an item's derived result ({"factors": ifm.book.factors.factor_seed}, as
-    ifm.book.pages.DERIVE; module-level functions, which a spawned worker imports by name).
+         past: dict | None = None, derive: dict | None = None, scheduler: str | None = None,
+         runs_per_gpu: int | None = None, progress: bool = False, log=print) -> dict:
+    """Train `items` (from `plan`) in order as Dask tasks until done or `time_limit` seconds have
+    passed: on a new local cluster of `workers` processes (`threads` torch threads each; default: on
+    a CPU their share of the cores, on a GPU one; with `device` cuda and `runs_per_gpu`, that many
+    per GPU), or on the running cluster at `scheduler` (whose workers read their own data directory).
+    `past`: `past_seconds` of the results directory, if read already; `derive`: what makes an item's
+    derived result ({"factors": ifm.book.factors.factor_seed}, as ifm.book.pages.DERIVE).
     Returns counts: done, reused (made meanwhile by another process), failed, stopped (cut at the
-    limit), not started."""
+    limit), not started, and `error` (a write the results directory refused, which ends the fill)."""
+    import io
+
+    from distributed import wait
+    from distributed.scheduler import KilledWorker
+
+    from ifm.runs import engine
+    from ifm.runs.experiment import Experiment
+    from ifm.runs.records import RunLock, check_results_dir, results_root
+
     started = time.time()
     deadline = started + time_limit if time_limit else math.inf
+    gpu = device_kind(device) == "gpu"
     if threads is None:
-        threads = 1 if device_kind(device) == "gpu" else max(1, (os.cpu_count() or 1) // workers)
-    settings = {"device": device, "threads": threads, "profile": profile, "data_dir": data_dir,
-                "results_dir": results_dir, "overrides": overrides, "derive": derive or {}}
+        threads = 1 if gpu else max(1, (os.cpu_count() or 1) // workers)
+    directory = check_results_dir(results_root(results_dir) / profile)
+    exp = Experiment(profile, device=device, data_dir=data_dir, results_dir=results_dir, overrides=overrides,
+                     log=io.StringIO())
+    settings = {"device": device, "threads": threads, "profile": profile, "overrides": overrides,
+                "data_dir": None if scheduler else data_dir, "derive": derive or {}}
     past, seen = past_seconds(results_dir, profile) if past is None else past, {}
-    context = mp.get_context("spawn")        # no CUDA state or locks inherited from this process
-    results = context.Queue()
+    items = list(items)
+    counts = {"done": 0, "reused": 0, "failed": 0, "stopped": 0, "not started": 0, "error": None}
+    todo, later = list(range(len(items))), {}    # later: index -> when to look again at a run put off
+    bar = None
+    if progress:
+        from tqdm import tqdm
 
-    def start_worker() -> dict:
-        tasks = context.Queue()
-        process = context.Process(target=_worker, args=(tasks, results, settings), daemon=True)
-        process.start()
-        return {"process": process, "tasks": tasks, "task": None, "since": None}
+        bar = tqdm(total=len(items), unit="run", desc="fill", dynamic_ncols=True)
+        log = lambda line, **_: bar.write(line)        # noqa: E731 (the lines go above the bar)
 
-    pool = []
-    with _stopped_on_exit(pool):
-        pool.extend(start_worker() for _ in range(min(workers, len(items))))
-        todo, counts = list(range(len(items))), {"done": 0, "reused": 0, "failed": 0, "stopped": 0, "not started": 0}
-        later = {}      # index: when to look again at a run another process was training
+    def finished(index: int, status: str, text: str, seconds: float | None = None, worker: str = ""):
+        counts[status] += 1
+        item = items[index]
+        if status == "done" and seconds is not None:
+            seen.setdefault(time_key(item.config.model, item.dataset, item.config.recipe, device), []).append(
+                seconds / share(item.data_options))
+        tail = f" ({seconds:.0f} s{', ' + worker if worker else ''})" if seconds is not None else ""
+        log(f"[{counts['done'] + counts['reused'] + counts['failed']}/{len(items)}] {item.study}: {item.label}: "
+            f"{'FAILED: ' if status == 'failed' else ''}{text}{tail}", flush=True)
+        if bar is not None:
+            bar.total = len(items)
+            bar.update(1)
 
-        def hand_out():
-            for slot in pool:
-                if slot["task"] is not None or not todo:
+    def prepare(index: int):
+        """Submit `items[index]` (True), or say why not now: 'wait' (its FM is in flight or locked)."""
+        item = items[index]
+        config = item.config
+        if index in later:          # put off before: another process may have written it meanwhile
+            exp.cache.refresh()
+        _, _, stem = run.place(config, item)
+        if not item.derive and run.stored(config, item, need_state=False) is not None:
+            finished(index, "reused", "made meanwhile by another process")
+            return True
+        given, shared = {}, None
+        if item.derive:
+            ifm = run.stored(config, item, need_state=False)
+            fm = run.stored(exp.for_recipe(config.recipe).config(item.dataset, "fm", config.seed), item,
+                            need_state=False)
+            given = run.files_of(*(r for r in (ifm, fm) if r is not None))
+            (kind,) = item.derive
+            stem = f"{kind}-{item.dataset}-{stem.rsplit('-', 1)[1]}"
+        elif config.uses_pretraining():
+            fm_config = config.pretrain_config()
+            fm = run.stored(fm_config, item, need_state=True)
+            if fm is None:
+                fm_stem = run.place(fm_config, item)[2]
+                if fm_stem in run.failed:
+                    finished(index, "failed", "its FM pre-training failed in this fill; nothing trained")
+                    return True
+                if fm_stem in run.busy:
+                    return "wait"           # its FM is training in this fill: it goes once that is written
+                if fm_stem in run.planned:
+                    return "wait"           # its FM is in this fill's plan and has not started yet
+                if run.exp.cache.holder(fm_stem):
+                    later[index] = time.time() + RETRY_SECONDS
+                    return "later"
+                items.append(Wanted(item.study, item.dataset, item.data_options, fm_config,
+                                    f"FM pre-training of {item.label}"))
+                todo.insert(0, len(items) - 1)
+                run.planned.add(fm_stem)
+                return "added"
+            shared = fm["cache"]["stem"]
+            given = run.files_of(fm)
+        for path in (directory / f"{stem}.json", directory / f"{stem}.pt"):
+            if path.is_dir():
+                finished(index, "failed", f"{path} is a directory: its record could not be written; nothing trained")
+                return True
+        lock = RunLock(directory / f"{stem}.lock")
+        holder = lock.try_acquire()
+        if holder is not None:
+            if index not in later:
+                log(f"put off: {item.study}: {item.label}: {holder} is training it; back to it later", flush=True)
+            later[index] = time.time() + RETRY_SECONDS
+            return "later"
+        later.pop(index, None)
+        data, options, _ = run.place(config, item)
+        sent = run.send(shared, given) if shared else given
+        future = client.submit(engine.train_task, item, settings, sent, engine.data_hash(data, options),
+                               key=f"ifm-{stem}", pure=False, resources={"GPU": 1} if gpu else None,
+                               priority=-index)
+        run.in_flight[future] = (index, lock, time.time(), stem)
+        run.busy.add(stem)
+        return True
+
+    def hand_out():
+        """Submit what fits in the free slots, in plan order; a run that cannot start yet is skipped."""
+        free = engine.slots(client, device) - len(run.in_flight)
+        again = True
+        while again and free > 0:
+            again = False
+            for index in list(todo):
+                if free <= 0:
+                    break
+                if later.get(index, 0) > time.time() or \
+                        (expected_seconds(items[index], device, seen, past) or 0) >= deadline - time.time():
                     continue
-                now, left = time.time(), deadline - time.time()
-                pick = next((i for i in todo if later.get(i, 0) <= now
-                             and (expected_seconds(items[i], device, seen, past) or 0) < left), None)
-                if pick is None:
-                    return
-                todo.remove(pick)
-                slot["task"], slot["since"] = pick, time.time()
-                slot["tasks"].put((pick, items[pick]))
+                outcome = prepare(index)
+                if outcome is True:
+                    todo.remove(index)
+                    later.pop(index, None)
+                    free = engine.slots(client, device) - len(run.in_flight)
+                elif outcome == "added":        # its FM pre-training joined the plan, first: look again
+                    again = True
+                    break
 
-        hand_out()
-        while any(slot["task"] is not None for slot in pool) or any(i in later for i in todo):
-            try:
-                index, status, seconds, text = results.get(timeout=max(0.1, min(5.0, deadline - time.time())))
-            except queue.Empty:
-                if time.time() < deadline:
-                    hand_out()                          # a run put off for another process may be due
-                    for k, slot in enumerate(pool):     # a worker killed from outside (out of memory...) reports nothing
-                        if slot["task"] is not None and not slot["process"].is_alive():
-                            counts["failed"] += 1
-                            log(f"FAILED: {items[slot['task']].label}: its worker died (exit code "
-                                f"{slot['process'].exitcode}); the others carry on", flush=True)
-                            pool[k] = start_worker()
-                            hand_out()
-                    continue
-                for slot in pool:
-                    if slot["task"] is not None:
-                        log(f"stopped at the time limit: {items[slot['task']].label} (after "
-                            f"{time.time() - slot['since']:.0f} s; no record of it was written, though an FM "
-                            "pre-training it finished is kept)", flush=True)
-                        counts["stopped"] += 1
-                        slot["task"] = None
-                    slot["process"].terminate()
-                break
-            slot = next(s for s in pool if s["task"] == index)
-            slot["task"] = None
-            item = items[index]
-            if status == "busy":
-                if index not in later:
-                    log(f"put off: {item.study}: {item.label}: {text} is training it; back to it later", flush=True)
-                todo.append(index)
-                later[index] = time.time() + RETRY_SECONDS
+    def collect(future) -> None:
+        index, lock, since, stem = run.in_flight.pop(future)
+        run.busy.discard(stem)
+        try:
+            if future.status == "finished":
+                result = future.result()
+                write_files(directory, result["files"])
+                exp.cache.refresh()
+                finished(index, "done", result["text"], result["seconds"], result["worker"])
+            elif future.status == "error":
+                error = future.exception()
+                run.failed.add(stem)
+                text = (f"its worker died on each of {engine.ALLOWED_FAILURES + 1} tries (killed for memory? "
+                        "see the worker's log)" if isinstance(error, KilledWorker) else f"{type(error).__name__}: {error}")
+                finished(index, "failed", text, time.time() - since)
+        finally:
+            lock.release()
+
+    client, cluster = engine.connect(workers=workers, threads=threads, device=device, runs_per_gpu=runs_per_gpu,
+                                     scheduler=scheduler)
+    run = _Client(exp, directory, client, settings, gpu)
+    run.planned = {run.place(item.config, item)[2] for item in items if not item.derive}
+    try:
+        with _sigterm_exits():
+            while True:
+                if not engine.slots(client, device):       # starting, or a dead worker being replaced
+                    client.wait_for_workers(1, timeout=WORKER_WAIT)
                 hand_out()
-                continue
-            later.pop(index, None)
-            counts[status] += 1
-            if status == "done":
-                seen.setdefault(time_key(item.config.model, item.dataset, item.config.recipe, device), []).append(
-                    seconds / share(item.data_options))
-            log(f"[{counts['done'] + counts['reused'] + counts['failed']}/{len(items)}] {item.study}: {item.label}: "
-                f"{'FAILED: ' if status == 'failed' else ''}{text} ({seconds:.0f} s)", flush=True)
-            hand_out()
+                if not (run.in_flight or later):
+                    break
+                timeout = max(0.1, min(5.0, deadline - time.time()))
+                if run.in_flight:
+                    try:
+                        done = wait(list(run.in_flight), timeout=timeout, return_when="FIRST_COMPLETED").done
+                    except TimeoutError:
+                        done = set()
+                else:
+                    time.sleep(min(timeout, max(0.1, min(later.values()) - time.time())))
+                    done = set()
+                for future in done:
+                    collect(future)
+                if time.time() >= deadline:
+                    for index, lock, since, stem in run.in_flight.values():
+                        log(f"stopped at the time limit: {items[index].label} (after {time.time() - since:.0f} s; "
+                            "no record of it was written)", flush=True)
+                        counts["stopped"] += 1
+                    break
+    except TimeoutError:
+        counts["error"] = f"no Dask worker joined within {WORKER_WAIT:.0f} s"
+        log(f"error: {counts['error']}; the fill stops", flush=True)
+    except WriteError as err:
+        counts["error"] = str(err)
+        log(f"error: {err}; the fill stops (nothing half-written is left)", flush=True)
+    finally:
+        client.cancel(list(run.in_flight))
+        for index, lock, since, stem in run.in_flight.values():
+            lock.release()
+        if bar is not None:
+            bar.close()
+        client.close()
+        if cluster is not None:
+            cluster.close()
     counts["not started"] = len(todo)
     counts["seconds"] = time.time() - started
     return counts
@@ -291,7 +413,7 @@ def summary(counts: dict) -> str:
 # --------------------------------------------------------------------------- command line
 def add_fill_parser(sub, pages: dict, derive: dict):
     """The `fill` command; `pages` and `derive` (ifm.book.pages) are what it plans and derives."""
-    from ifm.runs.args import LIMITS, device_arg, duration_arg, number_arg, path_arg, recipes_arg
+    from ifm.runs.args import LIMITS, device_arg, duration_arg, number_arg, path_arg, recipes_arg, scheduler_arg
     from ifm.runs.profiles import PROFILES
     from ifm.data.registry import DATASET_NAMES
 
@@ -314,6 +436,12 @@ def add_fill_parser(sub, pages: dict, derive: dict):
     p.add_argument("--time-limit", type=duration_arg,
                    help="stop starting runs that would not end in time, and stop the rest at this limit "
                         "(seconds, or 90m, 2.5h)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:8786", type=scheduler_arg,
+                   help="train on the running Dask cluster at this address (its workers read their own data "
+                        "directory); default: a new local cluster of --workers processes on this machine")
+    p.add_argument("--runs-per-gpu", type=number_arg("runs_per_gpu"),
+                   help=f"with --device cuda: runs trained at once on each GPU, {LIMITS['runs_per_gpu']} "
+                        "(a local worker process each; default: --workers in all)")
     p.add_argument("--device", type=lambda text: text if text == "auto" else device_arg(text),
                    help="cpu, cuda, cuda:N or auto (default: the profile's)")
     p.add_argument("--data-dir", type=path_arg, help="data directory (default: $IFM_DATA_DIR, then the cache)")
@@ -356,8 +484,10 @@ def cmd_fill(args, pages: dict, derive: dict) -> int:
         return 0
     counts = fill(items, workers=args.workers, device=args.device, time_limit=args.time_limit, threads=args.threads,
                   profile=args.profile, data_dir=args.data_dir, results_dir=args.results_dir, past=past,
-                  derive=derive)
+                  derive=derive, scheduler=args.scheduler, runs_per_gpu=args.runs_per_gpu, progress=True)
     print(summary(counts), flush=True)
+    if counts["error"]:
+        return 1
     if counts["stopped"] or counts["not started"]:
         print("to continue: the same command again (finished runs are reused from the cache)", flush=True)
     return 1 if counts["failed"] else 0

@@ -42,7 +42,7 @@ LIMITS = {
     "seed": Range(int, 0, SEED_MAX), "split_seed": Range(int, 0, SEED_MAX),
     "fen_layers": Range(int, 0), "dropout": Range(float, 0, 1, below=True),
     "max_batches": Range(int, 1), "threads": Range(int, 1), "timeout": Range(int, 1),
-    "workers": Range(int, 1, 64),
+    "workers": Range(int, 1, 64), "runs_per_gpu": Range(int, 1, 64),
 }
 
 
