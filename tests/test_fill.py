@@ -247,7 +247,9 @@ def test_a_page_names_the_fill_command_of_its_own_study_and_recipes():
         df = pd.DataFrame()
         df.attrs.update(study=study, recipe=recipe, profile="paper")
         assert tables.fill_command(df) == f"`python -m ifm fill --profile paper {expected}`"
-    assert set(fill.FILL_STUDY.values()) <= set(fill.STUDY_ORDER)
+    from ifm.runs.plan import FILL_STUDY
+
+    assert set(FILL_STUDY.values()) <= set(fill.STUDY_ORDER)
 
 
 def _kill_this_worker(exp, dataset, fields, seed):

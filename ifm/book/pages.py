@@ -16,7 +16,7 @@ def scaling(exp):
     return studies._scaling_runs(exp, studies.SCALING_FRACTIONS, studies.SCALING_MODELS)
 
 
-# name -> study, in the order fill takes them (ifm.runs.fill.STUDY_ORDER)
+# name -> study, in the order fill takes them (ifm.runs.plan.STUDY_ORDER)
 PAGES = {"table3": studies.regression_study, "fig6": studies.convergence_study, "table1": table1,
          "table4": studies.ctr_study, "table2": studies.component_study, "scaling": scaling,
          "depth": studies.depth_study, "dropout": studies.dropout_study, "activation": studies.activation_study}

@@ -69,7 +69,7 @@ def require_runs(df, notebook: str):
 
 def fill_command(df) -> str:
     """The command that trains a page's missing runs: `python -m ifm fill` for its study and recipes."""
-    from ifm.runs.fill import FILL_STUDY
+    from ifm.runs.plan import FILL_STUDY
     from ifm.training.recipes import RECIPES
 
     study = FILL_STUDY.get(df.attrs.get("study", ""))

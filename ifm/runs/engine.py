@@ -97,7 +97,7 @@ def worker_name() -> str:
 
 
 def train_task(item, settings: dict, given: dict, expected: str | None) -> dict:
-    """Train `item` (an `ifm.runs.fill.Wanted`) on this worker; return {"files": {name: bytes} of
+    """Train `item` (an `ifm.runs.plan.Wanted`) on this worker; return {"files": {name: bytes} of
     every record and weight file it made, "seconds", "text", "worker", "device"}. `given`: the
     files (name: bytes) the run reads, put in its scratch run cache first; `expected`: the client's
     `data_hash` of the item's data."""

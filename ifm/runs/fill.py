@@ -1,121 +1,54 @@
-"""`python -m ifm fill`: train the runs the book still lacks, in the order its pages need them,
-with several workers at once and a time limit.
+"""`python -m ifm fill`: train the runs the book still lacks, most important pages first, as Dask
+tasks on a local cluster or on any running Dask cluster, within a time limit.
 
-    python -m ifm fill --profile paper [--recipe paper,code] [--workers N] [--time-limit 3h]
-                       [--device cuda] [--study table3 ...] [--dataset frappe ...] [--list]
+    python -m ifm fill [--profile paper] [--recipe paper,code] [--study table3 ...] [--dataset frappe ...]
+                       [--workers N] [--threads T] [--device cuda --runs-per-gpu 14]
+                       [--scheduler tcp://HOST:8786] [--time-limit 3h] [--list]
 
-The plan is what the pages ask for: each study runs through a read-only runner, and every run
-missing from the results directory is collected (`plan`). It is ordered as the pages need them:
-Table 3 on Frappe, then Fig. 6, Table 1 (the factors of Table 3's IFM at each seed, derived from
-its weights, so that run and its FM are trained again where their weights are not on this
-machine: on a CPU that gives the very same runs), Table 4, Table 2, the data-scaling study, the
-MovieLens stand-in's rows, and the FEN sweeps; within each, seed 0 of everything before seed 1, and FMs (which others start from)
-first. One record serves every runner that asks for the same settings, whatever the recipe
-label or device (`ifm.runs.experiment.equivalents`), so each such run is planned once.
+What to train is `ifm.runs.plan`: every run the pages read that the results directory lacks, each
+once, in the pages' order (Table 3 on Frappe, Fig. 6, Table 1, Table 4, Table 2, the data-scaling
+study, the MovieLens stand-in's rows, the FEN sweeps; seed 0 before seed 1; FMs first). An FM
+pre-training that no page reads (recipe code's IFM starts from an FM of its own settings) joins the
+plan ahead of the runs that start from it, so it is trained once, not once per run.
 
-`fill` hands the runs to worker processes (`--workers`, each with its share of the CPU threads;
-on a GPU they share the card). The run cache locks each run, so two `fill`s on one results
-directory never train the same run twice; a worker that finds its run locked by another live
-process puts it off (`RETRY_SECONDS`) and trains the next one instead of waiting. With
-`--time-limit` a run starts only when the time left exceeds what a run of that model on that
-dataset under that recipe took so far (in this call, else in the records on this kind of
-device); at the limit,
-runs still going are stopped and nothing of them is written (records are written whole or not at
-all), and the command that continues is printed. A `fill` stopped from outside (SIGTERM, Ctrl-C)
-stops its workers before it exits, and each gives up its run's lock.
+Each run is one task (`ifm.runs.engine.train_task`, keyed by its record's name) on a
+`distributed` cluster: by default a new local cluster of `--workers` processes listening on the
+loopback only (`--threads` torch threads each; with `--device cuda --runs-per-gpu K`, K per GPU,
+each run on its own `cuda:i`), or the cluster at `--scheduler`. A task trains in a scratch
+directory of its worker and returns its record and weights as bytes; this process alone writes
+them into the run cache, atomically, weights before the record that names them, so workers need
+no shared file system. A worker that dies is replaced and its run tried once more, then reported
+as failed; a run that raises is reported with its error and the others go on.
+
+A run starts only if the time left exceeds what a run of that model on that dataset under that
+recipe took so far (`ifm.runs.timing`); at `--time-limit` the runs still going are cancelled and
+nothing of them is written. SIGTERM or Ctrl-C cancels the tasks, closes the local cluster and
+gives back the runs' locks; after `kill -9` the local workers close themselves once their
+scheduler has been gone for `engine.DEATH_TIMEOUT`. Two fills (or a fill and a notebook) on one
+results directory never train one run twice: the run's lock (`ifm.runs.locks`) is held while it
+trains, and a run another live process holds is put off (`RETRY_SECONDS`), not waited for; a
+lock whose holder died, on any host, goes stale and is broken with a message. The results
+directory is checked before anything starts, and a write it refuses (a full disk) ends the fill
+with one line and removes what that run had written.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import functools
 import math
 import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
+from ifm.runs.plan import STUDY_ORDER, Wanted, describe_plan, plan  # noqa: F401 (plan is fill's API too)
 from ifm.runs.timing import device_kind, expected_seconds, past_seconds, share, time_key
-
-# The studies whose runs the pages read, in the order the pages should fill (see the docstring).
-STUDY_ORDER = ("table3", "fig6", "table1", "table4", "table2", "scaling", "depth", "dropout", "activation")
-RANK = {"table3": 0, "fig6": 1, "table1": 1, "table4": 1, "table2": 2, "scaling": 3, "depth": 5, "dropout": 5,
-        "activation": 5}
-# The fill study whose runs a page's study reads (Table 1 reads Table 3's IFM and FM).
-FILL_STUDY = {"regression": "table3", "convergence": "fig6", "ctr": "table4", "components": "table2",
-              "scaling": "scaling", "depth": "depth", "dropout": "dropout", "activation": "activation",
-              "factors": "table1"}
-STAND_IN_RANK = 4          # the MovieLens stand-in's rows of Table 3, Fig. 6 and Table 2
-STAND_IN = "movielens"
-
-
-@dataclass
-class Wanted:
-    """One run a page asks for: its study, dataset, dataset options and configuration."""
-    study: str
-    dataset: str
-    data_options: dict
-    config: object          # ifm.training.loop.TrainConfig
-    label: str              # the run in words (Experiment.describe)
-    derive: dict | None = None   # Table 1: {"factors": fields}, the factors of this (recorded) IFM to derive
-
-    def order(self) -> tuple:
-        rank = RANK[self.study]
-        if self.dataset == STAND_IN and rank < RANK["scaling"]:
-            rank = STAND_IN_RANK
-        return (rank, self.config.seed, self.config.model != "fm", STUDY_ORDER.index(self.study),
-                self.dataset != "frappe")
-
-
-def plan(profile: str = "paper", recipe: str = "paper,code", *, pages: dict, studies=None, datasets=None,
-         seeds=None, results_dir=None, overrides=None) -> list[Wanted]:
-    """The runs missing from the results directory that the pages of `studies` (default: all)
-    ask for, each once, in the order they should be trained. `datasets` picks among the runs the
-    pages read at their defaults (Frappe and the MovieLens stand-in for the regression pages,
-    Frappe alone for the data-scaling page, Avazu for Table 4): `--dataset avazu` never plans a
-    sweep on Avazu. A dataset that no page reads at its defaults (e.g. synthetic) is planned as the
-    pages would run on it if given it as their `datasets` parameter."""
-    import io
-
-    from ifm.runs.experiment import Experiment, equivalents
-    from ifm.runs.profiles import parse_datasets
-    from ifm.runs.records import _identity_text, config_identity
-
-    functions = pages           # name -> the page's study (ifm.book.pages.PAGES)
-    unknown = sorted(set(studies or ()) - set(functions))
-    if unknown:
-        raise ValueError(f"study must be one of {', '.join(STUDY_ORDER)}, got {', '.join(unknown)}")
-    out, seen = [], set()
-    datasets = parse_datasets(datasets)
-    exp = Experiment(profile, recipe=recipe, seeds=seeds, results_dir=results_dir,
-                     overrides=overrides, train_missing=False, log=io.StringIO())   # one read of the records
-    read = set(exp.profile.datasets) | set(exp.profile.ctr_datasets)
-    others = tuple(d for d in datasets or () if d not in read)
-    passes = ([None] if not datasets or len(others) < len(datasets) else []) + ([others] if others else [])
-    for name in [s for s in STUDY_ORDER if s in (studies or STUDY_ORDER)]:     # a run shared by studies goes to the first
-        for pages_datasets in passes:                                          # the pages' own datasets, then others
-            exp.datasets, exp.wanted = pages_datasets, []
-            functions[name](exp)
-            for config, dataset, options, *derive in exp.wanted:
-                derive = derive[0] if derive else None       # Table 1's factors of a recorded run
-                same = {_identity_text({"d": dataset, "o": options, "c": config_identity(c), "derive": derive})
-                        for c in equivalents(config)}
-                if same & seen or (datasets and dataset not in datasets):
-                    continue
-                seen |= same
-                label = exp.describe(config, dataset) + (" -> Table 1 factors (retrains it and its FM for their "
-                                                         "weights)" if derive else "")
-                out.append(Wanted(name, dataset, options, config, label, derive))
-    return sorted(out, key=Wanted.order)
-
 
 # --------------------------------------------------------------------------- the client
 RETRY_SECONDS = 30.0    # how long a run that another process is training is put off
 WORKER_WAIT = 120.0     # how long the fill waits for a worker when it has none (starting, or being replaced)
-STATE_FIRST = {".pt": 0, ".json": 1}    # a record is written after the weights it names
 
 
 def _exit_on_sigterm(signum, frame):
@@ -133,31 +66,6 @@ def _sigterm_exits():
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)
-
-
-class WriteError(RuntimeError):
-    """The results directory refused a finished run's files (full disk, a path that is a directory...)."""
-
-
-def write_files(directory: Path, files: dict) -> None:
-    """Write a finished run's files (name: bytes) into the run cache atomically, weights before the
-    record that names them; when one cannot be written, none of this run's new files stays."""
-    from ifm.runs.records import atomic_path
-
-    made = []
-    try:
-        for name in sorted(files, key=lambda n: STATE_FIRST.get(Path(n).suffix, 2)):
-            path = directory / name
-            existed = path.exists()
-            with atomic_path(path) as tmp:
-                Path(tmp).write_bytes(files[name])
-            if not existed:
-                made.append(path)
-    except OSError as err:
-        for path in made:
-            with contextlib.suppress(OSError):
-                path.unlink()
-        raise WriteError(f"cannot write {directory / name}: {err.strerror or err}") from None
 
 
 class _Client:
@@ -217,7 +125,8 @@ def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_lim
 
     from ifm.runs import engine
     from ifm.runs.experiment import Experiment
-    from ifm.runs.records import RunLock, check_results_dir, results_root
+    from ifm.runs.locks import RunLock
+    from ifm.runs.records import WriteError, check_results_dir, results_root, write_run_files
 
     started = time.time()
     deadline = started + time_limit if time_limit else math.inf
@@ -341,7 +250,7 @@ def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_lim
         try:
             if future.status == "finished":
                 result = future.result()
-                write_files(directory, result["files"])
+                write_run_files(directory, result["files"])
                 exp.cache.refresh()
                 finished(index, "done", result["text"], result["seconds"], result["worker"])
             elif future.status == "error":
@@ -451,26 +360,11 @@ def add_fill_parser(sub, pages: dict, derive: dict):
     return p
 
 
-def describe_plan(items: list[Wanted], device: str, past: dict) -> list[str]:
-    """One line per study and dataset: runs, and the hours they should take on this kind of device."""
-    groups = {}
-    for item in items:
-        groups.setdefault((item.study, item.dataset), []).append(item)
-    lines = []
-    for (study, dataset), group in groups.items():
-        known = [expected_seconds(i, device, {}, past) for i in group]
-        hours = sum(s for s in known if s) / 3600
-        unknown = sum(s is None for s in known)
-        known_part = (f"about {hours:.1f} h on one {device_kind(device).upper()} worker"
-                      + (f" for {len(group) - unknown}" if unknown else "")) if unknown < len(group) else ""
-        unknown_part = (f"{unknown} of a model never run on this kind of device (time unknown)" if unknown else "")
-        lines.append(f"  {study:<10} {dataset:<10} {len(group):>4} runs: " + "; ".join(p for p in (known_part, unknown_part) if p))
-    return lines
-
-
 def cmd_fill(args, pages: dict, derive: dict) -> int:
     from ifm.runs.profiles import get_profile, resolve_device
+    from ifm.runs.records import check_results_dir, results_root
 
+    check_results_dir(results_root(args.results_dir), write=not args.list)
     args.device = resolve_device(args.device, get_profile(args.profile))
     items = plan(args.profile, args.recipe, pages=pages, studies=args.study, datasets=args.dataset,
                  seeds=args.seeds, results_dir=args.results_dir)

@@ -14,9 +14,7 @@ import hashlib
 import json
 import math
 import os
-import socket
 import tempfile
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -26,6 +24,7 @@ import torch
 from ifm.models import MODELS
 from ifm.training.recipes import LEGACY_FILL
 from ifm.training.loop import TRAINING_VERSION, TrainConfig
+from ifm.runs.locks import live_holder, exclusive
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Bump when the cache key's layout changes (not when training changes: that is TRAINING_VERSION).
@@ -79,103 +78,18 @@ def remove_stale_temporaries(directory: str | os.PathLike, older_than: float = 6
     return removed
 
 
-LOCK_BEAT = 20.0     # seconds between the touches that show a held lock's holder is alive
-LOCK_STALE = 120.0   # a lock untouched this long is stale, whatever host its holder is on
-
-
-class RunLock:
-    """The file `path` held by this process: created exclusively, holding '<pid> <host>', touched
-    every `LOCK_BEAT` seconds while held (so a lock whose holder died, on this host or another, goes
-    stale), removed on release."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path, self._stop = Path(path), None
-
-    def try_acquire(self) -> str | None:
-        """Take the lock (None), or say who holds it ('pid N on HOST'). A stale lock is broken and taken."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-                break
-            except FileExistsError:
-                holder = _live_holder(self.path)
-                if holder is not None:
-                    return holder
-                with contextlib.suppress(OSError):
-                    warnings.warn(f"breaking the stale lock {self.path} ({self.path.read_text().strip() or 'empty'}: "
-                                  f"that process is gone or has not touched it for {LOCK_STALE:.0f} s)")
-                    self.path.unlink()
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{os.getpid()} {socket.gethostname()}\n")
-        self._stop = threading.Event()
-        threading.Thread(target=self._beat, args=(self._stop,), daemon=True).start()
-        return None
-
-    def _beat(self, stop: threading.Event) -> None:
-        while not stop.wait(LOCK_BEAT):
-            with contextlib.suppress(OSError):
-                os.utime(self.path)
-
-    def release(self) -> None:
-        if self._stop is not None:
-            self._stop.set()
-            self._stop = None
-            with contextlib.suppress(FileNotFoundError):
-                self.path.unlink()
-
-
-@contextlib.contextmanager
-def exclusive(lock: str | os.PathLike, on_wait=None, poll: float = 1.0):
-    """Hold the file `lock` (a `RunLock`) for the block: wait while a live process holds it
-    (calling ``on_wait(lock, holder)`` once), take over one whose holder died. A holder is live
-    while it touches the lock (every `LOCK_BEAT` s) and, on this host, its process exists: a lock
-    never blocks for longer than its holder lives plus `LOCK_STALE` s. Two processes taking over
-    the same stale lock at once may both go on: that costs a duplicate run, never a torn record
-    (records are written atomically)."""
-    held, waited = RunLock(lock), False
-    while (holder := held.try_acquire()) is not None:
-        if on_wait is not None and not waited:
-            on_wait(Path(lock), holder)
-            waited = True
-        time.sleep(poll)
-    try:
-        yield
-    finally:
-        held.release()
-
-
-def _live_holder(lock: Path, grace: float = 60) -> str | None:
-    """'pid N on HOST' of the live process holding `lock`; None when it is stale or gone: its
-    process is gone (this host), or it has not been touched for `LOCK_STALE` seconds (any host)."""
-    try:
-        words, age = lock.read_text().split(), time.time() - lock.stat().st_mtime
-    except FileNotFoundError:
-        return None
-    if len(words) != 2 or not words[0].isdigit():   # its holder died between creating and writing it
-        return None if age > grace else "a process starting"
-    pid, host = int(words[0]), words[1]
-    if age > LOCK_STALE:
-        return None
-    if host == socket.gethostname():
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass
-    return f"pid {pid} on {host}"
-
-
-def check_results_dir(directory: str | os.PathLike) -> Path:
+def check_results_dir(directory: str | os.PathLike, write: bool = True) -> Path:
     """`directory`, made if missing, after checking that it is a directory this process can write
-    in; a ValueError naming it and the problem otherwise (before any run trains)."""
+    in (with `write` False: only that no part of it is a file); a ValueError naming it and the
+    problem otherwise (before any run trains)."""
     path = Path(directory).expanduser()
     for part in (path, *path.parents):
         if part.exists() and not part.is_dir():
             raise ValueError(f"results directory {path}: {part} is a file, not a directory")
         if part.exists():
             break
+    if not write:
+        return path
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check.", suffix=".tmp"):
@@ -183,6 +97,32 @@ def check_results_dir(directory: str | os.PathLike) -> Path:
     except OSError as err:
         raise ValueError(f"results directory {path}: cannot write in it ({err.strerror or err})") from None
     return path
+
+
+_STATE_FIRST = {".pt": 0, ".json": 1}    # a record is written after the weights it names
+
+
+class WriteError(RuntimeError):
+    """The results directory refused a finished run's files (full disk, a path that is a directory...)."""
+
+
+def write_run_files(directory: Path, files: dict) -> None:
+    """Write a finished run's files (name: bytes) into the run cache atomically, weights before the
+    record that names them; when one cannot be written, none of this run's new files stays."""
+    made = []
+    try:
+        for name in sorted(files, key=lambda n: _STATE_FIRST.get(Path(n).suffix, 2)):
+            path = directory / name
+            existed = path.exists()
+            with atomic_path(path) as tmp:
+                Path(tmp).write_bytes(files[name])
+            if not existed:
+                made.append(path)
+    except OSError as err:
+        for path in made:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise WriteError(f"cannot write {directory / name}: {err.strerror or err}") from None
 
 
 def write_json_atomic(path: str | os.PathLike, data) -> Path:
@@ -397,7 +337,7 @@ class RunCache:
 
     def holder(self, stem: str) -> str | None:
         """'pid N on HOST' of the live process training `stem` (holding its lock), else None."""
-        return _live_holder(self.directory / f"{stem}.lock")
+        return live_holder(self.directory / f"{stem}.lock")
 
     def lock(self, stem: str, on_wait=None):
         """Hold `<stem>.lock` while training a run, so that a second sweep on this directory waits

@@ -1,0 +1,332 @@
+"""`fill` on Dask (`ifm.runs.engine`): the records a task returns are a plain training's, the client
+alone writes them, a fill killed by any signal leaves no worker and no half-written file and resumes
+from the cache, two fills share a results directory, `--scheduler` joins a cluster started apart,
+and every way the results directory or the data can be wrong is one clear line before any work.
+Local clusters of 2 processes and tiny synthetic runs, as in test_fill."""
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ifm.book.pages import PAGES
+from ifm.cli import main
+from ifm.runs import engine, experiment as ex, fill, locks, records
+from ifm.training.loop import train
+from test_fill import TINY, smoke_plan
+
+ROOT = Path(__file__).parents[1]
+
+
+def quiet(lines):
+    return lambda *a, **k: lines.append(" ".join(map(str, a)))
+
+
+def record_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*.json") if p.name.split("-")[0] in records.MODELS)
+
+
+# --------------------------------------------------------------------------- what a task returns
+def test_a_fills_records_are_those_of_a_plain_training_of_the_same_config(tmp_path):
+    items = [i for i in smoke_plan(tmp_path) if not i.config.uses_pretraining()][:3]
+    counts = fill.fill(items, workers=2, threads=1, profile="smoke", results_dir=tmp_path, overrides=TINY, log=quiet([]))
+    assert counts["done"] == 3
+    exp = ex.Experiment("smoke", results_dir=tmp_path, overrides=TINY, train_missing=False, log=None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)                    # as the worker: one thread, the same sums in the same order
+    try:
+        for item in items:
+            data = exp.dataset(item.dataset)
+            stored = exp.run(item.config, item.dataset)
+            assert stored is not None, item.label
+            plain = train(item.config, data).record
+            options = exp.data_options(item.dataset, None)
+            assert stored["cache"]["key"] == records.run_key(item.config, data, options)[0]
+            assert stored["epochs_run"] == plain["epochs_run"] and stored["best_epoch"] == plain["best_epoch"]
+            assert stored["valid"] == plain["valid"] and stored["test"] == plain["test"], item.label
+            assert stored["config"]["device"] == "cpu"
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_a_worker_whose_data_differ_from_the_clients_refuses_to_train_and_names_both_hashes(tmp_path, monkeypatch):
+    items = [i for i in smoke_plan(tmp_path) if not i.config.uses_pretraining()][:1]
+    monkeypatch.setattr(engine, "data_hash", lambda data, options: "0123456789abcdef")   # the client's side only
+    lines = []
+    counts = fill.fill(items, workers=1, profile="smoke", results_dir=tmp_path, overrides=TINY, log=quiet(lines))
+    assert counts["failed"] == 1 and counts["done"] == 0
+    (line,) = [line for line in lines if "FAILED" in line]
+    assert "DataMismatch: worker 0 (tcp://127.0.0.1:" in line and "(identity 0123456789abcdef)" in line
+    assert "synthetic data (identity " in line and "give every worker the same data directory" in line
+    assert not record_files(tmp_path)
+
+
+# --------------------------------------------------------------------------- GPUs
+def test_on_a_gpu_box_each_gpu_gets_runs_per_gpu_workers_and_each_worker_its_own_cuda_device(monkeypatch):
+    import distributed
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for name, device in [(0, "cuda:0"), (1, "cuda:1"), (2, "cuda:0"), (13, "cuda:1")]:
+        monkeypatch.setattr(distributed, "get_worker", lambda name=name: type("W", (), {"name": name})())
+        assert engine.worker_device("cuda") == device
+    assert engine.worker_device("cuda:1") == "cuda:1" and engine.worker_device("cpu") == "cpu"
+    client, cluster = engine.connect(workers=1, threads=1, device="cuda", runs_per_gpu=3, scheduler=None)
+    try:
+        client.wait_for_workers(6, timeout=120)         # 3 per GPU on 2 GPUs, one GPU share each
+        workers = client.scheduler_info(n_workers=-1)["workers"].values()
+        assert sorted(w["resources"]["GPU"] for w in workers) == [1] * 6 and engine.slots(client, "cuda") == 6
+    finally:
+        client.close()
+        cluster.close()
+
+
+# --------------------------------------------------------------------------- the results directory
+def test_a_results_path_that_is_a_file_or_cannot_be_written_is_one_line_before_any_work(tmp_path, monkeypatch, capsys):
+    a_file = tmp_path / "hostname"
+    a_file.write_text("not a directory\n")
+    with pytest.raises(ValueError, match=r"results directory .*hostname/smoke: .*hostname is a file, not a directory"):
+        records.check_results_dir(a_file / "smoke")
+    for argv in (["fill", "--results-dir", str(a_file), "--list"], ["fill", "--results-dir", str(a_file)]):
+        assert main(argv) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err == f"error: results directory {a_file}: {a_file} is a file, not a directory\n"
+    # root writes anywhere, so a read-only directory is made by refusing the write check
+    import tempfile
+
+    def refuse(*a, **k):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
+    with pytest.raises(ValueError, match=r"results directory .*ro: cannot write in it \(Permission denied\)"):
+        records.check_results_dir(tmp_path / "ro")
+
+
+def test_a_full_disk_ends_the_fill_with_one_line_and_leaves_no_partial_record_or_state(tmp_path, monkeypatch):
+    items = [i for i in smoke_plan(tmp_path) if i.config.model == "wide_deep"][:1]   # its FM keeps weights (.pt)
+    real = Path.write_bytes
+
+    def full(self, data):
+        if self.name.endswith(".json.tmp") or ".json." in self.name:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)          # the client's writes only: workers train as usual
+    lines = []
+    counts = fill.fill(items, workers=1, profile="smoke", results_dir=tmp_path, overrides=TINY, log=quiet(lines))
+    assert counts["error"] and "No space left on device" in counts["error"] and counts["done"] == 0
+    assert lines[-1].startswith("error: cannot write ") and "nothing half-written is left" in lines[-1]
+    left = sorted(p.name for p in (tmp_path / "smoke").iterdir())
+    assert left == [], left                                  # no record, no state, no temporary, no lock
+    monkeypatch.setattr(Path, "write_bytes", real)
+    assert fill.fill(items, workers=1, profile="smoke", results_dir=tmp_path, overrides=TINY, log=quiet([]))["done"] == 2   # its FM, then it
+
+
+def test_a_record_path_that_is_a_directory_fails_that_run_before_training_and_the_rest_go_on(tmp_path):
+    items = [i for i in smoke_plan(tmp_path) if not i.config.uses_pretraining()][:2]
+    exp = ex.Experiment("smoke", results_dir=tmp_path, overrides=TINY, log=None)
+    stem = exp._place(items[0].config, items[0].dataset, None)[-1]
+    (tmp_path / "smoke" / f"{stem}.json").mkdir(parents=True)
+    lines = []
+    with pytest.warns(UserWarning, match=r"ignoring unreadable run record .*Is a directory"):
+        counts = fill.fill(items, workers=1, profile="smoke", results_dir=tmp_path, overrides=TINY, log=quiet(lines))
+    assert counts["failed"] == 1 and counts["done"] == 1
+    assert any("is a directory: its record could not be written; nothing trained" in line for line in lines)
+
+
+# --------------------------------------------------------------------------- locks that never block forever
+def test_a_lock_of_another_host_is_honoured_while_fresh_and_broken_once_stale(tmp_path):
+    lock = tmp_path / "run.lock"
+    lock.write_text("12345 otherhost\n")
+    assert locks.RunLock(lock).try_acquire() == "pid 12345 on otherhost"       # fresh: its holder may be alive
+    old = time.time() - locks.LOCK_STALE - 1
+    os.utime(lock, (old, old))
+    held = locks.RunLock(lock)
+    with pytest.warns(UserWarning, match=r"breaking the stale lock .*run.lock \(12345 otherhost: that process is gone"):
+        assert held.try_acquire() is None
+    assert lock.read_text().split() == [str(os.getpid()), socket.gethostname()]
+    held.release()
+    assert not lock.exists()
+
+
+def test_a_held_lock_is_touched_so_it_never_looks_stale_while_its_holder_lives(tmp_path, monkeypatch):
+    monkeypatch.setattr(locks, "LOCK_BEAT", 0.05)
+    lock = tmp_path / "run.lock"
+    held = locks.RunLock(lock)
+    assert held.try_acquire() is None
+    old = time.time() - locks.LOCK_STALE - 1
+    os.utime(lock, (old, old))
+    time.sleep(0.3)
+    assert time.time() - lock.stat().st_mtime < 1 and locks.live_holder(lock) is not None
+    held.release()
+
+
+def test_a_fill_breaks_a_stale_lock_of_another_host_and_trains_the_run(tmp_path):
+    items = [i for i in smoke_plan(tmp_path) if not i.config.uses_pretraining()][:1]
+    exp = ex.Experiment("smoke", results_dir=tmp_path, overrides=TINY, log=None)
+    lock = exp.cache.directory / f"{exp._place(items[0].config, items[0].dataset, None)[-1]}.lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("12345 otherhost\n")
+    old = time.time() - locks.LOCK_STALE - 1
+    os.utime(lock, (old, old))
+    with pytest.warns(UserWarning, match="breaking the stale lock"):
+        counts = fill.fill(items, workers=1, profile="smoke", results_dir=tmp_path, overrides=TINY, log=quiet([]))
+    assert counts["done"] == 1 and not lock.exists()
+
+
+# --------------------------------------------------------------------------- killed fills, two fills
+FILL_SCRIPT = """
+import json, sys
+sys.path.insert(0, {tests!r})
+from ifm.runs import fill
+from test_fill import PAGES, TINY
+from test_engine import SLOW
+overrides = {{"tiny": TINY, "slow": SLOW}}[{mode!r}]
+if __name__ == "__main__":
+    items = fill.plan("smoke", "paper,code", pages=PAGES, studies=["table3"], seeds=[0], results_dir={results!r},
+                      datasets=["synthetic"], overrides=overrides)
+    counts = fill.fill(items, workers=2, threads=1, profile="smoke", results_dir={results!r}, overrides=overrides,
+                       log=lambda *a, **k: print(*a, flush=True))
+    print("COUNTS", json.dumps(counts), flush=True)
+"""
+
+
+# runs of a second or so each, so that a fill can be killed halfway through its plan
+SLOW = {**TINY, "epochs": 30, "stopping": "patience", "patience": 100, "dataset_options": {"synthetic": {"n": 2000}}}
+
+
+def start_fill(tmp_path, results: Path, mode: str, name: str = "fill") -> subprocess.Popen:
+    script = tmp_path / f"{name}.py"
+    script.write_text(FILL_SCRIPT.format(tests=str(Path(__file__).parent), mode=mode, results=str(results)))
+    return subprocess.Popen([sys.executable, str(script)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, start_new_session=True)
+
+
+def descendants(pid: int) -> set[int]:
+    """The processes below `pid` now (from /proc)."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.add(child)
+            todo.append(child)
+    return out
+
+
+def alive(pids) -> set[int]:
+    out = set()
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                out.add(pid)
+        except (ProcessLookupError, FileNotFoundError):
+            pass
+    return out
+
+
+def wait_for(proc, results: Path, records_done: int, timeout: float = 180) -> set[int]:
+    """Wait until `proc`'s fill has written `records_done` records and holds a run's lock; its worker processes."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        workers = descendants(proc.pid)
+        if len(record_files(results)) >= records_done and list(results.rglob("*.lock")) and len(workers) >= 2:
+            return workers
+        time.sleep(0.05)
+    raise AssertionError(f"the fill did not get that far within {timeout} s")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_killed_fill_leaves_no_worker_and_no_half_written_file_and_the_next_fill_resumes(tmp_path, sig):
+    results = tmp_path / "results"
+    proc = start_fill(tmp_path, results, "slow")
+    try:
+        workers = wait_for(proc, results, records_done=2)
+        proc.send_signal(sig)
+        assert proc.wait(timeout=60) == (128 + sig if sig == signal.SIGTERM else -sig)
+        deadline = time.time() + 90         # after SIGKILL the workers go once they have lost their scheduler
+        while alive(workers) and time.time() < deadline:
+            time.sleep(0.5)
+        assert not alive(workers), f"workers {alive(workers)} outlived their fill (signal {sig})"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not list(results.rglob("*.tmp"))
+    for path in record_files(results):
+        json.loads(path.read_text())                            # every record there is whole
+    kept = {p: p.stat().st_mtime_ns for p in record_files(results)}
+    locks = list(results.rglob("*.lock"))
+    assert not locks if sig == signal.SIGTERM else locks        # given back; SIGKILL's are a dead pid's
+    plan = dict(studies=["table3"], seeds=[0], results_dir=results, datasets=["synthetic"], overrides=SLOW)
+    missing = fill.plan("smoke", "paper,code", pages=PAGES, **plan)
+    assert missing
+    lines = []
+    with pytest.warns(UserWarning, match="breaking the stale lock") if locks else contextlib.nullcontext():
+        counts = fill.fill(missing, workers=2, profile="smoke", results_dir=results, overrides=SLOW, log=quiet(lines))
+    assert counts["done"] >= len(missing) and counts["failed"] == 0 and counts["reused"] == 0, lines
+    assert fill.plan("smoke", "paper,code", pages=PAGES, **plan) == []
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept      # what the killed fill finished is read, not retrained
+    assert not list(results.rglob("*.lock"))
+
+
+def test_two_fills_on_one_results_directory_never_train_the_same_run_twice(tmp_path):
+    results = tmp_path / "results"
+    procs = [start_fill(tmp_path, results, "tiny", name=f"fill{k}") for k in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    counts = [json.loads(out.split("COUNTS ", 1)[1]) for out in outputs]
+    assert all(c["failed"] == 0 and c["error"] is None and c["not started"] == 0 for c in counts), outputs
+    trained = [line.split(": ", 2)[1] for out in outputs for line in out.splitlines()
+               if line.startswith("[") and "made meanwhile" not in line]
+    assert len(trained) == len(set(trained)), "a run was trained by both fills"
+    assert sum(c["done"] for c in counts) == len(record_files(results)) == len(trained)
+    assert not list(results.rglob("*.lock")) and not list(results.rglob("*.tmp"))
+
+
+# --------------------------------------------------------------------------- a cluster started apart
+def test_fill_joins_a_running_scheduler_and_two_workers_started_as_separate_processes(tmp_path):
+    file = tmp_path / "scheduler.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    started = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                 "--port", "0", "--dashboard-address", ":0", "--scheduler-file", str(file)],
+                                cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        deadline = time.time() + 60
+        while not file.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        address = json.loads(file.read_text())["address"]
+        for k in range(2):
+            started.append(subprocess.Popen(
+                [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nworkers", "1", "--nthreads", "1",
+                 "--name", f"apart-{k}", "--no-dashboard", "--local-directory", str(tmp_path / f"w{k}")],
+                cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        items = smoke_plan(tmp_path / "results")[:4]
+        lines = []
+        counts = fill.fill(items, workers=1, profile="smoke", results_dir=tmp_path / "results", overrides=TINY,
+                           scheduler=address, log=quiet(lines))
+        assert counts["failed"] == 0 and counts["done"] >= len(items), lines
+        assert {w for line in lines for w in ("apart-0", "apart-1") if f"worker {w} (" in line} == {"apart-0", "apart-1"}
+        assert smoke_plan(tmp_path / "results")[:1] != items[:1]
+        assert all(p.poll() is None for p in started)       # fill leaves a cluster it did not start running
+    finally:
+        for p in started:
+            p.terminate()
+        for p in started:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
