@@ -131,8 +131,8 @@ def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_lim
     started = time.time()
     deadline = started + time_limit if time_limit else math.inf
     gpu = device_kind(device) == "gpu"
-    if threads is None:
-        threads = 1 if gpu else max(1, (os.cpu_count() or 1) // workers)
+    if threads is None:         # a running cluster's workers are sized where they were started
+        threads = 1 if gpu or scheduler else max(1, (os.cpu_count() or 1) // workers)
     directory = check_results_dir(results_root(results_dir) / profile)
     exp = Experiment(profile, device=device, data_dir=data_dir, results_dir=results_dir, overrides=overrides,
                      log=io.StringIO())
