@@ -163,7 +163,10 @@ class Experiment:
         record = next((stored[text] for text in (_identity_text(_without_device(config_identity(twin)))
                                                  for twin in twins(config)) if text in stored), None)
         if record is None:
-            self.missing.append(self.describe(config, dataset_name))
+            texts = {_identity_text(_without_device(config_identity(twin))) for twin in twins(config)}
+            why = next((reason for (name, version, text), reason in self.cache.ignored.items()
+                        if name == dataset_name and text in texts and version == (data or version)), None)
+            self.missing.append(self.describe(config, dataset_name) + (f" ({why})" if why else ""))
             self.stats["missing"] += 1
             if self.wanted is not None:
                 self.wanted.append((config, dataset_name, dict(data_options or {})))

@@ -25,6 +25,7 @@ from ifm.models import MODELS
 from ifm.training.recipes import LEGACY_FILL
 from ifm.training.loop import TRAINING_VERSION, TrainConfig
 from ifm.runs.locks import live_holder, exclusive
+from ifm.runs.verify import not_object, record_problem
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Bump when the cache key's layout changes (not when training changes: that is TRAINING_VERSION).
@@ -248,6 +249,7 @@ class RunCache:
         self.force_since = time.time() if force is True else (force or None)
         self._index = None
         self._checked_state = None      # (stem, state) read by the last state check
+        self.ignored: dict = {}         # (dataset, data identity, config without device): why its record was ignored
         if self.directory.is_dir():
             removed = remove_stale_temporaries(self.directory)
             if removed:
@@ -263,11 +265,16 @@ class RunCache:
             warnings.warn(f"ignoring unreadable {what} {path}: {err}")
             return None
         if run_record:
-            problem = _record_problem(record)
+            problem = record_problem(record, path)
         else:
-            problem = None if isinstance(record, dict) else _not_object(record)
+            problem = None if isinstance(record, dict) else not_object(record)
         if problem:
             warnings.warn(f"ignoring {what} {path}: {problem}")
+            with contextlib.suppress(AttributeError, KeyError, TypeError):    # where the run it claims to be goes
+                material = record["cache"]["material"]
+                self.ignored[material["data"]["name"], _identity_text(material["data"]),
+                             _identity_text(_without_device(material["config"]))] = \
+                    f"its record {path.name} was ignored: {problem}"
             return None
         return record
 
@@ -359,33 +366,6 @@ class RunCache:
     def derived_path(self, kind: str, dataset_name: str, key: str) -> Path:
         """Where a result computed from trained models (not a training run) is kept, e.g. Table 1's."""
         return self.directory / f"{kind}-{dataset_name}-{key}.json"
-
-
-# What the cache and the rows read from a run record: its objects and the keys they must hold.
-_RECORD_SHAPE = {"config": ("model", "seed"), "dataset": ("provenance",), "cache": ("key", "stem", "material")}
-
-
-def _not_object(value) -> str:
-    kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(value), "a number")
-    return f"{kind}, not a JSON object"
-
-
-def _record_problem(record) -> str | None:
-    """What keeps `record` from being a run record (None: nothing)."""
-    if not isinstance(record, dict):
-        return _not_object(record)
-    for name, keys in _RECORD_SHAPE.items():
-        part = record.get(name)
-        if not isinstance(part, dict):
-            return f"no {name!r} object"
-        missing = [k for k in keys if k not in part]
-        if missing:
-            return f"its {name!r} has no {', '.join(map(repr, missing))}"
-    material = record["cache"]["material"]
-    if not (isinstance(material, dict) and isinstance(material.get("config"), dict)
-            and isinstance(material.get("data"), dict) and "name" in material["data"]):
-        return "its cache 'material' lacks the run's config or data"
-    return None
 
 
 def _without_device(config_id: dict) -> dict:

@@ -1,0 +1,100 @@
+"""A run record is verified before it is used (`ifm.runs.verify`): each hand edit below was reused
+without a word before; now the cache ignores the record with the reason, a runner that may train
+trains the run again, and the book lists the run as missing with that reason. Tiny synthetic runs."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+
+from ifm.runs import experiment as ex
+from ifm.runs.verify import record_problem
+from test_experiments import TINY
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """A results directory holding one real FM record, and that record's path."""
+    root = tmp_path_factory.mktemp("made")
+    exp = ex.Experiment("smoke", overrides=TINY, results_dir=root, log=None)
+    record = exp.run(exp.config("synthetic", "nfm", 0), "synthetic")
+    path = root / "smoke" / f"{record['cache']['stem']}.json"
+    assert path.is_file() and record_problem(json.loads(path.read_text()), path) is None
+    return root, path
+
+
+def _set(record, dotted, value):
+    *parents, last = dotted.split(".")
+    for name in parents:
+        record = record[name]
+    record[last] = value
+
+
+TAMPERED = [   # (what is edited, its new value, what the reason says)
+    ("valid.rmse", 0.001, "is not the one its history logged at the epoch it kept"),
+    ("valid.rmse", math.nan, "'rmse' is nan, not a finite number"),
+    ("test.rmse", math.inf, "'rmse' is inf, not a finite number"),
+    ("valid.rmse", "0.5", "its valid 'rmse' is \"0.5\", not a number"),
+    ("valid", "good", "its 'valid' is a string, not a JSON object"),
+    ("config.seed", 7, "its config seed is 7 but its key was made with 0: it was edited"),
+    ("cache.key", "0" * 20, "is not the hash of its key material"),
+    ("cache.material.config.epochs", 99, "is not the hash of its key material"),
+]
+
+
+@pytest.mark.parametrize("dotted, value, reason", TAMPERED, ids=[f"{d}={v!r}" for d, v, _ in TAMPERED])
+def test_an_edited_record_is_ignored_with_its_reason_retrained_and_listed_in_the_book(made, tmp_path, dotted, value,
+                                                                                       reason):
+    root, original = made
+    results = tmp_path / "results"
+    shutil.copytree(root, results)
+    path = results / "smoke" / original.name
+    record = json.loads(path.read_text())
+    _set(record, dotted, value)
+    path.write_text(json.dumps(record, allow_nan=True))
+    assert reason in (record_problem(json.loads(path.read_text()), path) or "")
+
+    book = ex.Experiment("smoke", overrides=TINY, results_dir=results, train_missing=False, log=None)
+    config = book.config("synthetic", "nfm", 0)
+    with pytest.warns(UserWarning, match=f"ignoring run record .*{original.name}"):
+        assert book.run(config, "synthetic") is None
+    if not dotted.startswith("cache.material"):       # the run it claims to be is known: the page says why
+        (missing,) = book.missing
+        assert missing.startswith("NFM on synthetic, seed 0") and f"its record {original.name} was ignored" in missing
+        assert reason in missing
+
+    runner = ex.Experiment("smoke", overrides=TINY, results_dir=results, log=None)
+    with pytest.warns(UserWarning, match="ignoring run record"):
+        again = runner.run(config, "synthetic")
+    assert runner.stats["trained"] == 1 and record_problem(json.loads(path.read_text()), path) is None
+    assert again["valid"] == json.loads(original.read_text())["valid"]      # the very same run, trained again
+
+
+def test_a_record_under_another_name_is_ignored(made, tmp_path):
+    root, original = made
+    (tmp_path / "smoke").mkdir()
+    moved = tmp_path / "smoke" / original.name.replace("nfm-", "ifm-")
+    shutil.copy(original, moved)
+    assert "is not its file name" in record_problem(json.loads(moved.read_text()), moved)
+
+
+def test_a_diverged_run_may_have_null_metrics_and_nothing_else_may(made):
+    _, original = made
+    record = json.loads(original.read_text())
+    record["valid"] = {k: None for k in record["valid"]}
+    assert "not a number" in record_problem(record, original)
+    record["diverged"] = True
+    assert record_problem(record, original) is None
+
+
+def test_every_committed_record_passes():
+    from pathlib import Path
+
+    from ifm.models import MODELS
+
+    paths = [p for p in (Path(__file__).parents[1] / "results" / "paper").glob("*.json") if p.name.split("-")[0] in MODELS]
+    assert len(paths) > 400
+    problems = {p.name: record_problem(json.loads(p.read_text()), p) for p in paths}
+    assert {name: why for name, why in problems.items() if why} == {}
