@@ -177,8 +177,14 @@ def cmd_train(args) -> int:
         "best_epoch": record["best_epoch"], "epochs_run": record["epochs_run"],
         "valid": record["valid"], "test": record["test"], "wall_seconds": round(record["wall_seconds"], 2),
         "samples_per_second": round(record["samples_per_second"], 1), "train_instances": len(dataset.train),
-        "data_kind": dataset.provenance.get("data_kind"), "recipe": config.recipe,
+        "data_kind": dataset.provenance.get("data_kind"), "recipe": config.recipe, "diverged": record["diverged"],
         **({"factors_test": record["factors_test"]} if "factors_test" in record else {})}), allow_nan=False))
+    if record["diverged"]:
+        kept = (f"its metrics are those of epoch {record['kept_epoch']}, the last with a finite validation "
+                f"{record['monitor']}" if record["kept_epoch"] else "no epoch had one, so it has no metrics")
+        print(f"{'warning' if args.allow_divergence else 'error'}: the run diverged at epoch {record['epochs_run']} "
+              f"(validation {record['monitor']} not finite: lower --lr or raise --l2?); {kept}", file=sys.stderr)
+        return 0 if args.allow_divergence else 3
     return 0
 
 
@@ -253,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--init-fm", type=path_arg, help="take w0, w and v from this saved FM state instead of "
                                                      "pre-training one (its shapes must fit the data)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--allow-divergence", action="store_true",
+                       help="exit 0 when the run diverges (default: exit 3, after its JSON line and record)")
     _data_args(train)
     train.set_defaults(func=cmd_train)
 

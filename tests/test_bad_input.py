@@ -68,11 +68,18 @@ def test_every_help_states_the_accepted_ranges(capsys):
     assert "--help gives the accepted ranges" in " ".join(capsys.readouterr().out.split())
 
 
-def test_the_result_line_is_strict_json_when_a_run_diverges(capsys):
-    assert cli(*TRAIN, "--model", "libfm", "--lr", "1e6") == 0
-    line = capsys.readouterr().out.strip().splitlines()[-1]
-    result = json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in the result line"))
-    assert result["test"]["rmse"] is None and result["best_epoch"] is None
+def test_a_diverged_run_says_so_on_stderr_and_in_its_strict_json_line_and_exits_3(capsys):
+    assert cli(*TRAIN, "--model", "libfm", "--lr", "1e6") == 3
+    out, err = capsys.readouterr()
+    result = json.loads(out.strip().splitlines()[-1], parse_constant=lambda c: pytest.fail(f"{c} in the result line"))
+    assert result["diverged"] is True and result["test"]["rmse"] is None and result["best_epoch"] is None
+    assert err.strip().splitlines()[-1] == ("error: the run diverged at epoch 1 (validation rmse not finite: lower --lr "
+                                            "or raise --l2?); no epoch had one, so it has no metrics")
+    assert cli(*TRAIN, "--model", "libfm", "--lr", "1e6", "--allow-divergence") == 0
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("warning: the run diverged at epoch 1")
+    assert cli(*TRAIN, "--model", "libfm") == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out.strip().splitlines()[-1])["diverged"] is False and "diverged" not in err
 
 
 def test_patience_sets_the_patience_rule_instead_of_being_ignored(tmp_path, capsys):

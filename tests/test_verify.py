@@ -98,3 +98,31 @@ def test_every_committed_record_passes():
     assert len(paths) > 400
     problems = {p.name: record_problem(json.loads(p.read_text()), p) for p in paths}
     assert {name: why for name, why in problems.items() if why} == {}
+
+
+def test_the_page_caption_names_ignored_records_and_diverged_runs(made, tmp_path):
+    from ifm.book import studies, tables
+
+    root, original = made
+    results = tmp_path / "results"
+    shutil.copytree(root, results)
+    path = results / "smoke" / original.name
+    record = json.loads(path.read_text())
+    record["valid"]["rmse"] = 0.001
+    path.write_text(json.dumps(record))
+    exp = ex.Experiment("smoke", overrides=TINY, results_dir=results, train_missing=False, log=None,
+                        datasets=["synthetic"])
+    with pytest.warns(UserWarning, match="ignoring run record"):
+        df = studies.regression_study(exp)
+    text = tables.caption(df).data
+    assert "**Records ignored:** 1 record(s) failed verification" in text and original.name in text
+    assert "not the one its history logged" in text and "**Diverged:**" not in text
+
+    record = json.loads(original.read_text())
+    record["diverged"] = True
+    path.write_text(json.dumps(record))
+    exp = ex.Experiment("smoke", overrides=TINY, results_dir=results, train_missing=False, log=None,
+                        datasets=["synthetic"])
+    text = tables.caption(studies.regression_study(exp)).data
+    assert "**Diverged:** 1 run(s) diverged" in text and "NFM on synthetic, seed 0" in text
+    assert "**Records ignored:**" not in text

@@ -25,6 +25,7 @@ def row_of(exp, record: dict, dataset_name: str, **extra) -> dict:
            "test_instances": sizes.get("test"), "data_fraction": prov.get("fraction_of_paper"),
            "data_note": data_note(prov), "device": env.get("device"), "device_name": env.get("device_name"),
            "epochs_run": record.get("epochs_run"), "best_epoch": record.get("best_epoch"),
+           "diverged": record.get("diverged") is True,
            "kept_epoch": record.get("kept_epoch", record.get("best_epoch")),
            "wall_seconds": record.get("wall_seconds"), "samples_per_second": record.get("samples_per_second"),
            "key": record["cache"]["key"], "written_at_utc": record["cache"].get("written_at_utc"),

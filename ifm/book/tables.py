@@ -45,6 +45,15 @@ def caption(df, extra: str = ""):
         examples = list(dict.fromkeys(m.split(" (")[0] for m in missing))
         lines.append(f"**Incomplete:** {len(missing)} run(s) of this page are not in the records yet, e.g. "
                      + "; ".join(examples[:3]) + f". {fill_command(df)} trains them (`--list` shows them all).")
+    ignored = [m for m in missing if "was ignored: " in m]
+    if ignored:
+        lines.append(f"**Records ignored:** {len(ignored)} record(s) failed verification and are not shown: "
+                     + "; ".join(ignored[:3]) + ".")
+    if "diverged" in df and df["diverged"].fillna(False).astype(bool).any():
+        runs = df[df["diverged"].fillna(False).astype(bool)]
+        lines.append(f"**Diverged:** {len(runs)} run(s) diverged (their numbers are those of the last epoch with a "
+                     "finite validation metric, or none): " + "; ".join(
+                         f"{r.model_name} on {r.dataset}, seed {r.seed}" for r in runs.head(3).itertuples()) + ".")
     if extra:
         lines.append(extra)
     return Markdown(" ".join(lines))
