@@ -126,3 +126,66 @@ def test_the_page_caption_names_ignored_records_and_diverged_runs(made, tmp_path
     text = tables.caption(studies.regression_study(exp)).data
     assert "**Diverged:** 1 run(s) diverged" in text and "NFM on synthetic, seed 0" in text
     assert "**Records ignored:**" not in text
+
+
+# --------------------------------------------------------------------------- paths (issue 27, item 4)
+def _one_line_error(capsys, argv, *words):
+    from ifm.cli import main
+
+    assert main([str(a) for a in argv]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.strip().splitlines()) == 1, err
+    for word in words:
+        assert word in err, err
+
+
+def test_a_data_directory_that_is_a_symlink_loop_or_unreadable_is_one_line(tmp_path, capsys, monkeypatch):
+    import os
+
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    _one_line_error(capsys, ["data", "frappe", "--data-dir", loop], f"data directory {loop}: a symlink loop")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real = os.scandir
+
+    def refuse(path="."):
+        if str(path) == str(locked):
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", refuse)            # root reads any directory: refuse as a user's chmod would
+    _one_line_error(capsys, ["data", "frappe", "--data-dir", locked], f"data directory {locked}: cannot read it",
+                    "Permission denied")
+
+
+def test_an_unreadable_own_data_file_is_one_line(tmp_path, capsys, monkeypatch):
+    import builtins
+
+    data = tmp_path / "mine.csv"
+    data.write_text("click,a\n1,x\n0,y\n")
+    real = builtins.open
+
+    def refuse(file, *a, **k):
+        if str(file) == str(data):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real(file, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", refuse)
+    _one_line_error(capsys, ["train", "--data", data, "--target", "click", "--model", "fm", "--quiet"],
+                    f"--data: {data} is not a readable file (Permission denied)")
+
+
+def test_not_found_names_the_absolute_paths_tried_and_relative_directories_are_pinned(tmp_path, monkeypatch):
+    import os
+
+    from ifm.data import DataNotFoundError, load_dataset, pin_directories
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("IFM_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(DataNotFoundError, match=f"looked in {tmp_path / 'empty'}, {tmp_path / 'cache'}"):
+        load_dataset("frappe", "empty", download=False)
+    monkeypatch.setenv("IFM_DATA_DIR", "../datasets")
+    pin_directories()                       # as pytest and `reproduce` do before kernels start elsewhere
+    assert os.environ["IFM_DATA_DIR"] == str(tmp_path.parent / "datasets")

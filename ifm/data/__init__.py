@@ -56,11 +56,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, split_
         return _load_synthetic(split_seed, options)
     data_dir = data_dir or os.environ.get("IFM_DATA_DIR") or None
     if data_dir:
-        data_dir = Path(data_dir).expanduser()
-        if data_dir.exists() and not data_dir.is_dir():
-            raise DataNotFoundError(f"data directory {data_dir} is a file, not a directory")
-        if not data_dir.is_dir():
-            warnings.warn(f"data directory {data_dir} does not exist; trying the cache and download")
+        data_dir = Path(os.path.abspath(Path(data_dir).expanduser()))
+        _check_data_dir(data_dir)
     cache_dir = Path(cache_dir or os.environ.get("IFM_CACHE_DIR") or Path.home() / ".cache" / "ifm").expanduser()
     if data_dir and _overlap(data_dir, cache_dir):
         # The cache replaces files it finds corrupted; a user's data files must never be touched.
@@ -72,6 +69,24 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, split_
     if name == "avazu":
         return load_avazu(roots, cache_dir, split_seed, options)
     return load_regression(name, roots, cache_dir, split_seed, download, options)
+
+
+def _check_data_dir(data_dir: Path) -> None:
+    """A one-line error for a data directory that is a file, a symlink loop or unreadable; a
+    warning for one that does not exist (the cache and download are tried next)."""
+    try:
+        data_dir.resolve(strict=False)
+    except RuntimeError:
+        raise DataNotFoundError(f"data directory {data_dir}: a symlink loop") from None
+    if data_dir.exists() and not data_dir.is_dir():
+        raise DataNotFoundError(f"data directory {data_dir} is a file, not a directory")
+    if not data_dir.is_dir():
+        warnings.warn(f"data directory {data_dir} does not exist; trying the cache and download")
+        return
+    try:
+        next(os.scandir(data_dir), None)
+    except OSError as err:
+        raise DataNotFoundError(f"data directory {data_dir}: cannot read it ({err.strerror or err})") from None
 
 
 def _overlap(data_dir: Path, cache_dir: Path) -> bool:
@@ -90,3 +105,15 @@ def _load_synthetic(split_seed, options):
                         notes=["synthetic data with a planted input-aware effect: each feature's "
                                f"weight is rescaled by a factor set by the other features; "
                                f"a perfect model's RMSE is the noise level {params['noise']}"]))
+
+
+DIRECTORY_VARIABLES = ("IFM_DATA_DIR", "IFM_RESULTS_DIR", "IFM_CACHE_DIR")
+
+
+def pin_directories() -> None:
+    """Make the directories named by relative paths in `DIRECTORY_VARIABLES` absolute, against this
+    process's working directory: notebook kernels inherit them but run in the notebooks' folder,
+    where `../shared/datasets` would name another place."""
+    for var in DIRECTORY_VARIABLES:
+        if os.environ.get(var):
+            os.environ[var] = os.path.abspath(os.path.expanduser(os.environ[var]))

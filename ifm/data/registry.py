@@ -168,7 +168,7 @@ def make_dataset(name, num_features, splits, provenance) -> Dataset:
 
 def how_to_get(name, roots, download, failures):
     spec = DATASETS[name]
-    looked = ", ".join(str(root) for _, root in roots)
+    looked = ", ".join(os.path.abspath(root) for _, root in roots)
     if name == "avazu":
         return (f"No Avazu data found (looked in {looked}). Avazu cannot be downloaded "
                 f"automatically: it needs a Kaggle account. Download train.gz from {spec['url']} "

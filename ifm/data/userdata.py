@@ -30,8 +30,14 @@ def load_files(paths, *, target: str | None = None, fields=None, split_seed: int
     if len(paths) not in (1, 3):
         raise ValueError(f"--data takes one file or three (train,valid,test), got {len(paths)}")
     for p in paths:
-        if not p.is_file():
-            raise FileNotFoundError(f"--data: {p} is not a readable file")
+        try:
+            if not p.is_file():
+                raise FileNotFoundError(f"--data: {p} is not a readable file")
+            open(p, "rb").close()
+        except OSError as err:
+            if isinstance(err, FileNotFoundError) and str(err).startswith("--data"):
+                raise
+            raise FileNotFoundError(f"--data: {p} is not a readable file ({err.strerror or err})") from None
     is_csv = [p.suffix.lower() in (".csv", ".tsv") for p in paths]
     if any(is_csv) != all(is_csv):
         raise ValueError("--data: give all files as CSV or all as libfm, not a mix")

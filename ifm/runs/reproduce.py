@@ -174,10 +174,9 @@ def cmd_reproduce(args, pages: dict, derive: dict) -> int:
     root = repo_root()
     if args.results_dir:
         os.environ["IFM_RESULTS_DIR"] = args.results_dir
-    for var in ("IFM_RESULTS_DIR", "IFM_DATA_DIR", "IFM_CACHE_DIR"):
-        # The kernels inherit these but run in the notebooks' folder: make relative paths absolute.
-        if os.environ.get(var):
-            os.environ[var] = str(Path(os.environ[var]).expanduser().resolve())
+    from ifm.data import pin_directories
+
+    pin_directories()       # the kernels inherit these but run in the notebooks' folder
     stage = root / "_build" / "reproduce" / args.profile
     names = args.only or [n for n, _ in NOTEBOOKS]
     params = _parameters(args, started)
