@@ -355,6 +355,16 @@ def test_fixed_ifm_authors_split_is_used_as_is(tmp_path):
     assert (len(ds.train), len(ds.valid), len(ds.test)) == (80, 10, 11)
     assert ds.provenance["split_rule"] == "IFM authors' fixed 8:1:1 files"
     assert ds.num_features == 5382 and ds.num_fields == 10
+    # three files laid out as the authors' but not their bytes: local files, never "exact"
+    from ifm.book.rows import data_note, dataset_label
+    from ifm.book.scorecard import on_papers_data
+
+    prov = ds.provenance
+    assert prov["data_kind"] == "local" and all(f["matches_upstream"] is False for f in prov["files"])
+    assert prov["notes"][0].startswith("local files, not the upstream bytes: frappe.train.libfm (train), "
+                                       "frappe.valid.libfm (valid), frappe.test.libfm (test) differ")
+    assert dataset_label(prov) == "Frappe (local files, not the upstream bytes)"
+    assert "not the paper's data" in data_note(prov) and not on_papers_data(dataset_label(prov))
 
 
 def test_nfm_files_are_pooled_and_resplit(tmp_path):

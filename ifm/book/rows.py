@@ -43,8 +43,8 @@ def num(value) -> float:
 
 
 def data_kind(prov: dict) -> str:
-    """The provenance's data kind (exact, reconstructed, raw, stand-in, sample, partial, synthetic,
-    user). Records made before the data layer wrote it say it only in prose: read it there, once."""
+    """The provenance's data kind (exact, local: split files that are not the upstream bytes,
+    reconstructed, raw, stand-in, sample, partial, synthetic, user). Records made before the data layer wrote it say it only in prose: read it there, once."""
     if prov.get("data_kind"):
         return prov["data_kind"]
     notes = " ".join(prov.get("notes", []))
@@ -67,6 +67,8 @@ def dataset_label(prov: dict) -> str:
         return f"{base} (your data)"
     if kind == "stand-in":
         return f"{base} stand-in"
+    if kind == "local":
+        return f"{base} (local files, not the upstream bytes)"
     if kind == "sample":
         return f"{base} {prov['sizes']['total']:,}-row sample"
     fraction = prov.get("fraction_of_paper")
@@ -84,5 +86,5 @@ def data_note(prov: dict) -> str:
                  f" {100 * prov['fraction_of_paper']:.3g}%)")
     if data_kind(prov) == "reconstructed":
         return f"{text}; {prov['split_rule']}"
-    notes = prov.get("notes", [])[:1] if data_kind(prov) in ("stand-in", "sample", "synthetic", "partial") else []
+    notes = prov.get("notes", [])[:1] if data_kind(prov) in ("stand-in", "sample", "synthetic", "partial", "local") else []
     return "; ".join([text] + notes)

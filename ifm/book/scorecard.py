@@ -53,8 +53,9 @@ def _testable(df: pd.DataFrame, name: str) -> bool:
 
 
 def on_papers_data(label: str) -> bool:
-    """Whether a dataset label names the paper's data (exact or reconstructed), not a stand-in or a sample."""
-    return not any(word in str(label) for word in ("stand-in", "sample"))
+    """Whether a dataset label names the paper's data (exact or reconstructed), not a stand-in, a
+    sample or local files that are not the upstream bytes."""
+    return not any(word in str(label) for word in ("stand-in", "sample", "not the upstream bytes"))
 
 
 def _row(claim, evidence, dataset, label, ours, seeds, verdict, testable=True, details: str = "") -> dict:

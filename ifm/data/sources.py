@@ -156,9 +156,22 @@ def _from_libfm(name, kind, found, split_seed):
             rule = f"seeded random 8:1:1 of {len(y):,} pooled instances (seed {split_seed})"
             notes.append(f"partial data: only {who} {', '.join(paths)} file(s) present, "
                          f"{len(y):,} of the paper's {spec['paper_instances']:,} instances")
+    data_kind = _upstream_or_local(data_kind, files, notes)
     return make_dataset(name, spec["num_features"], splits, dict(
         source=_sources(found), data_kind=data_kind, files=files, split_rule=rule,
         split_seed=split_seed, notes=notes))
+
+
+def _upstream_or_local(data_kind: str, files: list, notes: list) -> str:
+    """'exact' only when every file is the upstream bytes (its git blob id matches the pinned one);
+    else 'local', with a note naming the files that differ."""
+    differ = [f"{Path(f['path']).name} ({f['role']})" for f in files if f.get("matches_upstream") is False]
+    if not differ:
+        return data_kind
+    note = (f"local files, not the upstream bytes: {', '.join(differ)} differ from the pinned upstream files "
+            "(git blob id); results on them are not the paper's data")
+    notes.insert(0 if data_kind == "exact" else len(notes), note)     # a partial set's first note stays first
+    return "local" if data_kind == "exact" else data_kind
 
 
 def _sources(found) -> str:
@@ -175,8 +188,10 @@ def _frappe_from_nfm_and_authors(nfm, authors):
     train = (np.concatenate([n["train"][0], rest_x]), np.concatenate([n["train"][1], rest_y]))
     files = [_describe(p, role=f"nfm {s}", expected=spec["nfm"][s]) for s, (_, p) in nfm.items()] + \
         [_describe(authors[s][1], role=s, expected=spec["ifm_authors"][s]) for s in ("valid", "test")]
+    notes = []
+    data_kind = _upstream_or_local("exact", files, notes)
     return make_dataset("frappe", spec["num_features"], (train, a["valid"], a["test"]), dict(
-        source=_sources({**nfm, **authors}), data_kind="exact", files=files, split_seed=None, notes=[],
+        source=_sources({**nfm, **authors}), data_kind=data_kind, files=files, split_seed=None, notes=notes,
         split_rule=f"IFM authors' 8:1:1 split: their valid and test files; train = NFM's train + the "
                    f"{len(rest_y):,} lines of NFM's validation + test in neither of them"))
 
