@@ -189,3 +189,54 @@ def test_not_found_names_the_absolute_paths_tried_and_relative_directories_are_p
     monkeypatch.setenv("IFM_DATA_DIR", "../datasets")
     pin_directories()                       # as pytest and `reproduce` do before kernels start elsewhere
     assert os.environ["IFM_DATA_DIR"] == str(tmp_path.parent / "datasets")
+
+
+# --------------------------------------------------------------------------- notebook parameters (issue 27, item 3)
+def _notebooks():
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    return sorted(root.glob("notebooks/*.ipynb")) + sorted(root.glob("book/*.ipynb"))
+
+
+def test_every_notebook_takes_the_book_parameters_and_checks_them_before_anything_runs():
+    import ast
+
+    from ifm.book.parameters import NOTEBOOK_PARAMETERS
+
+    assert len(_notebooks()) >= 12
+    for path in _notebooks():
+        cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+        (params,) = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+        tree = ast.parse("".join(params["source"]))
+        names = tuple(t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets)
+        assert names == NOTEBOOK_PARAMETERS, path.name
+        after = "".join(cells[cells.index(params) + 1]["source"])
+        assert "check_parameters(globals())" in after, path.name
+        assert after.index("check_parameters(globals())") < min(
+            (after.index(w) for w in ("Experiment(", "study(") if w in after), default=len(after)), path.name
+
+
+def test_a_parameter_the_notebook_does_not_take_is_refused_in_one_line():
+    import os as os_module
+
+    from ifm.book.parameters import NOTEBOOK_PARAMETERS, check_parameters
+
+    namespace = {name: None for name in NOTEBOOK_PARAMETERS} | {"os": os_module, "In": [], "_i1": "", "seed": 3}
+    with pytest.raises(ValueError, match=r"^unknown notebook parameter\(s\) seed: this notebook takes profile, "
+                                         r"recipe, train_missing, datasets, seeds, "):
+        check_parameters(namespace)
+    del namespace["seed"]
+    check_parameters(namespace)
+
+
+def test_papermill_with_an_unknown_parameter_or_an_empty_recipe_stops_in_the_first_code_cell(tmp_path):
+    import papermill as pm
+
+    notebook = _notebooks()[0].parent.parent / "notebooks" / "depth.ipynb"
+    for parameters, words in (({"nosuchparam": 1}, "unknown notebook parameter(s) nosuchparam"),
+                              ({"recipe": ""}, "recipe is empty")):
+        with pytest.raises(pm.PapermillExecutionError) as error:
+            pm.execute_notebook(str(notebook), str(tmp_path / "out.ipynb"), parameters=parameters,
+                                cwd=str(notebook.parent), progress_bar=False, log_output=False, kernel_name="python3")
+        assert words in str(error.value) and error.value.exec_count == 3     # parameters, injected, the check

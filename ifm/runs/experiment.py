@@ -253,8 +253,10 @@ def equivalents(config: TrainConfig) -> list[TrainConfig]:
 
 def parse_recipes(value) -> tuple:
     """A runner's recipes: one name, or several ("paper,code", ["paper", "code"]); () for None."""
-    if value in (None, "", "None"):
+    if value in (None, "None"):
         return ()
+    if isinstance(value, str) and not value.strip():
+        raise ValueError(f"recipe is empty: give {', '.join(RECIPES)} or several joined by commas (e.g. paper,code)")
     names = [v.strip() for v in value.split(",")] if isinstance(value, str) else [str(v) for v in value]
     for name in names:
         if name not in RECIPES + ("legacy",):
