@@ -240,3 +240,35 @@ def test_papermill_with_an_unknown_parameter_or_an_empty_recipe_stops_in_the_fir
             pm.execute_notebook(str(notebook), str(tmp_path / "out.ipynb"), parameters=parameters,
                                 cwd=str(notebook.parent), progress_bar=False, log_output=False, kernel_name="python3")
         assert words in str(error.value) and error.value.exec_count == 3     # parameters, injected, the check
+
+
+# --------------------------------------------------------------------------- large files fail fast (issue 27, item 5)
+def test_a_large_malformed_libfm_file_is_refused_from_its_first_lines_without_reading_it_whole(tmp_path, monkeypatch):
+    from ifm.data import libfm
+
+    path = tmp_path / "big.libfm"
+    good = "".join(f"1 {i % 7}:1 {7 + i % 5}:1\n" for i in range(20_000))
+    path.write_text("1 0:1 7:1\n1 1:1 8:1\n1 2:1 oops\n" + good)
+    seen, real = [], libfm._parse
+    monkeypatch.setattr(libfm, "HEAD_BYTES", 4096)
+    monkeypatch.setattr(libfm, "_parse", lambda path_, data, *a: seen.append(len(data)) or real(path_, data, *a))
+    with pytest.raises(libfm.DataFormatError, match=r"big.libfm, line 3: "):
+        libfm.read_libfm(path)
+    assert seen and max(seen) <= 4096 < path.stat().st_size        # only the head was parsed
+    path.write_text(good)
+    seen.clear()
+    x, y = libfm.read_libfm(path)
+    assert x.shape == (20_000, 2) and seen[-1] == path.stat().st_size   # a good file: head, then all of it
+
+
+def test_a_large_csv_with_a_bad_target_early_is_refused_from_its_first_rows(tmp_path, monkeypatch):
+    from ifm.data import userdata
+    from ifm.data.libfm import DataFormatError
+
+    path = tmp_path / "big.csv"
+    path.write_text("click,a,b\n1,x,y\nmaybe,x,z\n" + "".join(f"{i % 2},u{i % 9},v{i % 4}\n" for i in range(50_000)))
+    reads, real = [], userdata._read_csv
+    monkeypatch.setattr(userdata, "_read_csv", lambda p, sep, nrows=None: reads.append(nrows) or real(p, sep, nrows))
+    with pytest.raises(DataFormatError, match=r"big.csv, line 3: target 'maybe' is not a number"):
+        userdata.load_files(path, target="click")
+    assert reads == [userdata.HEAD_ROWS]                              # never read whole

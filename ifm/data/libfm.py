@@ -44,6 +44,9 @@ _NUMBER = re.compile(rb"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _INT = re.compile(rb"[+-]?\d+")
 
 
+HEAD_BYTES = 1 << 20    # a file larger than this has its first lines checked before it is read whole
+
+
 def read_libfm(path: str | os.PathLike, num_fields: int | None = None,
                vocab_size: int | None = None, *, labels: Iterable[float] | None = None,
                field_ranges: Sequence[tuple[int, int]] | None = None,
@@ -59,7 +62,16 @@ def read_libfm(path: str | os.PathLike, num_fields: int | None = None,
     path = os.fspath(path)
     h = _count_fields(num_fields, field_ranges, field_names)
     with open(path, "rb") as f:
-        data = f.read()
+        head = f.read(HEAD_BYTES)
+        if len(head) == HEAD_BYTES and b"\n" in head:     # a large file: its first lines are checked first,
+            _parse(path, head[: head.rindex(b"\n") + 1], h, vocab_size, labels, field_ranges, field_names)
+            data = head + f.read()                          # so a malformed one fails in seconds
+        else:
+            data = head
+    return _parse(path, data, h, vocab_size, labels, field_ranges, field_names)
+
+
+def _parse(path, data: bytes, h, vocab_size, labels, field_ranges, field_names):
     data = data.removeprefix(_BOM).replace(b"\r\n", b"\n")
     _check_text(path, data)
     # The last line need not end in a newline; trailing blank lines are ignored.

@@ -89,27 +89,11 @@ def _read_csvs(paths, target, fields):
     sep = "\t" if paths[0].suffix.lower() == ".tsv" else ","
     frames, columns = [], None
     for p in paths:
-        try:
-            df = pd.read_csv(p, sep=sep, dtype=str, keep_default_na=False)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-            raise DataFormatError(f"{p}: cannot parse as CSV: {err}") from None
-        mine = list(fields) if fields else [c for c in df.columns if c != target]
-        if columns is not None and set(mine) != set(columns):
-            raise DataFormatError(f"{p}, line 1: feature columns {sorted(mine)} differ from {paths[0].name}'s "
-                                  f"{sorted(columns)}: every file needs the same columns")
-        columns = columns or mine
-        missing = [c for c in [target, *columns] if c not in df.columns]
-        if missing:
-            raise DataFormatError(f"{p}, line 1: header lacks columns {missing} (it has {list(df.columns)})")
-        if not columns:
-            raise DataFormatError(f"{p}: no feature columns besides the target {target!r}")
-        if df.empty:
-            raise DataFormatError(f"{p}: no rows")
+        # the first rows first: a malformed large file fails in seconds, not after it is read whole
+        _check_csv(p, _read_csv(p, sep, nrows=HEAD_ROWS), target, fields, columns, paths)
+        df = _read_csv(p, sep)
+        columns = _check_csv(p, df, target, fields, columns, paths)
         y = pd.to_numeric(df[target], errors="coerce").to_numpy(np.float64)
-        bad = ~np.isfinite(y)
-        if bad.any():
-            i = int(np.argmax(bad))
-            raise DataFormatError(f"{p}, line {i + 2}: target {df[target].iloc[i]!r} is not a number")
         frames.append((df[columns], y.astype(np.float32)))
     allx = pd.concat([f for f, _ in frames], ignore_index=True)
     codes, offset = [], 0
@@ -120,3 +104,35 @@ def _read_csvs(paths, target, fields):
     x = np.stack(codes, axis=1).astype(np.int64)
     bounds = np.cumsum([0] + [len(f) for f, _ in frames])
     return [(x[a:b], y) for (a, b), (_, y) in zip(zip(bounds[:-1], bounds[1:]), frames)], columns
+
+
+HEAD_ROWS = 10_000      # rows of each CSV checked before it is read whole
+
+
+def _read_csv(p, sep: str, nrows: int | None = None):
+    try:
+        return pd.read_csv(p, sep=sep, dtype=str, keep_default_na=False, nrows=nrows)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise DataFormatError(f"{p}: cannot parse as CSV: {err}") from None
+
+
+def _check_csv(p, df, target, fields, columns, paths) -> list:
+    """The feature columns of CSV `p` (read as `df`), after checking its header and target."""
+    mine = list(fields) if fields else [c for c in df.columns if c != target]
+    if columns is not None and set(mine) != set(columns):
+        raise DataFormatError(f"{p}, line 1: feature columns {sorted(mine)} differ from {paths[0].name}'s "
+                              f"{sorted(columns)}: every file needs the same columns")
+    columns = columns or mine
+    missing = [c for c in [target, *columns] if c not in df.columns]
+    if missing:
+        raise DataFormatError(f"{p}, line 1: header lacks columns {missing} (it has {list(df.columns)})")
+    if not columns:
+        raise DataFormatError(f"{p}: no feature columns besides the target {target!r}")
+    if df.empty:
+        raise DataFormatError(f"{p}: no rows")
+    y = pd.to_numeric(df[target], errors="coerce").to_numpy(np.float64)
+    bad = ~np.isfinite(y)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise DataFormatError(f"{p}, line {i + 2}: target {df[target].iloc[i]!r} is not a number")
+    return columns
