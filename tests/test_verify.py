@@ -272,3 +272,23 @@ def test_a_large_csv_with_a_bad_target_early_is_refused_from_its_first_rows(tmp_
     with pytest.raises(DataFormatError, match=r"big.csv, line 3: target 'maybe' is not a number"):
         userdata.load_files(path, target="click")
     assert reads == [userdata.HEAD_ROWS]                              # never read whole
+
+
+def test_an_unreadable_split_file_in_the_data_directory_is_one_line(tmp_path, capsys, monkeypatch):
+    import builtins
+
+    from test_data import make_dir
+
+    d = make_dir(tmp_path / "d", {"frappe/ifm-authors/frappe.train.libfm": 30, "frappe/ifm-authors/frappe.valid.libfm": 10,
+                                  "frappe/ifm-authors/frappe.test.libfm": 10})
+    locked = d / "frappe" / "ifm-authors" / "frappe.valid.libfm"
+    real = builtins.open
+
+    def refuse(file, *a, **k):
+        if str(file) == str(locked):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real(file, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", refuse)
+    monkeypatch.setenv("IFM_CACHE_DIR", str(tmp_path / "cache"))
+    _one_line_error(capsys, ["data", "frappe", "--data-dir", d], f"{locked}: cannot read it (Permission denied)")

@@ -61,13 +61,16 @@ def read_libfm(path: str | os.PathLike, num_fields: int | None = None,
     """
     path = os.fspath(path)
     h = _count_fields(num_fields, field_ranges, field_names)
-    with open(path, "rb") as f:
-        head = f.read(HEAD_BYTES)
-        if len(head) == HEAD_BYTES and b"\n" in head:     # a large file: its first lines are checked first,
-            _parse(path, head[: head.rindex(b"\n") + 1], h, vocab_size, labels, field_ranges, field_names)
-            data = head + f.read()                          # so a malformed one fails in seconds
-        else:
-            data = head
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEAD_BYTES)
+            if len(head) == HEAD_BYTES and b"\n" in head:     # a large file: its first lines are checked first,
+                _parse(path, head[: head.rindex(b"\n") + 1], h, vocab_size, labels, field_ranges, field_names)
+                data = head + f.read()                          # so a malformed one fails in seconds
+            else:
+                data = head
+    except OSError as err:
+        raise DataFormatError(f"{path}: cannot read it ({err.strerror or err})") from None
     return _parse(path, data, h, vocab_size, labels, field_ranges, field_names)
 
 
