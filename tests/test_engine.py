@@ -330,3 +330,19 @@ def test_fill_joins_a_running_scheduler_and_two_workers_started_as_separate_proc
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def test_an_fm_whose_record_is_here_but_not_its_weights_is_trained_again_for_the_runs_that_start_from_it(tmp_path):
+    """Committed records carry no weights: a run that starts from an FM must get that FM trained
+    again on this machine, not find its record, call it made meanwhile and wait for ever."""
+    items = [i for i in smoke_plan(tmp_path) if i.config.model == "wide_deep"][:1]
+    assert fill.fill(items, workers=1, profile="smoke", results_dir=tmp_path, overrides=TINY, log=quiet([]))["done"] == 2
+    for path in (tmp_path / "smoke").glob("*.pt"):
+        path.unlink()                                   # as in a fresh clone: records, no weights
+    for path in (tmp_path / "smoke").glob("wide_deep-*.json"):
+        path.unlink()
+    lines = []
+    counts = fill.fill(items, workers=1, profile="smoke", results_dir=tmp_path, overrides=TINY, log=quiet(lines))
+    assert counts["done"] == 2 and counts["not started"] == counts["reused"] == 0, lines
+    assert "FM pre-training of Wide&Deep" in lines[0] and "Wide&Deep on synthetic" in lines[1]
+    assert smoke_plan(tmp_path)[:1] != items

@@ -169,7 +169,7 @@ def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_lim
         if index in later:          # put off before: another process may have written it meanwhile
             exp.cache.refresh()
         _, _, stem = run.place(config, item)
-        if not item.derive and run.stored(config, item, need_state=False) is not None:
+        if not item.derive and run.stored(config, item, need_state=item.keep_state) is not None:
             finished(index, "reused", "made meanwhile by another process")
             return True
         given, shared = {}, None
@@ -196,7 +196,7 @@ def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_lim
                     later[index] = time.time() + RETRY_SECONDS
                     return "later"
                 items.append(Wanted(item.study, item.dataset, item.data_options, fm_config,
-                                    f"FM pre-training of {item.label}"))
+                                    f"FM pre-training of {item.label}", keep_state=True))
                 todo.insert(0, len(items) - 1)
                 run.planned.add(fm_stem)
                 return "added"

@@ -28,6 +28,7 @@ class Wanted:
     config: object          # ifm.training.loop.TrainConfig
     label: str              # the run in words (Experiment.describe)
     derive: dict | None = None   # Table 1: {"factors": fields}, the factors of this (recorded) IFM to derive
+    keep_state: bool = False     # an FM that later runs start from: its record serves only with its weights
 
     def order(self) -> tuple:
         rank = RANK[self.study]
