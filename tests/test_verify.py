@@ -159,19 +159,24 @@ def test_a_data_directory_that_is_a_symlink_loop_or_unreadable_is_one_line(tmp_p
                     "Permission denied")
 
 
-def test_an_unreadable_own_data_file_is_one_line(tmp_path, capsys, monkeypatch):
+def _refuse_to_open(monkeypatch, path):
+    """open(`path`) fails as a user's chmod would (root reads anything, so the test refuses it)."""
     import builtins
 
-    data = tmp_path / "mine.csv"
-    data.write_text("click,a\n1,x\n0,y\n")
     real = builtins.open
 
     def refuse(file, *a, **k):
-        if str(file) == str(data):
+        if str(file) == str(path):
             raise PermissionError(13, "Permission denied", str(file))
         return real(file, *a, **k)
 
     monkeypatch.setattr(builtins, "open", refuse)
+
+
+def test_an_unreadable_own_data_file_is_one_line(tmp_path, capsys, monkeypatch):
+    data = tmp_path / "mine.csv"
+    data.write_text("click,a\n1,x\n0,y\n")
+    _refuse_to_open(monkeypatch, data)
     _one_line_error(capsys, ["train", "--data", data, "--target", "click", "--model", "fm", "--quiet"],
                     f"--data: {data} is not a readable file (Permission denied)")
 
@@ -275,20 +280,11 @@ def test_a_large_csv_with_a_bad_target_early_is_refused_from_its_first_rows(tmp_
 
 
 def test_an_unreadable_split_file_in_the_data_directory_is_one_line(tmp_path, capsys, monkeypatch):
-    import builtins
-
     from test_data import make_dir
 
     d = make_dir(tmp_path / "d", {"frappe/ifm-authors/frappe.train.libfm": 30, "frappe/ifm-authors/frappe.valid.libfm": 10,
                                   "frappe/ifm-authors/frappe.test.libfm": 10})
     locked = d / "frappe" / "ifm-authors" / "frappe.valid.libfm"
-    real = builtins.open
-
-    def refuse(file, *a, **k):
-        if str(file) == str(locked):
-            raise PermissionError(13, "Permission denied", str(file))
-        return real(file, *a, **k)
-
-    monkeypatch.setattr(builtins, "open", refuse)
+    _refuse_to_open(monkeypatch, locked)
     monkeypatch.setenv("IFM_CACHE_DIR", str(tmp_path / "cache"))
     _one_line_error(capsys, ["data", "frappe", "--data-dir", d], f"{locked}: cannot read it (Permission denied)")

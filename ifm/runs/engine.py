@@ -108,10 +108,12 @@ def train_task(item, settings: dict, given: dict, expected: str | None) -> dict:
     torch.set_num_threads(settings["threads"])
     device = worker_device(settings["device"])
     config = dataclasses.replace(item.config, device=device)
+    from distributed import get_worker
+
+    parent = None               # outside a worker (a test calling this directly): the system's temp folder
     with contextlib.suppress(ValueError):
-        from distributed import get_worker
         parent = get_worker().local_directory
-    with tempfile.TemporaryDirectory(prefix="ifm-run-", dir=locals().get("parent")) as scratch:
+    with tempfile.TemporaryDirectory(prefix="ifm-run-", dir=parent) as scratch:
         folder = Path(scratch) / settings["profile"]
         folder.mkdir()
         for name, blob in given.items():
