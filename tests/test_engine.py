@@ -90,6 +90,36 @@ def test_on_a_gpu_box_each_gpu_gets_runs_per_gpu_workers_and_each_worker_its_own
         cluster.close()
 
 
+def test_a_worker_given_one_of_several_gpus_trains_there_under_the_key_the_client_planned(tmp_path, monkeypatch):
+    """With `--device cuda` shared out, worker 1 of 2 GPUs makes cuda:1 its current card and its run keeps
+    the device `cuda`, so the record lands under the stem the client planned and the runs that start
+    from it find it. (A fill on an H200 once trained its FMs under `cuda:k` keys, and none of the 46
+    runs waiting for them started.) No GPU here: the card and the training are stubbed."""
+    import dataclasses
+    import io
+
+    item = [i for i in smoke_plan(tmp_path) if not i.config.uses_pretraining()][0]
+    item = dataclasses.replace(item, config=dataclasses.replace(item.config, device="cuda"))
+    current, trained = [], []
+    monkeypatch.setattr(engine, "worker_device", lambda device: "cuda:1" if device == "cuda" else device)
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+
+    def run(self, config, dataset, data_options=None):
+        trained.append((config.device, self.device, self._place(config, dataset, data_options)[-1]))
+        return {"test": {"rmse": 0.5}, "epochs_run": 1}
+
+    monkeypatch.setattr(ex.Experiment, "run", run)
+    client = ex.Experiment("smoke", device="cuda", results_dir=tmp_path, overrides=TINY, log=io.StringIO())
+    planned = client._place(item.config, item.dataset, item.data_options or None)[-1]
+    settings = {"device": "cuda", "threads": 1, "profile": "smoke", "overrides": TINY, "data_dir": None,
+                "derive": {}}
+    result = engine.train_task(item, settings, {}, None)
+    assert current == ["cuda:1"] and result["device"] == "cuda:1"
+    assert trained == [("cuda", "cuda", planned)]
+
+
 # --------------------------------------------------------------------------- the results directory
 def test_a_results_path_that_is_a_file_or_cannot_be_written_is_one_line_before_any_work(tmp_path, monkeypatch, capsys):
     a_file = tmp_path / "hostname"

@@ -107,7 +107,9 @@ def train_task(item, settings: dict, given: dict, expected: str | None) -> dict:
 
     torch.set_num_threads(settings["threads"])
     device = worker_device(settings["device"])
-    config = dataclasses.replace(item.config, device=device)
+    if device != settings["device"]:    # "cuda" shared out among the node's GPUs: this worker's card is made
+        torch.cuda.set_device(device)   # the current one, and the run keeps "cuda", the device its key was planned on
+    config = dataclasses.replace(item.config, device=settings["device"])
     from distributed import get_worker
 
     parent = None               # outside a worker (a test calling this directly): the system's temp folder
@@ -118,7 +120,7 @@ def train_task(item, settings: dict, given: dict, expected: str | None) -> dict:
         folder.mkdir()
         for name, blob in given.items():
             (folder / name).write_bytes(blob)
-        exp = Experiment(settings["profile"], recipe=config.recipe, device=device, data_dir=settings["data_dir"],
+        exp = Experiment(settings["profile"], recipe=config.recipe, device=config.device, data_dir=settings["data_dir"],
                          results_dir=scratch, overrides=settings["overrides"], log=io.StringIO())
         exp._datasets = _WORKER_DATA.setdefault((str(settings["data_dir"]), exp.profile.split_seed), {})
         mine = data_hash(exp.dataset(item.dataset, item.data_options or None),

@@ -78,6 +78,7 @@ class _Client:
         self.busy = set()           # stems in flight
         self.failed = set()         # stems of the runs that failed in this fill
         self.planned = set()        # stems of the runs in this fill's plan (with the FM pre-trainings it added)
+        self.written = set()        # stems of the runs this fill wrote
         self.scattered = {}         # stem of the files sent: their future on the cluster
 
     def place(self, config, item) -> tuple:
@@ -188,6 +189,10 @@ def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_lim
                 if fm_stem in run.failed:
                     finished(index, "failed", "its FM pre-training failed in this fill; nothing trained")
                     return True
+                if fm_stem in run.written:      # written, yet not found where this run looks: never wait on it
+                    finished(index, "failed", f"its FM pre-training {fm_stem} was written in this fill but its "
+                                              "record and weights are not found under that name; nothing trained")
+                    return True
                 if fm_stem in run.busy:
                     return "wait"           # its FM is training in this fill: it goes once that is written
                 if fm_stem in run.planned:
@@ -251,6 +256,7 @@ def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_lim
             if future.status == "finished":
                 result = future.result()
                 write_run_files(directory, result["files"])
+                run.written.add(stem)
                 exp.cache.refresh()
                 finished(index, "done", result["text"], result["seconds"], result["worker"])
             elif future.status == "error":
