@@ -7,31 +7,15 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import os
 import sys
 from pathlib import Path
 
 import torch
 
-from ifm.runs.args import LIMITS, device_arg, number_arg, path_arg
-from ifm.models import MODELS
+from ifm.runs.args import LIMITS, device_arg, number_arg, output_problem, path_arg
+from ifm.models import DISPLAY_NAMES, MODELS
 from ifm.models.layers import fm_state_of
 from ifm.data.registry import DATASET_NAMES
-
-
-def _output_problem(path: str) -> str | None:
-    """Why a new file cannot be written at `path` (None: it can; missing parents are created)."""
-    target = Path(path)
-    if target.exists() and not target.is_file():
-        return f"{path} is {'a directory' if target.is_dir() else 'not a regular file'}; give a file path"
-    parent = target.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        return f"{parent} is a file, not a directory"
-    if not os.access(parent, os.W_OK | os.X_OK):
-        return f"cannot write in {parent} (permission denied)"
-    return None
 
 
 def _data_args(parser):
@@ -79,7 +63,7 @@ def _check_train_args(args) -> None:
         if not Path(args.init_fm).is_file():
             raise FileNotFoundError(f"--init-fm {args.init_fm}: no such file")
     for flag, path in (("--out", args.out), ("--save-state", args.save_state)):
-        problem = path is not None and _output_problem(path)
+        problem = path is not None and output_problem(path)
         if problem:
             raise ValueError(f"{flag}: {problem}")
     if args.out is not None and args.save_state is not None and Path(args.out).resolve() == Path(args.save_state).resolve():
@@ -115,9 +99,11 @@ def _load(args):
         if args.dataset:
             raise ValueError("give --dataset (a registered dataset) or --data (your files), not both")
         fields = args.fields.split(",") if args.fields else None
-        return load_files(args.data.split(","), target=args.target, fields=fields, split_seed=args.split_seed)
-    if getattr(args, "target", None) or getattr(args, "fields", None):
-        raise ValueError("--target and --fields go with --data (a CSV file of yours)")
+        return load_files(args.data.split(","), target=args.target, fields=fields, split_seed=args.split_seed,
+                          task=args.task, numeric_bins=args.numeric_bins, min_count=args.min_count)
+    for flag in ("target", "fields", "task", "numeric_bins", "save"):
+        if getattr(args, flag, None) is not None:
+            raise ValueError(f"--{flag.replace('_', '-')} goes with --data (your own file)")
     if not args.dataset:
         raise ValueError("say what to train on: --dataset NAME or --data FILE[,VALID,TEST]")
     from ifm.data import load_dataset
@@ -143,7 +129,12 @@ def cmd_train(args) -> int:
     from ifm.training.recipes import paper_config
     from ifm.training.loop import train
 
+    from ifm.runs import bundle as bundles
+    from ifm.training.limits import memory_problem
+
     _check_train_args(args)
+    if args.save is not None:
+        bundles.check_target(args.save)
     pretrained = _read_fm_state(args.init_fm) if args.init_fm is not None else None
     dataset = _load(args)
     _say_data(dataset)
@@ -159,6 +150,9 @@ def cmd_train(args) -> int:
     if args.freeze_embeddings:
         overrides["freeze_embeddings"] = True
     config = paper_config(dataset.name, args.model, recipe=args.recipe, model_options=options, **overrides)
+    problem = memory_problem(dataset.num_features, config.embedding_size)
+    if problem:
+        raise ValueError(f"--embedding-size: {problem}")
     pretrain_record = None
     if pretrained is not None:
         _check_fm_shapes(pretrained, args.init_fm, dataset, config)
@@ -172,12 +166,18 @@ def cmd_train(args) -> int:
         write_json_atomic(args.out, stamp(record, key, material, "cli", Path(args.out).stem, state))
     if args.save_state is not None:
         save_state_atomic(run.model.state_dict(), args.save_state)
+    fm = _say_fm_baseline(record, config, dataset)
+    if args.save is not None:
+        bundles.save(args.save, run.model, bundles.manifest_of(record, dataset, config))
+        print(f"saved the model bundle to {args.save} (python -m ifm predict --model {args.save} --data FILE)",
+              file=sys.stderr)
     print(json.dumps(clean_json({
         "model": args.model, "dataset": dataset.name, "seed": config.seed,
         "best_epoch": record["best_epoch"], "epochs_run": record["epochs_run"],
         "valid": record["valid"], "test": record["test"], "wall_seconds": round(record["wall_seconds"], 2),
         "samples_per_second": round(record["samples_per_second"], 1), "train_instances": len(dataset.train),
         "data_kind": dataset.provenance.get("data_kind"), "recipe": config.recipe, "diverged": record["diverged"],
+        **({"fm_baseline": fm} if fm else {}),
         **({"factors_test": record["factors_test"]} if "factors_test" in record else {})}), allow_nan=False))
     if record["diverged"]:
         kept = (f"its metrics are those of epoch {record['kept_epoch']}, the last with a finite validation "
@@ -186,6 +186,18 @@ def cmd_train(args) -> int:
               f"(validation {record['monitor']} not finite: lower --lr or raise --l2?); {kept}", file=sys.stderr)
         return 0 if args.allow_divergence else 3
     return 0
+
+
+def _say_fm_baseline(record: dict, config, dataset) -> dict | None:
+    """The FM the model started from, beside it on stderr: did the model help?"""
+    fm = record.get("pretrain") or {}
+    if not fm.get("test"):
+        return None
+    metric = "auc" if dataset.task == "binary" else "rmse"
+    name = DISPLAY_NAMES[config.model]
+    print(f"{name}: validation {metric} {record['valid'][metric]:.4f}, test {record['test'][metric]:.4f}; the FM it "
+          f"started from: validation {fm['valid'][metric]:.4f}, test {fm['test'][metric]:.4f}", file=sys.stderr)
+    return {k: fm[k] for k in ("valid", "test", "best_epoch") if k in fm}
 
 
 def cmd_bench(args) -> int:
@@ -242,6 +254,18 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--target", help="with CSV --data: the label column (0/1 labels: a CTR task)")
     train.add_argument("--fields", help="with CSV --data: the feature columns, comma-separated "
                                         "(default: every column but the target)")
+    train.add_argument("--task", choices=["ctr", "regression"],
+                       help="with --data: ctr (a two-valued target: the larger value is a click) or regression; "
+                            "default: ctr for a 0/1 target, any other target is refused without it")
+    train.add_argument("--numeric-bins", type=number_arg("numeric_bins"), metavar="N",
+                       help=f"with CSV --data: cut columns with decimals into N quantile bins of the training rows "
+                            f"({LIMITS['numeric_bins']}); without it such columns are refused")
+    train.add_argument("--min-count", type=number_arg("min_count"), default=1, metavar="N",
+                       help="with --data: values seen fewer than N times in training go to the field's rare "
+                            "bucket, with the values never seen there (default 1)")
+    train.add_argument("--save", type=path_arg, metavar="DIR",
+                       help="with --data: write the model bundle (weights, settings, the fitted encoding) to DIR, "
+                            "for predict and explain")
     train.add_argument("--model", required=True, choices=list(MODELS))
     train.add_argument("--recipe", default="paper", choices=["paper", "code"],
                        help="paper: the paper's text (default); code: the authors' released code "
@@ -277,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(bench)
     bench.set_defaults(func=cmd_bench)
 
+    from ifm.api import add_parsers             # predict and explain: a saved model on new rows
+
+    add_parsers(sub, device_arg, path_arg)
     from ifm.book.pages import DERIVE, PAGES     # what fill plans and derives: the book's pages
     from ifm.runs.fill import add_fill_parser
     from ifm.runs.reproduce import add_reproduce_parser
@@ -293,6 +320,6 @@ def main(argv=None) -> int:
         return done.code
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError) as error:   # data and config errors: a message, not a traceback
+    except (FileNotFoundError, ValueError) as error:   # data, config and bundle errors: a message, not a traceback
         print(f"error: {error}", file=sys.stderr)
         return 2

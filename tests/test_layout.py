@@ -12,10 +12,13 @@ MAX_LINES = 400
 
 
 def stage_of(module: str) -> str:
-    """'ifm.runs.fill' -> 'runs'; 'ifm.cli' and 'ifm.__main__' -> 'cli'; 'ifm' -> 'data' (its version)."""
+    """'ifm.runs.fill' -> 'runs'; 'ifm.cli', 'ifm.api' and 'ifm' (the package's face: ifm.fit, ifm.load)
+    -> 'cli'; 'ifm._version' -> 'data' (a constant every stage may read)."""
     parts = module.split(".")
-    if len(parts) == 1:
+    if module == "ifm._version":
         return "data"
+    if len(parts) == 1:
+        return "cli"
     return parts[1] if parts[1] in STAGES else "cli"
 
 

@@ -24,11 +24,14 @@ def libfm_lines(n, seed=0, labels=(-1, 1)):
 
 def test_one_libfm_file_is_split_8_1_1_by_seed(tmp_path):
     f = write(tmp_path / "mine.libfm", libfm_lines(100))
-    ds = load_files(f, split_seed=3)
+    ds = load_files(f, split_seed=3, task="regression")
     assert (len(ds.train), len(ds.valid), len(ds.test)) == (80, 10, 10)
-    assert ds.task == "regression" and ds.num_fields == 3 and ds.num_features <= 15
+    # each position a field: its ids seen in training, a missing and a rare id
+    assert ds.task == "regression" and ds.num_fields == 3 and ds.num_features <= 15 + 3 * 2
     assert ds.provenance["data_kind"] == "user" and "seed 3" in ds.provenance["split_rule"]
-    assert not np.array_equal(load_files(f, split_seed=4).test.x.numpy(), ds.test.x.numpy())
+    assert not np.array_equal(load_files(f, split_seed=4, task="regression").test.x.numpy(), ds.test.x.numpy())
+    with pytest.raises(ValueError, match=r"target label takes 2 values \(-1, 1\), not 0/1: say --task regression"):
+        load_files(f)
 
 
 def test_three_libfm_files_are_train_valid_test_and_zero_one_labels_make_a_ctr_task(tmp_path):
@@ -51,18 +54,19 @@ def test_a_csv_of_categorical_columns_is_encoded_field_by_field(tmp_path):
         f"u{i % 3},i{i % 4},{i % 2},{i % 2}\n" for i in range(20)))
     ds = load_files(f, target="click", split_seed=0)
     x = np.concatenate([ds.train.x.numpy(), ds.valid.x.numpy(), ds.test.x.numpy()])
-    # user: 3 values (ids 0-2), item: 4 (3-6), hour: 2 (7-8), numbered by first appearance
-    assert ds.num_fields == 3 and ds.num_features == 9 and ds.task == "binary"
-    assert x[:, 0].max() < 3 and 3 <= x[:, 1].min() and x[:, 1].max() < 7 and x[:, 2].min() >= 7
+    # user: 3 values (ids 0-2, then missing 3 and rare 4), item: 4 (5-8, 9, 10), hour: 2 (11-12, 13, 14),
+    # numbered by first appearance in the training rows
+    assert ds.num_fields == 3 and ds.num_features == 15 and ds.task == "binary"
+    assert x[:, 0].max() < 3 and 5 <= x[:, 1].min() and x[:, 1].max() < 9 and 11 <= x[:, 2].min() < 13
     assert ds.provenance["fields"] == ["user", "item", "hour"]
     only = load_files(f, target="click", fields=["item"])
-    assert only.num_fields == 1 and only.num_features == 4
+    assert only.num_fields == 1 and only.num_features == 4 + 2
 
 
 @pytest.mark.parametrize("text, kwargs, words", [
     ("a,b\n1,2\n", {}, "--target is required"),
     ("a,b\n1,2\n", {"target": "y"}, "line 1: header lacks columns ['y']"),
-    ("a,y\n1,2\n3,x\n", {"target": "y"}, "line 3: target 'x' is not a number"),
+    ("a,y\n1,2\n3,x\n", {"target": "y"}, "bad.csv, line 3: target y is 'x', not a number"),
     ("y\n1\n", {"target": "y"}, "no feature columns"),
 ])
 def test_bad_csv_input_names_file_line_and_problem(tmp_path, text, kwargs, words):
@@ -95,4 +99,4 @@ def test_csv_files_with_different_columns_are_refused(tmp_path):
         load_files([train, valid, test], target="y")
     reordered = write(tmp_path / "va2.csv", "b,a,y\n4,3,0\n")        # the same columns in another order
     ds = load_files([train, reordered, test], target="y")
-    assert ds.valid.x.tolist() == [[1, 3]]                        # a=3 is id 1, b=4 is id 3 (a: 2 ids, b: 2)
+    assert ds.valid.x.tolist() == [[1, 5]]      # a=3 is id 1, b=4 is id 5 (a: 2 values, missing, rare; then b)

@@ -189,7 +189,8 @@ def _parse_line(tokens: list[bytes], h: int, vocab_size):
     if len(tokens) == 1:
         return "no features on the line"
     if len(tokens) - 1 != h:
-        return f"{len(tokens) - 1} features, expected {h}"
+        return (f"{len(tokens) - 1} features, expected {h} (IFM reads one active feature per field, so every "
+                "line needs one per field, as many as the first line)")
     ids, vals = [], []
     for tok in tokens[1:]:
         idx, colon, val = tok.partition(b":")

@@ -40,6 +40,7 @@ class Dataset:
     valid: Split
     test: Split
     provenance: dict = field(default_factory=dict)
+    encoding: object = None         # your own data: its ifm.data.encoding.Encoding, fitted on the training rows
 
     def summary(self) -> str:
         p = self.provenance

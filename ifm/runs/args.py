@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+from pathlib import Path
 
 from ifm.training.limits import LIMITS, device_problem
 
@@ -64,3 +65,18 @@ def scheduler_arg(text: str) -> str:
     if not re.fullmatch(r"(tcp|tls|ws|wss|inproc|ucx)://[^\s/:]+(:\d{1,5})?/?", text.strip()):
         raise argparse.ArgumentTypeError(f"a Dask scheduler's address such as tcp://HOST:8786, got {text!r}")
     return text.strip()
+
+
+def output_problem(path: str) -> str | None:
+    """Why a new file cannot be written at `path` (None: it can; missing parents are created)."""
+    target = Path(path)
+    if target.exists() and not target.is_file():
+        return f"{path} is {'a directory' if target.is_dir() else 'not a regular file'}; give a file path"
+    parent = target.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"{parent} is a file, not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot write in {parent} (permission denied)"
+    return None

@@ -37,13 +37,32 @@ class Range:
 
 # Every numeric setting a user can give (flag, notebook override or profile field), by its name.
 LIMITS = {
-    "epochs": Range(int, 1), "batch_size": Range(int, 1), "embedding_size": Range(int, 1),
-    "patience": Range(int, 1), "learning_rate": Range(float, 0, above=True),
+    "epochs": Range(int, 1), "batch_size": Range(int, 1, 2**24), "embedding_size": Range(int, 1, 65536),
+    "patience": Range(int, 1), "learning_rate": Range(float, 0, 100, above=True),
     "seed": Range(int, 0, SEED_MAX), "split_seed": Range(int, 0, SEED_MAX),
     "fen_layers": Range(int, 0), "dropout": Range(float, 0, 1, below=True),
     "max_batches": Range(int, 1), "threads": Range(int, 1), "timeout": Range(int, 1),
     "workers": Range(int, 1, 64), "runs_per_gpu": Range(int, 1, 64),
+    "numeric_bins": Range(int, 2, 1000), "min_count": Range(int, 1, 10**9),
 }
+TABLE_COPIES = 4    # an embedding table lives as weights, gradients, Adagrad's sums and the best epoch's copy
+
+
+def memory_problem(num_features: int, embedding_size: int) -> str | None:
+    """Why a model with this feature table would not fit in this machine's memory (None: it fits),
+    asked before anything is allocated."""
+    import os
+
+    need = TABLE_COPIES * 4 * num_features * (embedding_size + 1)
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):       # not a POSIX system: no check
+        return None
+    if need > have:
+        return (f"{num_features:,} features x embedding size {embedding_size:,} need about {need / 2**30:,.1f} GiB "
+                f"for the feature table while training; this machine has {have / 2**30:,.1f} GiB: lower "
+                "--embedding-size")
+    return None
 
 
 def check(name: str, value, setting: str | None = None):

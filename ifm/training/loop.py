@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm       # not tqdm.auto: in a notebook without ipywidgets it warns on import
 
-from ifm import __version__
+from ifm._version import __version__
 from ifm.training.metrics import MONITOR, evaluate
 from ifm.models import DISPLAY_NAMES, PRETRAINED_WITH_FM, build_model
 from ifm.data.registry import portable_provenance
