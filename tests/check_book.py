@@ -22,6 +22,7 @@
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -104,6 +105,16 @@ INCOMPLETE = re.compile(r"Incomplete:(?:\s*</strong>)?\s*(\d+) run")
 COMPLETE = re.compile(r"Complete:(?:\s*</strong>)?\s*every run this page asks for is in the records")
 
 
+def _reads_records(notebook: Path) -> bool:
+    """Whether a notebook shows the book's runs (every one but a page that trains its own model on a
+    file, marked {"ifm": {"records": false}} in its metadata: it has no profile and no records)."""
+    try:
+        meta = json.loads(notebook.read_text()).get("metadata", {})
+    except (json.JSONDecodeError, AttributeError):
+        return True
+    return meta.get("ifm", {}).get("records", True) is not False
+
+
 def check(build: Path, root: Path = ROOT, profile: str = "paper", allow_incomplete: bool = False,
           incomplete: list | None = None) -> list[str]:
     """The problems of a built book; the incomplete pages are appended to `incomplete`."""
@@ -141,16 +152,17 @@ def check(build: Path, root: Path = ROOT, profile: str = "paper", allow_incomple
             if not target.is_file():
                 problems.append(f"{page.relative_to(build)}: image {src} does not exist ({target})")
         is_notebook = (root / f"{doc}.ipynb").is_file()
+        reads_records = is_notebook and _reads_records(root / f"{doc}.ipynb")
         if is_notebook and parser.visible_code:
             problems.append(f"{name}: shows {parser.visible_code} code cell(s) the reader did not open (tag them "
                             "hide-input or remove-input)")
         if is_notebook:
             if not parser.images and not parser.tables:
                 problems.append(f"{page.relative_to(build)}: a notebook page without any figure or table")
-            if not re.search(rf"profile\s*(?:<[^>]+>\s*)*{profile}\b", html):
+            if reads_records and not re.search(rf"profile\s*(?:<[^>]+>\s*)*{profile}\b", html):
                 problems.append(f"{page.relative_to(build)}: does not say that profile {profile} produced it")
         missing = INCOMPLETE.search(html)
-        if is_notebook and not missing and not COMPLETE.search(html):
+        if reads_records and not missing and not COMPLETE.search(html):
             problems.append(f"{page.relative_to(build)}: says neither that its runs are complete nor which are "
                             "missing (no 'Complete:' or 'Incomplete:' line from ifm.book.tables.caption)")
         if missing:

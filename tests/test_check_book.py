@@ -57,6 +57,19 @@ def test_each_problem_is_reported(tmp_path, html, complaint):
     assert len(problems) == 1 and complaint in problems[0], problems
 
 
+def test_a_page_that_trains_its_own_model_on_a_file_needs_no_profile_or_records_line(tmp_path):
+    own = GOOD_PAGE.replace("<strong>profile</strong> paper, cpu, 3 seeds. ", "").replace(
+        "<strong>Complete:</strong> every run this page asks for is in the records.", "Trained on your file.")
+    root, build = make_book(tmp_path / "book", own)
+    problems = check_book.check(build, root)
+    assert len(problems) == 2 and "profile paper" in problems[0] and "neither" in problems[1]
+    (root / "notebooks" / "study.ipynb").write_text('{"metadata": {"ifm": {"records": false}}}')
+    assert check_book.check(build, root) == []
+    hidden_code = own + '<div class="cell"><div class="cell_input">model = ifm.fit(...)</div></div>'
+    (build / "notebooks" / "study.html").write_text(hidden_code)
+    assert "shows 1 code cell(s)" in check_book.check(build, root)[0]
+
+
 def test_incomplete_allowed_on_request_but_listed(tmp_path):
     root, build = make_book(tmp_path, INCOMPLETE_PAGE)
     listed = []

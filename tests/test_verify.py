@@ -207,7 +207,7 @@ def _notebooks():
 def test_every_notebook_takes_the_book_parameters_and_checks_them_before_anything_runs():
     import ast
 
-    from ifm.book.parameters import NOTEBOOK_PARAMETERS
+    from ifm.book.parameters import NOTEBOOK_PARAMETERS, PAGE_PARAMETERS
 
     assert len(_notebooks()) >= 12
     for path in _notebooks():
@@ -215,10 +215,12 @@ def test_every_notebook_takes_the_book_parameters_and_checks_them_before_anythin
         (params,) = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
         tree = ast.parse("".join(params["source"]))
         names = tuple(t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets)
-        assert names == NOTEBOOK_PARAMETERS, path.name
+        assert names == PAGE_PARAMETERS.get(path.stem, NOTEBOOK_PARAMETERS), path.name
         after = "".join(cells[cells.index(params) + 1]["source"])
-        assert "check_parameters(globals())" in after, path.name
-        assert after.index("check_parameters(globals())") < min(
+        call = "check_parameters(globals())" if path.stem not in PAGE_PARAMETERS else \
+            "check_parameters(globals(), parameters.OWN_DATA_PARAMETERS)"
+        assert call in after, path.name
+        assert after.index(call) < min(
             (after.index(w) for w in ("Experiment(", "study(") if w in after), default=len(after)), path.name
 
 
@@ -274,7 +276,7 @@ def test_a_large_csv_with_a_bad_target_early_is_refused_from_its_first_rows(tmp_
     path.write_text("click,a,b\n1,x,y\nmaybe,x,z\n" + "".join(f"{i % 2},u{i % 9},v{i % 4}\n" for i in range(50_000)))
     reads, real = [], userdata._read_csv
     monkeypatch.setattr(userdata, "_read_csv", lambda p, sep, nrows=None: reads.append(nrows) or real(p, sep, nrows))
-    with pytest.raises(DataFormatError, match=r"big.csv, line 3: target 'maybe' is not a number"):
+    with pytest.raises(DataFormatError, match=r"big.csv, line 3: target click is 'maybe', not a number"):
         userdata.load_files(path, target="click")
     assert reads == [userdata.HEAD_ROWS]                              # never read whole
 

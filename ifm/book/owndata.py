@@ -73,3 +73,78 @@ def factor_figure(bundle, data, path=None, max_rows: int = 20_000):
         fig.savefig(path, dpi=120)
         plt.close(fig)
     return fig
+
+
+# ------------------------------------------------------------------------------ the book's page
+HEAD = "avazu-sample/avazu_head_10k.csv"
+AVAZU_FIELDS = ["C1", "banner_pos", "site_id", "site_domain", "site_category", "app_id", "app_domain",
+                "app_category", "device_model", "device_type", "device_conn_type", "C14", "C15", "C16", "C17",
+                "C18", "C19", "C20", "C21"]
+
+
+def avazu_head_files(data_dir, workdir, new_rows: int = 1999) -> tuple[str, str]:
+    """The mirror's Avazu head (9,999 rows) as a user's two files, written into `workdir`: the
+    rows to train on (the first ones) and `new_rows` new rows to score (the last ones, later in
+    the hour). The mirror's file is read, never written."""
+    import os
+    from pathlib import Path
+
+    root = data_dir or os.environ.get("IFM_DATA_DIR")
+    source = Path(root or ".").expanduser() / HEAD
+    if not root or not source.is_file():
+        raise FileNotFoundError(f"the Avazu head is not at {source}: give data_dir (or IFM_DATA_DIR) the "
+                                f"mirror's directory, which holds {HEAD}")
+    lines = source.read_text().splitlines(keepends=True)
+    header, rows = lines[0], lines[1:]
+    if not 10 < new_rows < len(rows) - 10:
+        raise ValueError(f"new_rows must leave at least 10 rows on each side of the {len(rows):,} rows, got {new_rows}")
+    train, new = Path(workdir) / "train.csv", Path(workdir) / "new.csv"
+    train.write_text(header + "".join(rows[:-new_rows]))
+    new.write_text(header + "".join(rows[-new_rows:]))
+    return str(train), str(new)
+
+
+def baseline_table(bundle) -> pd.DataFrame:
+    """The model beside the FM it started from, on the validation and test rows of its training file."""
+    m = bundle.manifest
+    rows = [("IFM" if m["model"] == "ifm" else m["model"].upper(), m["metrics"])]
+    if m.get("fm_baseline"):
+        rows.append(("FM it started from", m["fm_baseline"]))
+    metric = ("auc", "logloss") if m["task"] == "binary" else ("rmse", "mae")
+    return pd.DataFrame([{"model": name, **{f"{split} {k}": round(r[split][k], 4) for split in ("valid", "test")
+                                            for k in metric}} for name, r in rows]).set_index("model")
+
+
+def preview(bundle, data, rows: int = 5) -> pd.DataFrame:
+    """The first `rows` scored rows: the prediction, and the fields with the largest and the
+    smallest factor in each."""
+    scores = bundle.score(data, factors=True).head(rows)
+    m = scores[[f"m_{f}" for f in bundle.encoding.fields]]
+    m.columns = bundle.encoding.fields
+    return pd.DataFrame({"prediction": scores["prediction"].round(4),
+                         "largest factor": [f"{f} {m.loc[i, f]:.2f}" for i, f in m.idxmax(axis=1).items()],
+                         "smallest factor": [f"{f} {m.loc[i, f]:.2f}" for i, f in m.idxmin(axis=1).items()]})
+
+
+def explain_table(table: pd.DataFrame) -> pd.DataFrame:
+    """`explain`'s table with the command's column names and the page's precision."""
+    shown = table.rename(columns=COLUMNS).set_index("field")
+    return shown.round({"m p5": 2, "m median": 2, "m p95": 2, "p95 / p5": 2, "mean |term|": 3}).assign(
+        **{"largest in rows": (shown["largest in rows"] * 100).round(0).astype(int).astype(str) + "%"})
+
+
+def baseline_sentence(bundle):
+    """In words: did the model beat the FM it started from on the test rows of its training file?"""
+    from IPython.display import Markdown
+
+    m = bundle.manifest
+    fm = m.get("fm_baseline")
+    if not fm:
+        return Markdown(f"This {m['model'].upper()} started from no FM: there is no baseline to compare with.")
+    metric, better = ("auc", max) if m["task"] == "binary" else ("rmse", min)
+    ours, theirs = m["metrics"]["test"][metric], fm["test"][metric]
+    helped = better(ours, theirs) == ours and ours != theirs
+    return Markdown(f"**On these rows, IFM {'beats' if helped else 'does not beat'} the FM it started from**: test "
+                    f"{metric.upper()} {ours:.4f} against {theirs:.4f} (validation {m['metrics']['valid'][metric]:.4f} "
+                    f"against {fm['valid'][metric]:.4f}). One seed on a 10,000-row sample: a demonstration of the "
+                    "pipeline and of the comparison `train` prints, not a finding about IFM.")

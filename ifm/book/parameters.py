@@ -10,6 +10,9 @@ import types
 
 NOTEBOOK_PARAMETERS = ("profile", "recipe", "train_missing", "datasets", "seeds", "device", "data_dir", "overrides",
                        "force")
+# The page on your own data trains its own model on a file, not the book's runs: its own parameters.
+OWN_DATA_PARAMETERS = ("data_dir", "fields", "epochs", "embedding_size", "seed", "new_rows")
+PAGE_PARAMETERS = {"owndata": OWN_DATA_PARAMETERS}      # notebook name -> its parameters, where not the book's
 _KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit"}     # what IPython puts in every namespace
 
 

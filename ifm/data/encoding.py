@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from .libfm import DataFormatError
+
 FORMAT = 1
 MISSING = {"", "na", "nan", "null", "none", "n/a"}
 TASKS = ("ctr", "regression")
 
 
-class EncodingError(ValueError):
+class EncodingError(DataFormatError):
     """Data that cannot be encoded; the message names the file and column."""
 
 

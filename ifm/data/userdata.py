@@ -42,10 +42,10 @@ def load_files(paths, *, target: str | None = None, fields=None, split_seed: int
     if all(is_csv):
         if not target:
             raise ValueError("--target is required with CSV data: name the label column")
-        frames = [read_table(p, [target, *(fields or [])]) for p in paths]
+        # every label a number, said with its line, from the first rows of a large file before it is read whole
+        frames = [read_table(p, [target, *(fields or [])], lambda rows, p=p: target_numbers(rows[target], target, str(p)))
+                  for p in paths]
         columns = _feature_columns(paths, frames, target, fields)
-        for p, frame in zip(paths, frames):         # every label a number, said with its line, before anything else
-            target_numbers(frame[target], target, str(p))
     else:
         if target or fields:
             raise ValueError("--target and --fields are for CSV files; libfm files hold their label first")
@@ -98,9 +98,9 @@ def check_paths(paths) -> list[Path]:
     return paths
 
 
-def read_table(path: Path, needed=()) -> pd.DataFrame:
+def read_table(path: Path, needed=(), check=None) -> pd.DataFrame:
     """A CSV/TSV file's rows, every cell a string; the header checked first (no duplicate or
-    empty names), then its first rows, then the whole file."""
+    empty names), then its first rows (and `check` of them), then the whole file (and `check`)."""
     path = Path(path)
     sep = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
@@ -118,15 +118,21 @@ def read_table(path: Path, needed=()) -> pd.DataFrame:
     if absent:
         raise DataFormatError(f"{path}, line 1: header lacks columns {absent} (it has {header})")
     for nrows in (HEAD_ROWS, None):    # the first rows first: a malformed large file fails in seconds
-        try:
-            frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, nrows=nrows)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-            raise DataFormatError(f"{path}: cannot parse as CSV: {err}") from None
+        frame = _read_csv(path, sep, nrows)
         if frame.empty:
             raise DataFormatError(f"{path}: no rows below the header")
+        if check is not None:
+            check(frame)
         if nrows and len(frame) < nrows:
             break
     return frame
+
+
+def _read_csv(path: Path, sep: str, nrows: int | None = None) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, nrows=nrows)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise DataFormatError(f"{path}: cannot parse as CSV: {err}") from None
 
 
 def _feature_columns(paths, frames, target, fields) -> list:
