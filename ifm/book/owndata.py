@@ -51,6 +51,7 @@ def factor_figure(bundle, data, path=None, max_rows: int = 20_000):
     """Box plots of each field's factor over the rows (log scale, most varying field on top),
     the FM's factor 1 marked; saved to `path` when given. Returns the figure."""
     import matplotlib
+    import matplotlib.ticker
 
     if path is not None:
         matplotlib.use("Agg", force=False)
@@ -65,6 +66,9 @@ def factor_figure(bundle, data, path=None, max_rows: int = 20_000):
                medianprops={"color": "black"})
     ax.set_yticks(range(1, len(order) + 1), order)
     ax.set_xscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
     ax.axvline(1.0, color="grey", linestyle="--", linewidth=1)
     ax.set_xlabel("input-aware factor m_x,i (box: quartiles; whiskers: 5th-95th percentile; dashed: FM's 1)")
     ax.set_title(f"IFM's factors over {len(m):,} rows, per field")
@@ -148,3 +152,14 @@ def baseline_sentence(bundle):
                     f"{metric.upper()} {ours:.4f} against {theirs:.4f} (validation {m['metrics']['valid'][metric]:.4f} "
                     f"against {fm['valid'][metric]:.4f}). One seed on a 10,000-row sample: a demonstration of the "
                     "pipeline and of the comparison `train` prints, not a finding about IFM.")
+
+
+def concentration_sentence(concentration: dict):
+    """How concentrated the rows' factors are, in words (the measure issue 21 asks of Table 1)."""
+    from IPython.display import Markdown
+
+    c = concentration
+    return Markdown(f"Over the {c['rows']:,} new rows, a row's largest factor takes **{c['largest_share_median']:.0%} "
+                    f"of h** (median; {1 / c['fields']:.0%} if every factor were 1, 100% if one field took all), and "
+                    f"the entropy of $m_x / h$ is **{c['entropy_median']:.2f}** of $\\log h$ (1: every factor 1, as "
+                    "in an FM; 0: one field takes all).")
