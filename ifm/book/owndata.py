@@ -61,7 +61,7 @@ def factor_figure(bundle, data, path=None, max_rows: int = 20_000):
     if len(m) > max_rows:
         m = m.sample(max_rows, random_state=0)
     order = (m.quantile(0.95) / m.quantile(0.05).clip(lower=1e-12)).sort_values().index.tolist()
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(order) + 1.4))
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(order) + 1.4), layout="tight")
     ax.boxplot([m[f].clip(lower=1e-6).to_numpy() for f in order], orientation="horizontal", whis=(5, 95), showfliers=False,
                medianprops={"color": "black"})
     ax.set_yticks(range(1, len(order) + 1), order)
@@ -72,7 +72,6 @@ def factor_figure(bundle, data, path=None, max_rows: int = 20_000):
     ax.axvline(1.0, color="grey", linestyle="--", linewidth=1)
     ax.set_xlabel("input-aware factor m_x,i (box: quartiles; whiskers: 5th-95th percentile; dashed: FM's 1)")
     ax.set_title(f"IFM's factors over {len(m):,} rows, per field")
-    fig.tight_layout()
     if path is not None:
         fig.savefig(path, dpi=120)
         plt.close(fig)
