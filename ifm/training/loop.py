@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm       # not tqdm.auto: in a notebook without ipywidgets it warns on import
 
 from ifm._version import __version__
+from ifm.training import protocol
 from ifm.training.metrics import MONITOR, evaluate
 from ifm.models import DISPLAY_NAMES, PRETRAINED_WITH_FM, build_model
 from ifm.data.registry import portable_provenance
@@ -61,6 +62,7 @@ class TrainConfig:
     eval_train: bool = False              # score the whole train set each epoch (Fig. 6) instead of the running loss
     sparse_embeddings: bool | None = None  # None: sparse when the table has more rows than a batch touches
     model_options: dict = field(default_factory=dict)
+    protocol: dict = field(default_factory=dict)   # the open benchmark's loop (ifm.training.protocol); {}: the paper's
 
     def __post_init__(self):
         if self.stopping not in ("rises", "patience"):
@@ -69,6 +71,7 @@ class TrainConfig:
             raise ValueError(f"batches must be 'permutation' or 'random_blocks', got {self.batches!r}")
         if self.monitor_regression not in ("rmse", "mae"):
             raise ValueError(f"monitor_regression must be 'rmse' or 'mae', got {self.monitor_regression!r}")
+        protocol.settings(self.protocol)            # unknown protocol settings are refused here
 
     def uses_pretraining(self) -> bool:
         return self.model in PRETRAINED_WITH_FM if self.pretrain_fm is None else self.pretrain_fm
@@ -76,19 +79,25 @@ class TrainConfig:
     def sparse_for(self, num_features: int, num_fields: int) -> bool:
         """Sparse row updates win once the table outgrows the rows of one batch (MovieLens, Avazu);
         below that a dense gradient and Adagrad step is cheaper (Frappe: 5,382 rows vs 20,480).
-        An L2 penalty on the embeddings needs dense gradients (torch's Adagrad decays no sparse ones)."""
-        if self.model_options.get("regularize_embeddings") and self.l2 > 0:
+        An L2 penalty on the embeddings needs dense gradients (torch's Adagrad decays no sparse ones),
+        and so does Adam (torch's Adam takes no sparse gradient)."""
+        if (self.model_options.get("regularize_embeddings") and self.l2 > 0) or self.optimizer == "adam":
             return False
         if self.sparse_embeddings is not None:
             return self.sparse_embeddings
         return num_features > self.batch_size * num_fields
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Every field; `protocol` only when set, so the records and keys of the paper's runs are those
+        made before it existed."""
+        d = dataclasses.asdict(self)
+        if not d["protocol"]:
+            del d["protocol"]
+        return d
 
     def pretrain_config(self) -> "TrainConfig":
         """The FM whose w0, w and v initialise this model (with the recipe's `pretrain` changes)."""
-        base = dataclasses.replace(self, model="fm", optimizer="adagrad", pretrain_fm=False, pretrain={},
+        base = dataclasses.replace(self, model="fm", optimizer="adagrad", pretrain_fm=False, pretrain={}, protocol={},
                                    freeze_embeddings=False, eval_train=False, model_options={})
         return dataclasses.replace(base, **self.pretrain)
 
@@ -170,7 +179,9 @@ def make_optimizer(model, config: TrainConfig):
                                    initial_accumulator_value=config.adagrad_initial_accumulator)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.learning_rate)
-    raise ValueError(f"unknown optimizer {config.optimizer!r}; choose adagrad or sgd")
+    if config.optimizer == "adam":          # the open benchmark's (FuxiCTR's default betas and eps)
+        return torch.optim.Adam(groups, lr=config.learning_rate)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}; choose adagrad, sgd or adam")
 
 
 def build_for(config: TrainConfig, dataset, device) -> torch.nn.Module:
@@ -242,6 +253,9 @@ def train(config: TrainConfig, dataset, *, pretrained: dict | None = None, progr
     x_train, y_train = train_split.x, train_split.y
     n = len(x_train)
     monitor = config.monitor_regression if task == "regression" else MONITOR[task]
+    if config.protocol:
+        monitor = protocol.settings(config.protocol)["monitor"]
+    sgn = protocol.sign(monitor)                # sgn * validation value: lower is better
     # tf.nn.l2_loss halves a squared error; no released script halves a log loss.
     loss_scale = config.loss_scale if task == "regression" else 1.0
     history, best, best_state, diverged = [], float("inf"), None, False
@@ -255,7 +269,10 @@ def train(config: TrainConfig, dataset, *, pretrained: dict | None = None, progr
         seen = 0
         for idx in batch_indices(n, config.batch_size, config.batches, generator):
             idx = idx.to(device)
-            loss_total += train_step(model, optimizer, x_train[idx], y_train[idx], task, loss_scale, label_range)
+            if config.protocol:
+                loss_total += protocol.step(model, optimizer, x_train[idx], y_train[idx], config.protocol)
+            else:
+                loss_total += train_step(model, optimizer, x_train[idx], y_train[idx], task, loss_scale, label_range)
             seen += len(idx)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -275,15 +292,19 @@ def train(config: TrainConfig, dataset, *, pretrained: dict | None = None, progr
         if not math.isfinite(row["valid_" + monitor]):
             diverged = True           # NaN or inf: nothing later can recover; keep the best finite epoch
             break
-        if row["valid_" + monitor] < best:
-            best, best_state = row["valid_" + monitor], copy.deepcopy(model.state_dict())
-        if stop_now([r["valid_" + monitor] for r in history], config.stopping, config.patience):
+        values = [sgn * r["valid_" + monitor] for r in history]
+        if protocol.improved(values, config.protocol) if config.protocol else values[-1] < best:
+            best, best_state = values[-1], copy.deepcopy(model.state_dict())
+        elif config.protocol:
+            protocol.cut_learning_rate(optimizer, config.protocol)
+        if (protocol.epochs_without_gain(values, config.protocol) >= config.patience if config.protocol
+                else stop_now(values, config.stopping, config.patience)):
             break
     bar.close()
     if best_state is not None and not (config.keep_last and not diverged):
         model.load_state_dict(best_state)
     finite = [r for r in history if math.isfinite(r["valid_" + monitor])]
-    best_epoch = min(finite, key=lambda r: r["valid_" + monitor])["epoch"] if finite else None
+    best_epoch = min(finite, key=lambda r: sgn * r["valid_" + monitor])["epoch"] if finite else None
     kept_epoch = history[-1]["epoch"] if config.keep_last and not diverged else best_epoch
     record = {
         "config": config.to_dict(),

@@ -18,6 +18,16 @@ These are settings, not results: the reported numbers live in shared/paper/repor
 from __future__ import annotations
 
 RECIPES = ("paper", "code")
+# Not a reading of the paper: the open CTR benchmark's protocol (BARS, run by FuxiCTR), under which
+# every model is trained from scratch and tuned with the same budget (ifm.training.protocol).
+BENCHMARK = "bars"
+_BARS = "reczoo/BARS docs/CTR (the Frappe_x1 logs of each model's README)"
+BARS = {"optimizer": "adam", "learning_rate": 1e-3, "batch_size": 4096, "embedding_size": 10, "epochs": 100,
+        "stopping": "patience", "patience": 2, "pretrain_fm": False, "l2": 0.0, "seed": 2021,
+        "protocol": {"monitor": "auc"}}
+BARS_SOURCES = {"optimizer": _BARS, "learning_rate": _BARS, "batch_size": _BARS, "embedding_size": _BARS,
+                "epochs": _BARS, "seed": _BARS, "stopping": "rank_model.py:39,167-184 (FuxiCTR)",
+                "pretrain_fm": "FuxiCTR trains every model from scratch", "protocol": "ifm.training.protocol"}
 
 PAPER = {
     "learning_rate": 0.01,
@@ -154,10 +164,12 @@ def _recipe_fields(recipe: str, model: str, dataset: str) -> dict:
     """TrainConfig fields (and model options) of a recipe beyond the paper's numbers."""
     if recipe == "legacy":
         return {"adagrad_initial_accumulator": 0.1, "stopping": "patience", "patience": 5}
+    if recipe == BENCHMARK:
+        return {k: (dict(v) if isinstance(v, dict) else v) for k, v in BARS.items()}
     if recipe == "paper" or model in ("libfm", "deepfm", "wide_deep"):
         return {}      # libFM is its own code in both readings; DeepFM and Wide&Deep have none released
     if recipe != "code":
-        raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+        raise ValueError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES + (BENCHMARK,))}")
     # Every released script: tf.nn.l2_loss, l2_regularizer, random block batches, the 4-rises rule.
     fields = {"loss_scale": 0.5, "l2_half": True, "batches": "random_blocks"}
     options = {}

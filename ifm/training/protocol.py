@@ -1,0 +1,86 @@
+"""The open CTR benchmark's training protocol (BARS, whose runs FuxiCTR makes), where it differs
+from the paper's recipes. A TrainConfig with a non-empty `protocol` dict trains this way:
+
+- the loss is the batch's mean log loss plus lambda_e/2 ||E||^2 over the embedding tables (w and v)
+  and lambda_n/2 ||W||^2 over every other weight and bias, w0 included (FuxiCTR's
+  embedding_regularizer on nn.Embedding and net_regularizer on the rest, p = 2), in the step;                          rank_model.py:67-84, 90-92
+- the gradient's norm is clipped at 10;                                       rank_model.py:140-141, 201
+- the validation AUC is monitored (higher is better); an epoch improves when it beats the best by
+  more than 1e-6; after an epoch that does not, the learning rate is cut tenfold (not below 1e-6),
+  and training stops after 2 such epochs in a row;                            rank_model.py:36-43, 134-138, 167-184
+- the best epoch's weights are kept.                                          rank_model.py:164-165
+(reczoo/FuxiCTR fuxictr/pytorch/models/rank_model.py at e0d5495.) Adam, learning rate 1e-3, batch
+4096 and embedding 10 are `ifm.training.recipes`' `bars` recipe.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+FUXICTR = "reczoo/FuxiCTR fuxictr/pytorch/models/rank_model.py@e0d5495"
+DEFAULTS = {"monitor": "auc", "min_delta": 1e-6, "plateau_factor": 0.1, "min_lr": 1e-6, "clip_norm": 10.0,
+            "l2_embedding": 0.0, "l2_net": 0.0}
+HIGHER_IS_BETTER = {"auc"}
+
+
+def settings(protocol: dict) -> dict:
+    unknown = set(protocol) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown protocol setting(s) {sorted(unknown)}; known: {', '.join(DEFAULTS)}")
+    return {**DEFAULTS, **protocol}
+
+
+def sign(monitor: str) -> float:
+    """+1 where lower is better (log loss, RMSE), -1 where higher is (AUC): sign * value is minimised."""
+    return -1.0 if monitor in HIGHER_IS_BETTER else 1.0
+
+
+def regularization(model, protocol: dict) -> torch.Tensor:
+    """lambda_e/2 sum ||E||^2 over the feature tables (w_i and v_i) + lambda_n/2 sum ||W||^2 over the
+    rest of the trainable parameters, weights and biases alike."""
+    p = settings(protocol)
+    from ifm.models.layers import FeatureTable
+
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, FeatureTable)}     # w0 is a net bias
+    total = torch.zeros((), device=next(model.parameters()).device)
+    for param in model.parameters():
+        lam = p["l2_embedding"] if id(param) in tables else p["l2_net"]
+        if lam and param.requires_grad:
+            total = total + lam / 2 * param.square().sum()
+    return total
+
+
+def step(model, optimizer, x: torch.Tensor, y: torch.Tensor, protocol: dict) -> torch.Tensor:
+    """One step: mean log loss + regularization, gradient norm clipped; returns the summed log loss
+    of the batch (as the paper's step does, for the epoch's running loss)."""
+    p = settings(protocol)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(model(x), y, reduction="mean")
+    optimizer.zero_grad(set_to_none=True)
+    (bce + regularization(model, protocol)).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), p["clip_norm"])
+    optimizer.step()
+    return bce.detach() * len(y)
+
+
+def improved(values: list[float], protocol: dict) -> bool:
+    """Whether the last of the minimised validation values beats every earlier one by more than
+    min_delta (FuxiCTR counts a smaller gain as no gain)."""
+    earlier = [v for v in values[:-1] if math.isfinite(v)]
+    return math.isfinite(values[-1]) and (not earlier or values[-1] < min(earlier) - settings(protocol)["min_delta"])
+
+
+def epochs_without_gain(values: list[float], protocol: dict) -> int:
+    """The epochs since the last one that improved (FuxiCTR's stopping steps)."""
+    steps = 0
+    for i in range(1, len(values) + 1):
+        steps = 0 if improved(values[:i], protocol) else steps + 1
+    return steps
+
+
+def cut_learning_rate(optimizer, protocol: dict) -> float:
+    """Divide every group's learning rate by 1/plateau_factor, not below min_lr; returns the new rate."""
+    p = settings(protocol)
+    for group in optimizer.param_groups:
+        group["lr"] = max(group["lr"] * p["plateau_factor"], p["min_lr"])
+    return optimizer.param_groups[0]["lr"]

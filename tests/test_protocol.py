@@ -1,0 +1,99 @@
+"""The open benchmark's training protocol (ifm.training.protocol, recipe `bars`): the loss, the
+stopping and learning-rate rule and the monitor, each checked on constructed cases against the
+rule written out from FuxiCTR's loop (rank_model.py@e0d5495)."""
+import pytest
+import torch
+
+from ifm.models import build_model
+from ifm.runs.records import config_identity
+from ifm.training import protocol
+from ifm.training.loop import TrainConfig, train
+from ifm.training.recipes import paper_config
+
+
+def test_the_regularization_is_half_lambda_e_on_the_tables_and_half_lambda_n_on_the_rest_w0_included():
+    torch.manual_seed(0)
+    model = build_model("nfm", 20, 3, 4)
+    for p in model.parameters():
+        torch.nn.init.normal_(p)
+    p = {"l2_embedding": 0.3, "l2_net": 0.05}
+    tables = model.linear.weight.weight.square().sum() + model.embedding.weight.square().sum()
+    rest = sum(q.square().sum() for n, q in model.named_parameters()
+               if n not in ("linear.weight.weight", "embedding.weight"))
+    assert "linear.bias" in dict(model.named_parameters())          # w0 is among the rest
+    expected = 0.3 / 2 * tables + 0.05 / 2 * rest
+    assert protocol.regularization(model, p).item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_a_step_descends_the_mean_log_loss_plus_regularization_with_the_gradient_clipped():
+    torch.manual_seed(0)
+    model = build_model("fm", 30, 3, 4)
+    twin = build_model("fm", 30, 3, 4)
+    twin.load_state_dict(model.state_dict())
+    x, y = torch.randint(0, 30, (16, 3)), (torch.rand(16) < 0.5).float()
+    p = {"l2_embedding": 0.1, "clip_norm": 1e-3}
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    summed = protocol.step(model, opt, x, y, p)
+    # by hand: the mean log loss + regularization, its gradient scaled to norm 1e-3, one SGD step
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(twin(x), y)
+    loss = bce + 0.05 * (twin.linear.weight.weight.square().sum() + twin.embedding.weight.square().sum())
+    grads = torch.autograd.grad(loss, list(twin.parameters()))
+    norm = torch.sqrt(sum(g.square().sum() for g in grads))
+    with torch.no_grad():
+        for q, g in zip(twin.parameters(), grads):
+            q -= g * min(1.0, 1e-3 / (norm.item() + 1e-6))
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b)
+    assert norm.item() > 1e-2                                 # the clip did act
+    assert summed.item() == pytest.approx(16 * bce.item(), rel=1e-6)     # the batch's summed log loss
+
+
+def test_fuxictrs_rule_a_gain_under_min_delta_is_no_gain_and_two_in_a_row_stop():
+    p = {"min_delta": 0.01}
+    values = [-0.90, -0.905, -0.95, -0.951, -0.949]          # minimised (sign * AUC)
+    assert [protocol.improved(values[:i], p) for i in range(1, 6)] == [True, False, True, False, False]
+    assert [protocol.epochs_without_gain(values[:i], p) for i in range(1, 6)] == [0, 1, 0, 1, 2]
+    assert protocol.sign("auc") == -1 and protocol.sign("logloss") == 1
+    with pytest.raises(ValueError, match="unknown protocol setting"):
+        protocol.settings({"monitr": "auc"})
+
+
+def test_the_learning_rate_is_cut_tenfold_after_each_epoch_without_gain_not_below_1e_6():
+    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1e-3)
+    rates = [protocol.cut_learning_rate(opt, {}) for _ in range(5)]
+    assert rates == pytest.approx([1e-4, 1e-5, 1e-6, 1e-6, 1e-6])
+
+
+def ctr_data(n=3000, seed=1):
+    """A CTR task from the synthetic generator: label 1 where its regression target is above the median."""
+    import numpy as np
+
+    from ifm.data.registry import Dataset, random_split, to_split
+    from ifm.data.synthetic import make_synthetic
+
+    x, y, _ = make_synthetic(n, seed=seed)
+    y = (y > np.median(y)).astype(np.float32)
+    splits = [to_split(a, b) for a, b in random_split(x, y, 0)]
+    return Dataset("synthetic", "binary", int(x.max()) + 1, x.shape[1], *splits, {})
+
+
+def test_a_bars_run_monitors_validation_auc_stops_after_two_epochs_without_gain_and_keeps_the_best():
+    config = paper_config("synthetic", "fm", recipe="bars", epochs=40, embedding_size=4, batch_size=256,
+                          learning_rate=0.05)
+    run = train(config, ctr_data(), progress=False)
+    record, history = run.record, run.record["history"]
+    assert record["monitor"] == "auc"
+    aucs = [r["valid_auc"] for r in history]
+    best = max(range(len(aucs)), key=aucs.__getitem__)
+    assert len(history) < 40                                  # it stopped: two epochs gained nothing
+    assert len(history) - 1 - best == 2 and record["best_epoch"] == best + 1
+    assert record["valid"]["auc"] == pytest.approx(aucs[best], abs=1e-9)   # the best epoch's weights kept
+
+
+def test_the_paper_recipes_keys_do_not_change_with_the_protocol_field():
+    config = paper_config("frappe", "ifm", recipe="code")
+    assert "protocol" not in config.to_dict() and "protocol" not in config_identity(config)
+    assert TrainConfig(**config.to_dict()) == config
+    bars = paper_config("frappe", "ifm", recipe="bars")
+    assert config_identity(bars)["protocol"] == {"monitor": "auc"} and bars.optimizer == "adam"
+    assert not bars.uses_pretraining() and bars.sparse_for(10**7, 10) is False
