@@ -9,8 +9,11 @@ from the paper's recipes. A TrainConfig with a non-empty `protocol` dict trains 
   more than 1e-6; after an epoch that does not, the learning rate is cut tenfold (not below 1e-6),
   and training stops after 2 such epochs in a row;                            rank_model.py:36-43, 134-138, 167-184
 - the best epoch's weights are kept.                                          rank_model.py:164-165
-(reczoo/FuxiCTR fuxictr/pytorch/models/rank_model.py at e0d5495.) Adam, learning rate 1e-3, batch
-4096 and embedding 10 are `ifm.training.recipes`' `bars` recipe.
+(reczoo/FuxiCTR fuxictr/pytorch/models/rank_model.py at e0d5495.) BARS's Frappe_x1 runs used FuxiCTR
+1.1.0, whose logs show the same rule: reczoo/BARS ranking/ctr/DeepFM/DeepFM_frappe_x1/README.md (1ffaf73)
+cuts the rate to 1e-4 after epoch 8 (AUC 0.980844 < 0.981040), gains again, and stops at epoch 15
+after epochs 14 and 15 gain nothing, keeping epoch 13. Adam, learning rate 1e-3, batch 4096 and
+embedding 10 are `ifm.training.recipes`' `bars` recipe.
 """
 from __future__ import annotations
 
