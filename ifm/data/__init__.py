@@ -14,6 +14,9 @@ source it finds, in this order (``provenance["data_kind"]`` says which):
   4. with ``download=True``, the same files fetched into the cache, each verified byte for
      byte (git blob id, or sha256 for the raw Frappe zip), then 1-3 again;
   5. ``partial``: whatever split files there are, pooled and re-split, with a warning.
+``frappe_x1`` (BARS's Frappe_x1: NFM's fixed 7:2:1 split, labels 0/1) takes NFM's three files
+(exact), else NFM's validation and test with its train rebuilt from the raw release
+(reconstructed), else refuses: see ``ifm.data.frappe_x1``.
 Files in a data directory are never modified or deleted; their hashes go into the provenance.
 """
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 from .libfm import DataFormatError
 from .registry import DATASETS, OPTIONS, DataNotFoundError, Dataset, Split, make_dataset, random_split, \
     with_train_fraction
+from .frappe_x1 import load_frappe_x1
 from .sources import load_avazu, load_regression
 from .synthetic import make_synthetic
 
@@ -36,7 +40,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, split_
     """Load a registered dataset as tensors with train/valid/test splits.
 
     ``split_seed`` only drives random splits (never model initialisation). Options:
-    frappe/movielens: ``sample_seed`` (negative sampling when building from a raw
+    frappe/frappe_x1/movielens: ``sample_seed`` (negative sampling when building from a raw
     release, default 0), ``opener`` (URL opener for the download); avazu: ``min_count``
     (20), ``nrows`` (read at most this many rows), frappe/movielens: ``train_fraction`` (a seeded
     share of the training instances, the split seed's; validation and test unchanged), ``sample`` (True: the mirror's 9,999-row
@@ -68,6 +72,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *, split_
         [(f"cache:{cache_dir.resolve()}", cache_dir)]
     if name == "avazu":
         return load_avazu(roots, cache_dir, split_seed, options)
+    if name == "frappe_x1":
+        return load_frappe_x1(roots, cache_dir, download, options)
     return load_regression(name, roots, cache_dir, split_seed, download, options)
 
 

@@ -16,7 +16,11 @@ NFM's train positives) + for every (user, context) key, 2 x (logs with that key)
 (NFM validation + test negatives with that key) negative lines, whose items are the only
 unknown and are resampled by NFM's rule with a recorded seed (134,423).
 
-``reconstruct`` checks each step and refuses (``DataFormatError``) when the files do not
+NFM's train file itself (the positives and resampled negatives above, 202,027 lines) is the
+train split of NFM's 7:2:1 split, BARS's Frappe_x1: ``nfm_train`` rebuilds it, and
+``reconstruct`` adds the authors' part to it; both use the one step ``_nfm_train``.
+
+``reconstruct`` and ``nfm_train`` check each step and refuses (``DataFormatError``) when the files do not
 fit these rules, e.g. when a file is not the one expected.
 """
 from __future__ import annotations
@@ -26,11 +30,13 @@ import numpy as np
 from . import raw
 from .libfm import DataFormatError
 
-__all__ = ["PAPER_COUNTS", "nfm_rest", "reconstruct"]
+__all__ = ["PAPER_COUNTS", "NFM_COUNTS", "nfm_rest", "nfm_train", "reconstruct"]
 
 # What the public files give (measured on the mirror; NFM's encoding of frappe.csv).
 PAPER_COUNTS = dict(train=230_925, valid=28_842, test=28_842, exact_train=96_502,
                     resampled_negatives=134_423, nfm_rest=28_898, raw_positives=67_604)
+# NFM's 7:2:1 split (BARS's Frappe_x1): its train file rebuilt, its validation and test files as they are.
+NFM_COUNTS = dict(train=202_027, valid=57_722, test=28_860, raw_positives=67_604, resampled_negatives=134_423)
 
 
 def _ids(*arrays: np.ndarray) -> list[np.ndarray]:
@@ -79,28 +85,28 @@ def _rest(nfm_x, nfm_y, authors_valid, authors_test):
     return nfm_x[keep], nfm_y[keep]
 
 
-def reconstruct(raw_path, authors_valid: tuple, authors_test: tuple, nfm_validation: tuple,
-                nfm_test: tuple, seed: int = 0, expected: dict | None = None) -> dict:
-    """The authors' split from the raw release and the four public split files.
+def _logs(logs) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """(local codes, field sizes, field offsets) of the raw logs: ``logs`` is the raw release's
+    path or ``(codes, sizes)`` already read by ``raw.read_frappe_logs``."""
+    codes, sizes = raw.read_frappe_logs(logs) if not isinstance(logs, tuple) else logs
+    return codes, sizes, np.concatenate(([0], np.cumsum(sizes)[:-1]))
 
-    Each split file is ``(x, y)`` in global ids with labels -1/+1. Returns ``train``,
-    ``valid``, ``test`` as (x, y) and ``counts`` (what is exact, what resampled).
-    ``expected``: counts to insist on (``PAPER_COUNTS`` for the real files).
-    """
-    codes, sizes = raw.read_frappe_logs(raw_path)
-    offsets = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-    logs = codes + offsets
-    item = raw.FRAPPE_FIELDS.index("item")
-    context = [j for j in range(codes.shape[1]) if j != item]
-    for name, (x, y) in dict(authors_valid=authors_valid, authors_test=authors_test,
-                             nfm_validation=nfm_validation, nfm_test=nfm_test).items():
+
+def _check_encoding(sizes, offsets, files: dict) -> None:
+    for name, (x, y) in files.items():
         if x.shape[1] != len(sizes) or x.max(initial=0) >= offsets[-1] + sizes[-1]:
             raise DataFormatError(f"{name}: not in the encoding of this frappe.csv "
                                   f"({len(sizes)} fields, {int(sum(sizes)):,} features)")
 
-    nfm_x, nfm_y = _stack(nfm_validation, nfm_test)
-    rest_x, rest_y = _rest(nfm_x, nfm_y, authors_valid, authors_test)     # exact
 
+def _nfm_train(codes, sizes, offsets, nfm_x, nfm_y, seed):
+    """NFM's train file rebuilt, the one step both splits share: (positives, negatives) in global
+    ids. Positives: the logs not among NFM's validation + test positives (exact). Negatives: per
+    (user, context) key, 2 x (logs with that key) - (validation + test negatives with that key)
+    lines with that user and context, their items drawn by NFM's rule (``seed``)."""
+    logs = codes + offsets
+    item = raw.FRAPPE_FIELDS.index("item")
+    context = [j for j in range(codes.shape[1]) if j != item]
     positive = nfm_y > 0
     keep_logs, missing = _minus(logs, nfm_x[positive])
     if missing:
@@ -124,6 +130,46 @@ def reconstruct(raw_path, authors_valid: tuple, authors_test: tuple, nfm_validat
     keys, first = np.unique(log_key, return_index=True)                    # a log of each key
     template = codes[np.repeat(first, need[keys])]
     negatives = raw.frappe_negatives(codes, sizes, template, np.random.default_rng(seed)) + offsets
+    return train_pos, negatives
+
+
+def _refuse_unexpected(counts: dict, expected: dict | None) -> None:
+    if expected is not None and any(counts[k] != v for k, v in expected.items()):
+        wrong = ", ".join(f"{k} {counts[k]:,} (expected {v:,})" for k, v in expected.items() if counts[k] != v)
+        raise DataFormatError(f"reconstruction refused: {wrong}")
+
+
+def nfm_train(logs, nfm_validation: tuple, nfm_test: tuple, seed: int = 0, expected: dict | None = None) -> dict:
+    """NFM's 7:2:1 split (BARS's Frappe_x1) from the raw release and NFM's validation and test
+    files: ``train`` is NFM's train file rebuilt (its positives exact, then its negatives with
+    exact user and context and resampled items), ``valid`` and ``test`` are the files as given.
+    ``logs``: the raw release's path or ``(codes, sizes)``; splits ``(x, y)`` in global ids with
+    labels -1/+1, as returned. ``expected``: counts to insist on (``NFM_COUNTS`` for the real files)."""
+    codes, sizes, offsets = _logs(logs)
+    _check_encoding(sizes, offsets, dict(nfm_validation=nfm_validation, nfm_test=nfm_test))
+    train_pos, negatives = _nfm_train(codes, sizes, offsets, *_stack(nfm_validation, nfm_test), seed)
+    train_y = np.concatenate([np.ones(len(train_pos)), -np.ones(len(negatives))]).astype(np.float32)
+    counts = dict(train=len(train_y), valid=len(nfm_validation[1]), test=len(nfm_test[1]),
+                  raw_positives=len(train_pos), resampled_negatives=len(negatives))
+    _refuse_unexpected(counts, expected)
+    return dict(train=(np.concatenate([train_pos, negatives]), train_y), valid=nfm_validation, test=nfm_test,
+                counts=counts, field_sizes=sizes, seed=seed)
+
+
+def reconstruct(raw_path, authors_valid: tuple, authors_test: tuple, nfm_validation: tuple,
+                nfm_test: tuple, seed: int = 0, expected: dict | None = None) -> dict:
+    """The authors' split from the raw release and the four public split files.
+
+    Each split file is ``(x, y)`` in global ids with labels -1/+1. Returns ``train``,
+    ``valid``, ``test`` as (x, y) and ``counts`` (what is exact, what resampled).
+    ``expected``: counts to insist on (``PAPER_COUNTS`` for the real files).
+    """
+    codes, sizes, offsets = _logs(raw_path)
+    _check_encoding(sizes, offsets, dict(authors_valid=authors_valid, authors_test=authors_test,
+                                         nfm_validation=nfm_validation, nfm_test=nfm_test))
+    nfm_x, nfm_y = _stack(nfm_validation, nfm_test)
+    rest_x, rest_y = _rest(nfm_x, nfm_y, authors_valid, authors_test)     # exact
+    train_pos, negatives = _nfm_train(codes, sizes, offsets, nfm_x, nfm_y, seed)
 
     train_x = np.concatenate([rest_x, train_pos, negatives])
     train_y = np.concatenate([rest_y, np.ones(len(train_pos), np.float32),
@@ -131,8 +177,6 @@ def reconstruct(raw_path, authors_valid: tuple, authors_test: tuple, nfm_validat
     counts = dict(train=len(train_y), valid=len(authors_valid[1]), test=len(authors_test[1]),
                   exact_train=len(rest_y) + len(train_pos), resampled_negatives=len(negatives),
                   nfm_rest=len(rest_y), raw_positives=len(train_pos))
-    if expected is not None and any(counts[k] != v for k, v in expected.items()):
-        wrong = ", ".join(f"{k} {counts[k]:,} (expected {v:,})" for k, v in expected.items() if counts[k] != v)
-        raise DataFormatError(f"reconstruction refused: {wrong}")
+    _refuse_unexpected(counts, expected)
     return dict(train=(train_x, train_y), valid=authors_valid, test=authors_test, counts=counts,
                 field_sizes=sizes, seed=seed)

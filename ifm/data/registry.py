@@ -74,8 +74,25 @@ def _files(local_dir, repo_commit, upstream_dir, names_and_blobs):
             for split, (name, blob) in names_and_blobs.items()}
 
 
+def _frappe_nfm():
+    return _files("frappe/nfm", _NFM, "data/frappe", {
+        "train": ("frappe.train.libfm", "176b2aaf1f63dd13d3e66a5c17c8ec8186e91893"),
+        "validation": ("frappe.validation.libfm", "50b9c04bcf58dcb46d0b0070d3d6f88b45c9baab"),
+        "test": ("frappe.test.libfm", "d7cdd03f0e2415c97618de617f20bedd50e8fce7")})
+
+
+_FRAPPE_RAW = ["frappe/raw/Mobile_Frappe.zip", "frappe/raw/frappe.csv", "frappe-raw/frappe.csv"]
+# The official release; other dataset loaders pin this sha256 for this download.
+_FRAPPE_RAW_DOWNLOAD = dict(
+    local="frappe/raw/Mobile_Frappe.zip",
+    url="https://www.baltrunas.info/_files/archives/be17b7_474755a5e9684a749a012516d04fb456.zip"
+        "?dn=Mobile_Frappe.zip",
+    sha256="4adc616de57170f282397f6e6e30215f97fa7ad1b7f40bd12ef5dceaaf3e9b4e",
+    blob_id="0ea24a03e4ded5be53e80c28299c1cdacb5edb43")
+
 # Every registered dataset and its name in the book.
-DATASET_NAMES = {"frappe": "Frappe", "movielens": "MovieLens", "avazu": "Avazu", "synthetic": "Synthetic"}
+DATASET_NAMES = {"frappe": "Frappe", "frappe_x1": "Frappe_x1", "movielens": "MovieLens", "avazu": "Avazu",
+                 "synthetic": "Synthetic"}
 
 DATASETS: dict = {
     "frappe": dict(
@@ -85,18 +102,12 @@ DATASETS: dict = {
             "train": ("frappe.train.libfm", "dd6ab1670a30f31dba25330f0dcaacd6108a387b"),
             "valid": ("frappe.valid.libfm", "1be925f5e92bb5c0f095e060f4da13514f1b879c"),
             "test": ("frappe.test.libfm", "2515136f9b1f69902962e3f72e341a7b174568aa")}),
-        nfm=_files("frappe/nfm", _NFM, "data/frappe", {
-            "train": ("frappe.train.libfm", "176b2aaf1f63dd13d3e66a5c17c8ec8186e91893"),
-            "validation": ("frappe.validation.libfm", "50b9c04bcf58dcb46d0b0070d3d6f88b45c9baab"),
-            "test": ("frappe.test.libfm", "d7cdd03f0e2415c97618de617f20bedd50e8fce7")}),
-        raw=["frappe/raw/Mobile_Frappe.zip", "frappe/raw/frappe.csv", "frappe-raw/frappe.csv"],
-        # The official release; other dataset loaders pin this sha256 for this download.
-        raw_download=dict(
-            local="frappe/raw/Mobile_Frappe.zip",
-            url="https://www.baltrunas.info/_files/archives/be17b7_474755a5e9684a749a012516d04fb456.zip"
-                "?dn=Mobile_Frappe.zip",
-            sha256="4adc616de57170f282397f6e6e30215f97fa7ad1b7f40bd12ef5dceaaf3e9b4e",
-            blob_id="0ea24a03e4ded5be53e80c28299c1cdacb5edb43")),
+        nfm=_frappe_nfm(), raw=list(_FRAPPE_RAW), raw_download=dict(_FRAPPE_RAW_DOWNLOAD)),
+    # BARS's Frappe_x1 (reczoo/Datasets): NFM's 7:2:1 files with the label -1 written as 0.
+    "frappe_x1": dict(
+        task="binary", num_fields=10, fields=raw.FRAPPE_FIELDS, num_features=5382,
+        paper_instances=None, ifm_authors={}, nfm=_frappe_nfm(), raw=list(_FRAPPE_RAW),    # not the IFM paper's data
+        raw_download=dict(_FRAPPE_RAW_DOWNLOAD), bars="reczoo/Datasets: Frappe_x1 (the BARS open CTR benchmark)"),
     "movielens": dict(
         task="regression", num_fields=3, fields=raw.MOVIELENS_FIELDS, num_features=90_445,
         paper_instances=2_006_859,
@@ -137,8 +148,10 @@ AVAZU_SAMPLE_NOTES = {
                                        "file), a pipeline check, not the paper's 40M rows",
     "avazu-sample/avazu_sample.txt": "Avazu 100-row sample, not the paper's 40M rows",
 }
-OPTIONS = {"frappe": {"sample_seed", "opener", "train_fraction"}, "movielens": {"sample_seed", "opener", "train_fraction"},
-            "avazu": {"min_count", "nrows", "sample"}, "synthetic": set(SYNTHETIC_DEFAULTS) | {"train_fraction"}}
+OPTIONS = {"frappe": {"sample_seed", "opener", "train_fraction"},
+           "frappe_x1": {"sample_seed", "opener", "train_fraction"},
+           "movielens": {"sample_seed", "opener", "train_fraction"},
+           "avazu": {"min_count", "nrows", "sample"}, "synthetic": set(SYNTHETIC_DEFAULTS) | {"train_fraction"}}
 
 
 def random_split(x, y, seed):
