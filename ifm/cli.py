@@ -267,9 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --data: write the model bundle (weights, settings, the fitted encoding) to DIR, "
                             "for predict and explain")
     train.add_argument("--model", required=True, choices=list(MODELS))
-    train.add_argument("--recipe", default="paper", choices=["paper", "code"],
+    train.add_argument("--recipe", default="paper", choices=["paper", "code", "bars"],
                        help="paper: the paper's text (default); code: the authors' released code "
-                            "(see the book's method chapter for every setting and its source)")
+                            "(see the book's method chapter for every setting and its source); bars: the "
+                            "open CTR benchmark's protocol (Adam, embedding 10, validation AUC; CTR data only)")
     for flag, setting, what in TRAIN_NUMBERS:
         train.add_argument(flag, dest=setting, type=number_arg(setting), metavar=flag[2:].upper().replace("-", "_"),
                            help=f"{what}: {LIMITS[setting]} (default: the recipe's)")
