@@ -309,8 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
     from ifm.runs.fill import add_fill_parser
     from ifm.runs.reproduce import add_reproduce_parser
 
+    from ifm.runs.tuning import add_tune_parser
+
     add_reproduce_parser(sub, PAGES, DERIVE)
     add_fill_parser(sub, PAGES, DERIVE)
+    add_tune_parser(sub)
     return parser
 
 

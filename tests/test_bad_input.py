@@ -229,7 +229,7 @@ def experiment(tmp_path, **kwargs):
     ("train_missing", "ture", "train_missing must be True or False, got 'ture'"),
     ("seeds", "abc", "seeds must be a list of seeds, each an integer from 0 to 4294967295"),
     ("seeds", "-1", "seeds must be a list of seeds"), ("seeds", "[0,", "seeds must be a list such as [0, 1]"),
-    ("datasets", "frapp", "datasets must be a list of frappe, movielens, avazu, synthetic"),
+    ("datasets", "frapp", "datasets must be a list of frappe, frappe_x1, movielens, avazu, synthetic"),
     ("overrides", "not json", 'overrides must be a JSON object such as {"epochs": 5}, got \'not json\''),
     ("overrides", "[1, 2]", "overrides must be a JSON object"),
     ("overrides", '{"epochs": "x"}', "overrides: epochs must be an integer >= 1, got 'x'"),

@@ -9,10 +9,12 @@ class WideDeep(FMBase):
     default_hidden = (1024, 512, 256)
 
     def __init__(self, num_features, num_fields, embedding_size, *, hidden=None, dropout: float = 0.5,
-                 activation: str = "relu", sparse: bool = False):
+                 activation: str = "relu", batch_norm: bool = False, sparse: bool = False):
         super().__init__(num_features, num_fields, embedding_size, sparse)
         hidden = tuple(hidden or self.default_hidden)
-        self.dnn = mlp(num_fields * embedding_size, hidden, activation=activation, dropout=dropout)
+        # batch_norm: after each hidden layer, as the open benchmark's DeepFM (BARS Frappe_x1 batch_norm: true)
+        self.dnn = mlp(num_fields * embedding_size, hidden, activation=activation, dropout=dropout,
+                       batch_norm=batch_norm)
         self.out = nn.Linear(hidden[-1], 1)
 
     def stacked_input_layer(self):

@@ -20,7 +20,7 @@ from ifm.models.layers import fm_state_of
 from ifm.runs.profiles import Profile, get_profile, parse_bool, parse_datasets, parse_force, parse_seeds, resolve_device
 from ifm.runs.records import REPO_ROOT, RunCache, _identity_text, _without_device, canonical, config_identity, results_root, \
     run_key, stamp
-from ifm.training.recipes import RECIPES
+from ifm.training.recipes import BENCHMARK, RECIPES
 
 from ifm.training.loop import TrainConfig, build_for, summary_of, train
 
@@ -259,9 +259,9 @@ def parse_recipes(value) -> tuple:
         raise ValueError(f"recipe is empty: give {', '.join(RECIPES)} or several joined by commas (e.g. paper,code)")
     names = [v.strip() for v in value.split(",")] if isinstance(value, str) else [str(v) for v in value]
     for name in names:
-        if name not in RECIPES + ("legacy",):
-            raise ValueError(f"recipe must be one of {', '.join(RECIPES)} (or legacy, read-only), or several "
-                             f"joined by commas (e.g. paper,code), got {value!r}")
+        if name not in RECIPES + ("legacy", BENCHMARK):
+            raise ValueError(f"recipe must be one of {', '.join(RECIPES)} (or legacy, read-only; or {BENCHMARK}, the "
+                             f"open benchmark's), or several joined by commas (e.g. paper,code), got {value!r}")
     if not names or len(set(names)) != len(names):
         raise ValueError(f"recipe: name each recipe once, got {value!r}")
     return tuple(names)
