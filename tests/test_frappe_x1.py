@@ -241,3 +241,13 @@ def test_mirror_frappe_x1_has_bars_sizes(tmp_path):
         rest = frappe.provenance["reconstruction"]["nfm_rest"]
         assert (frappe.train.x[rest:] == ds.train.x).all()
         assert ((frappe.train.y[rest:] > 0) == (ds.train.y > 0)).all()
+
+
+def test_the_book_never_labels_frappe_x1_as_the_papers_split_or_data():
+    from ifm.book.rows import dataset_label
+    from ifm.book.scorecard import on_papers_data
+
+    x1 = dataset_label({"dataset": "frappe_x1", "data_kind": "reconstructed"})
+    paper = dataset_label({"dataset": "frappe", "data_kind": "reconstructed"})
+    assert x1 == "Frappe_x1 (BARS split, reconstructed)" and not on_papers_data(x1)
+    assert paper == "Frappe (paper split, reconstructed)" and on_papers_data(paper)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 
-from ifm.data.registry import DATASET_NAMES
+from ifm.data.registry import DATASET_NAMES, DATASETS
 from ifm.models import DISPLAY_NAMES
 from ifm.runs.records import _identity_text
 
@@ -62,7 +62,8 @@ def dataset_label(prov: dict) -> str:
     base = DATASET_NAMES.get(name, name)
     kind = data_kind(prov)
     if kind == "reconstructed":
-        return f"{base} (paper split, reconstructed)"
+        split = "BARS split" if DATASETS.get(name, {}).get("bars") else "paper split"
+        return f"{base} ({split}, reconstructed)"
     if kind == "user":
         return f"{base} (your data)"
     if kind == "stand-in":

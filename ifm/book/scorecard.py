@@ -54,8 +54,9 @@ def _testable(df: pd.DataFrame, name: str) -> bool:
 
 def on_papers_data(label: str) -> bool:
     """Whether a dataset label names the paper's data (exact or reconstructed), not a stand-in, a
-    sample or local files that are not the upstream bytes."""
-    return not any(word in str(label) for word in ("stand-in", "sample", "not the upstream bytes"))
+    sample, local files that are not the upstream bytes, or the open benchmark's Frappe_x1."""
+    return not any(word in str(label) for word in ("stand-in", "sample", "not the upstream bytes", "BARS split",
+                                                   "Frappe_x1"))
 
 
 def _row(claim, evidence, dataset, label, ours, seeds, verdict, testable=True, details: str = "") -> dict:
