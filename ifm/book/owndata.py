@@ -160,5 +160,5 @@ def concentration_sentence(concentration: dict):
     c = concentration
     return Markdown(f"Over the {c['rows']:,} new rows, a row's largest factor takes **{c['largest_share_median']:.0%} "
                     f"of h** (median; {1 / c['fields']:.0%} if every factor were 1, 100% if one field took all), and "
-                    f"the entropy of $m_x / h$ is **{c['entropy_median']:.2f}** of $\\log h$ (1: every factor 1, as "
+                    f"the entropy of m<sub>x</sub>/h is **{c['entropy_median']:.2f}** of log h (1: every factor 1, as "
                     "in an FM; 0: one field takes all).")
