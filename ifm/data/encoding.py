@@ -99,8 +99,9 @@ class Encoding:
                 kept = set(counts.index[counts >= min_count])
                 kinds[name] = "categorical"
                 vocab[name] = [v for v in pd.unique(present) if v in kept]     # by first appearance
-        return cls(target, _task_of(frame[target], target, task, source), fields, kinds, vocab, edges,
-                   _target_map(frame[target], target, task, source), min_count)
+        task = _task_of(frame[target], target, task, source)
+        target_map = _target_map(frame[target], target, source) if task == "ctr" else None
+        return cls(target, task, fields, kinds, vocab, edges, target_map, min_count)
 
     def transform(self, frame: pd.DataFrame, source: str = "the data") -> Encoded:
         """`frame`'s rows as feature ids (and labels, when it has the target column)."""
@@ -195,9 +196,7 @@ def _task_of(column: pd.Series, target: str, task: str | None, source: str) -> s
     return task
 
 
-def _target_map(column: pd.Series, target: str, task: str | None, source: str) -> dict | None:
+def _target_map(column: pd.Series, target: str, source: str) -> dict:
     """A CTR target's two values: the smaller is no click (0), the larger a click (1)."""
-    if _task_of(column, target, task, source) != "ctr":
-        return None
     values = np.unique(target_numbers(column, target, source))
     return {"negative": float(values[0]), "positive": float(values[1])}

@@ -25,7 +25,8 @@ from . import frappe_split, raw
 from .download import fetch_verified
 from .libfm import read_libfm
 from .registry import DATASETS, DataNotFoundError, make_dataset
-from .sources import _describe, _find, _raw_files, _read_split, _sources, _upstream_or_local, _verified_path
+from .sources import (_describe, _find, _mark_raw_release, _raw_files, _read_split, _sources, _upstream_or_local,
+                      _verified_path)
 
 __all__ = ["load_frappe_x1", "BARS_NOTE"]
 
@@ -96,9 +97,7 @@ def _reconstructed(raw_found, nfm, seed):
                             field_ranges=list(zip(bounds[:-1], bounds[1:]))) for s in ("validation", "test")}
     files = [_describe(raw_path, "raw", None)] + [
         _describe(nfm[s][1], role=f"nfm {s}", expected=spec["nfm"][s]) for s in ("validation", "test")]
-    official = spec["raw_download"]["sha256"]
-    files[0].update(upstream=spec["raw_download"]["url"], matches_upstream=files[0]["sha256"] == official)
-    upstream = all(f.get("matches_upstream") for f in files[1:])
+    upstream = _mark_raw_release(files, spec)
     out = frappe_split.nfm_train((codes, sizes), arrays["validation"], arrays["test"], seed=seed,
                                  expected=frappe_split.NFM_COUNTS if upstream else None)
     c = out["counts"]

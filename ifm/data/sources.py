@@ -162,6 +162,14 @@ def _from_libfm(name, kind, found, split_seed):
         split_seed=split_seed, notes=notes))
 
 
+def _mark_raw_release(files: list, spec: dict) -> bool:
+    """Say whether `files[0]`, the raw Frappe release, is the official download (its sha256), and
+    return whether the split files after it are all the upstream bytes (the counts can be enforced)."""
+    files[0].update(upstream=spec["raw_download"]["url"],
+                    matches_upstream=files[0]["sha256"] == spec["raw_download"]["sha256"])
+    return all(f.get("matches_upstream") for f in files[1:])
+
+
 def _upstream_or_local(data_kind: str, files: list, notes: list) -> str:
     """'exact' only when every file is the upstream bytes (its git blob id matches the pinned one);
     else 'local', with a note naming the files that differ."""
@@ -205,9 +213,7 @@ def _frappe_reconstructed(raw_found, authors, nfm, seed):
     files = [_describe(raw_path, "raw", None)] + [
         _describe(p, role=k, expected=spec["ifm_authors" if k.startswith("authors") else "nfm"][
             k.split("_")[1]]) for k, (_, p) in parts.items()]
-    official = spec["raw_download"]["sha256"]
-    files[0].update(upstream=spec["raw_download"]["url"], matches_upstream=files[0]["sha256"] == official)
-    upstream = all(f.get("matches_upstream") for f in files[1:])
+    upstream = _mark_raw_release(files, spec)
     out = frappe_split.reconstruct(raw_path, **arrays, seed=seed,
                                    expected=frappe_split.PAPER_COUNTS if upstream else None)
     c = out["counts"]

@@ -59,8 +59,7 @@ def load_files(paths, *, target: str | None = None, fields=None, split_seed: int
         rows = np.arange(len(frames[0]))
         frames = [frames[0].iloc[part].reset_index(drop=True) for part, _ in random_split(rows, rows, split_seed)]
     roles = ("train", "valid", "test")
-    sources = [str(paths[0] if len(paths) == 1 else p) + (f" ({r} rows)" if len(paths) == 1 else "")
-               for p, r in zip(paths * 3 if len(paths) == 1 else paths, roles)]
+    sources = [f"{paths[0]} ({r} rows)" for r in roles] if len(paths) == 1 else [str(p) for p in paths]
     encoding = Encoding.fit(frames[0], target, columns, task=task, numeric_bins=numeric_bins, numeric=numeric,
                             min_count=min_count, source=sources[0])
     encoded = [encoding.transform(f, s) for f, s in zip(frames, sources)]

@@ -34,10 +34,10 @@ import torch
 from torch import nn
 
 from ifm.models.kernels import StackedInputs
-from ifm.models.layers import FMBase, linear_biases, linear_weights, mlp
+from ifm.models.layers import InputAwareFM, linear_biases, linear_weights, mlp
 
 
-class DIFM(FMBase):
+class DIFM(InputAwareFM):
     def __init__(self, num_features, num_fields, embedding_size, *, attention_heads: int = 4,
                  attention_size: int | None = None, residual: bool = True, hidden=(256, 128),
                  activation: str = "relu", dropout=0.0, batch_norm: bool = False, sparse: bool = False):
@@ -83,20 +83,6 @@ class DIFM(FMBase):
         """m_x = P_vec flatten(O_vec) + P_bit MLP(flatten(E_x)), [batch, h]."""
         v = inputs.v if isinstance(inputs, StackedInputs) else self.embedding(inputs.x)
         return self.P_vec(self.vector_wise(v).flatten(start_dim=1)) + self.P_bit(inputs.mlp(self.bit))
-
-    def factors(self, x: torch.Tensor) -> torch.Tensor:
-        """Input-aware factors m_x,i of the active features of each instance in x, [batch, h]."""
-        return self._factors(self.inputs(x))
-
-    def forward_with_factors(self, x, m=None):
-        """w0 + sum_i m_x,i w_i + sum_{i<j} <m_x,i v_i, m_x,j v_j> with the Dual-FEN's factors m (or the given ones)."""
-        inputs = self.inputs(x)
-        if m is None:
-            m = self._factors(inputs)
-        return self.linear.bias + (m * self.linear(x)).sum(dim=1) + self.pooled_interaction(inputs, m)
-
-    def forward(self, x):
-        return self.forward_with_factors(x)
 
     def regularized(self, biases=False):
         # difm.py:70-77: the weights of the attention, of the MLP, and P_vec, P_bit (not w, v).

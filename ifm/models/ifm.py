@@ -13,10 +13,10 @@ import torch
 from torch import nn
 
 from ifm.models.kernels import Dropout
-from ifm.models.layers import FMBase, glorot_normal_, glorot_normal_mlp_, linear_biases, linear_weights, mlp
+from ifm.models.layers import InputAwareFM, glorot_normal_, glorot_normal_mlp_, linear_biases, linear_weights, mlp
 
 
-class IFM(FMBase):
+class IFM(InputAwareFM):
     def __init__(self, num_features, num_fields, embedding_size, *, fen_layers: int = 2, fen_width: int = 256,
                  fen_sizes=None, activation: str = "relu", dropout=0.3, batch_norm: bool = False,
                  interaction_dropout: float = 0.0, init: str = "default", sparse: bool = False):
@@ -45,21 +45,6 @@ class IFM(FMBase):
     def _factors(self, inputs):
         """m_x = h * softmax(U_x P) (Eq. 5) with U_x = FEN(V_x) (Eq. 4), [batch, h]: each instance's sum to h."""
         return self.num_fields * torch.softmax(self.P(inputs.mlp(self.fen)), dim=1)
-
-    def factors(self, x: torch.Tensor) -> torch.Tensor:
-        """Input-aware factors m_x,i of the active features of each instance in x (Table 1)."""
-        return self._factors(self.inputs(x))
-
-    def forward_with_factors(self, x, m=None):
-        """Eq. 6 and 7: w0 + sum_i m_x,i w_i + sum_{i<j} <m_x,i v_i, m_x,j v_j>, with the FEN's factors
-        m (or the given ones)."""
-        inputs = self.inputs(x)
-        if m is None:
-            m = self._factors(inputs)
-        return self.linear.bias + (m * self.linear(x)).sum(dim=1) + self.pooled_interaction(inputs, m)
-
-    def forward(self, x):
-        return self.forward_with_factors(x)
 
     def regularized(self, biases=False):
         # Eq. 10: lambda * ||Phi||^2 with Phi = {W, P} of the FEN only (the code adds the FEN biases).

@@ -170,3 +170,26 @@ class FMBase(nn.Module):
 
     def feature_parameters(self) -> list[nn.Parameter]:
         return list(self.linear.parameters()) + list(self.embedding.parameters())
+
+
+class InputAwareFM(FMBase):
+    """What IFM and DIFM share: the factors m_x of a subclass's factor estimating network
+    (`_factors(inputs)`, [batch, h]) reweight w_i and v_i before the FM prediction layer."""
+
+    def _factors(self, inputs) -> torch.Tensor:
+        raise NotImplementedError
+
+    def factors(self, x: torch.Tensor) -> torch.Tensor:
+        """Input-aware factors m_x,i of the active features of each instance in x (Table 1), [batch, h]."""
+        return self._factors(self.inputs(x))
+
+    def forward_with_factors(self, x, m=None):
+        """IFM's Eqs. 6 and 7: w0 + sum_i m_x,i w_i + sum_{i<j} <m_x,i v_i, m_x,j v_j>, with the
+        network's factors m (or the given ones)."""
+        inputs = self.inputs(x)
+        if m is None:
+            m = self._factors(inputs)
+        return self.linear.bias + (m * self.linear(x)).sum(dim=1) + self.pooled_interaction(inputs, m)
+
+    def forward(self, x):
+        return self.forward_with_factors(x)

@@ -14,6 +14,7 @@ m_x,i, and each field's additive term in the prediction.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -134,7 +135,7 @@ class Bundle:
     def __init__(self, manifest: dict, state: dict, device: str = "cpu"):
         self.manifest = manifest
         self.encoding = Encoding.from_dict(manifest["encoding"])
-        known = {f.name for f in __import__("dataclasses").fields(TrainConfig)}
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
         self.config = TrainConfig(**{k: v for k, v in manifest["config"].items() if k in known})
         self.device = torch.device(device)
         self.model = build_model(self.config.model, manifest["num_features"], manifest["num_fields"],

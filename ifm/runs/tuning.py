@@ -153,7 +153,7 @@ def fill_batch(*, dataset: str = DATASET, profile: str = "paper", workers: int =
             fill(items, workers=workers, threads=threads, device=device, time_limit=left, profile=profile,
                  data_dir=data_dir, results_dir=results_dir, scheduler=scheduler, log=log)
             reader = Experiment(profile, device=device, data_dir=data_dir, results_dir=results_dir,
-                                train_missing=False, log=io.StringIO())
+                                train_missing=False, log=io.StringIO())    # anew: it memoises the data versions
         return [reader.run(c, dataset) for c in configs]
     return train_batch
 
