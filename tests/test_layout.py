@@ -87,3 +87,39 @@ def test_no_module_over_400_lines(name):
 def test_the_checker_catches_an_upward_import():
     assert STAGES.index(stage_of("ifm.book.studies")) > STAGES.index(stage_of("ifm.runs.fill"))
     assert stage_of("ifm.cli") == "cli" and stage_of("ifm.data.registry") == "data"
+
+
+def defined_objects(path: Path) -> set[str]:
+    """'f', 'Class' and 'Class.method' for every function and class a module defines at top level."""
+    names = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+            if isinstance(node, ast.ClassDef):
+                names |= {f"{node.name}.{item.name}" for item in node.body
+                          if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    return names
+
+
+def book_includes():
+    """Every (page, file, object) of a ```{literalinclude} file``` with `:pyobject: object` in book/."""
+    book = PACKAGE.parent / "book"
+    for page in sorted(book.glob("*.md")):
+        lines = page.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("```{literalinclude}"):
+                target = (book / line.split("}", 1)[1].strip()).resolve()
+                options = [x for x in lines[i + 1:i + 5] if x.startswith(":pyobject:")]
+                if options:
+                    yield page.name, target, options[0].split(":", 2)[2].strip()
+
+
+@pytest.mark.parametrize("page,target,obj", list(book_includes()))
+def test_book_includes_name_code_that_exists(page, target, obj):
+    """A moved method breaks the book build (-W) only at its end; this names the page at once."""
+    assert target.exists(), f"book/{page} includes {target.name}, which does not exist"
+    assert obj in defined_objects(target), f"book/{page} includes {obj} from {target.name}, which does not define it"
+
+
+def test_book_includes_are_found():
+    assert len(list(book_includes())) >= 8
