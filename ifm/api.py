@@ -3,7 +3,7 @@
     import ifm
     model = ifm.fit("clicks.csv", target="click", save="my-model")   # later: ifm.load("my-model")
     model.predict(rows)              # click probabilities (CTR) or values (regression), one per row
-    model.factors(rows)              # IFM's factor m_x,i of every field of every row (each row sums to h)
+    model.factors(rows)              # IFM's (or DIFM's) factor m_x,i of every field of every row
     model.score(rows, factors=True)  # predictions, factors and each field's term in the prediction
     table, concentration = ifm.explain(model, rows)   # the paper's Table 1 view, per field
 
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ifm.book.owndata import explain, explain_text, factor_figure
 from ifm.runs import bundle as bundles
+from ifm.models import INPUT_AWARE
 from ifm.runs.bundle import Bundle, load
 
 __all__ = ["fit", "load", "explain", "factor_figure", "Bundle"]
@@ -109,9 +110,9 @@ def cmd_explain(args) -> int:
         if problem:
             raise ValueError(f"{flag}: {problem}")
     bundle = load(args.model, args.device)
-    if bundle.config.model != "ifm":
-        raise ValueError(f"--model {args.model}: explain reads IFM's input-aware factors; this bundle is a "
-                         f"{bundle.config.model} (an FM's factors are all 1)")
+    if bundle.config.model not in INPUT_AWARE:
+        raise ValueError(f"--model {args.model}: explain reads the input-aware factors of IFM or DIFM; this bundle "
+                         f"is a {bundle.config.model} (an FM's factors are all 1)")
     rows = _rows(bundle, args.data)
     table, concentration = explain(bundle, rows)
     _say_encoding(bundle, Path(args.data).name)
@@ -128,7 +129,8 @@ def add_parsers(sub, device_arg, path_arg) -> None:
     predict = sub.add_parser("predict", help="score new rows with a saved model (train --save DIR)",
                              description="One prediction per row of --data (click probability or value), "
                                          "encoded as the training rows were.")
-    explain_cmd = sub.add_parser("explain", help="IFM's input-aware factors of new rows, per field (Table 1 view)",
+    explain_cmd = sub.add_parser("explain", help="IFM's (or DIFM's) input-aware factors of new rows, per field "
+                                                            "(Table 1 view)",
                                  description="The spread of each field's factor m_x,i over the rows of --data, "
                                              "the fields it varies most for, and a figure.")
     for p in (predict, explain_cmd):
@@ -138,7 +140,7 @@ def add_parsers(sub, device_arg, path_arg) -> None:
         p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N (default cpu)")
     predict.add_argument("--out", type=path_arg, help="write the scores to this CSV (default: standard output)")
     predict.add_argument("--factors", action="store_true",
-                         help="also each field's factor m_<field> (IFM) and term term_<field> in the prediction "
+                         help="also each field's factor m_<field> (IFM, DIFM) and term term_<field> in the prediction "
                               "(logit scale for CTR), and the constant they add to")
     explain_cmd.add_argument("--png", type=path_arg, default="factors.png",
                              help="write the figure here (default: factors.png)")

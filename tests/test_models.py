@@ -212,3 +212,16 @@ def test_afm_pooling_with_frozen_embeddings_gives_the_attention_net_the_same_gra
     plain = torch.autograd.grad((afm.attention_pooling_reference(v, *net) * weights).sum(), net)
     for g_ours, g_plain in zip(ours, plain):
         assert torch.allclose(g_ours, g_plain)
+
+
+def test_lr_is_w0_plus_the_active_weights_and_has_no_embedding_table():
+    from ifm.models.lr import LR
+
+    model = randomised(LR(N_FEATURES, H, K))
+    x = batch()
+    w0, w = model.linear.bias, model.linear.weight.weight[:, 0]
+    expected = torch.stack([w0 + sum(w[i] for i in row) for row in x.tolist()])
+    torch.testing.assert_close(model(x), expected)
+    names = {n for n, _ in model.named_parameters()}
+    assert not any("embedding" in n for n in names) and len(list(model.parameters())) == 2
+    assert model.use_feature_fields(x) is False

@@ -179,6 +179,34 @@ def test_the_api_round_trip_gives_identical_predictions_and_says_the_fm_baseline
     assert set(table_["field"]) == {"user", "item", "hour", "price"} and 0 <= concentration["entropy_median"] <= 1
 
 
+def test_a_difm_bundle_gives_its_factors_and_terms_and_explain_says_they_are_not_normalised(tmp_path, capsys):
+    path = write(table(300), tmp_path / "t.csv")
+    ifm.fit(path, target="click", model="difm", save=tmp_path / "m", **SMALL)
+    loaded = ifm.load(tmp_path / "m")
+    scores = loaded.score(path, factors=True)
+    fields = loaded.encoding.fields
+    x = torch.as_tensor(loaded.encode(path).x)
+    with torch.no_grad():
+        np.testing.assert_allclose(scores[[f"m_{f}" for f in fields]].to_numpy(), loaded.model.factors(x).numpy(),
+                                   rtol=1e-5, atol=1e-6)
+        logit = scores[[f"term_{f}" for f in fields]].sum(axis=1) + scores["constant"]
+        np.testing.assert_allclose(logit, loaded.model(x).numpy(), rtol=1e-4, atol=1e-5)
+    assert main(["explain", "--model", str(tmp_path / "m"), "--data", path, "--png", str(tmp_path / "f.png")]) == 0
+    out = capsys.readouterr().out
+    ratio = (loaded.factors(path).quantile(0.05) > 0).all()
+    assert ("p95 / p5" in out) == bool(ratio) and ("p95 - p5" in out) != bool(ratio)
+    assert "not normalised to sum to h" in out and "entropy of m_x" not in out
+    assert "DIFM" in open(tmp_path / "f.png", "rb").read().decode("latin-1") or (tmp_path / "f.png").stat().st_size > 5000
+
+
+def test_only_positive_rows_that_sum_to_h_count_as_normalised_factors():
+    from ifm.book.owndata import normalised
+
+    assert normalised([[0.5, 1.5], [1.0, 1.0]])
+    assert not normalised([[1.0, 1.5], [1.0, 1.0]])       # a row sums to 2.5, not h = 2
+    assert not normalised([[-0.5, 2.5]])                   # sums to h, but one factor is negative (DIFM can)
+
+
 def test_explain_prints_the_per_field_table_and_writes_the_figure(trained, capsys):
     d, files, _ = trained
     png = d / "f.png"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ifm.models import DISPLAY_NAMES
+
 COLUMNS = {"field": "field", "p5": "m p5", "median": "m median", "p95": "m p95", "spread": "p95 / p5",
            "top": "largest in rows", "term": "mean |term|", "missing": "missing", "rare": "rare"}
 
@@ -26,23 +28,43 @@ def explain(bundle, data) -> tuple[pd.DataFrame, dict]:
     h = len(fields)
     p5, median, p95 = np.percentile(m, [5, 50, 95], axis=0)
     top = np.bincount(m.argmax(axis=1), minlength=h) / len(m)
-    table = pd.DataFrame({"field": fields, "p5": p5, "median": median, "p95": p95,
-                          "spread": p95 / np.maximum(p5, 1e-12), "top": top, "term": np.abs(terms).mean(axis=0),
+    table = pd.DataFrame({"field": fields, "p5": p5, "median": median, "p95": p95, "spread": _spread(p5, p95),
+                          "top": top, "term": np.abs(terms).mean(axis=0),
                           "missing": [encoded.missing[f] for f in fields], "rare": [encoded.rare[f] for f in fields]})
     table = table.sort_values("spread", ascending=False, kind="stable").reset_index(drop=True)
-    share = m / h
-    entropy = -(share * np.log(np.clip(share, 1e-300, None))).sum(axis=1) / np.log(h) if h > 1 else np.ones(len(m))
-    concentration = {"rows": int(len(m)), "fields": h, "largest_share_median": float(np.median(m.max(axis=1) / h)),
-                     "entropy_median": float(np.median(entropy))}
+    concentration = {"rows": int(len(m)), "fields": h, "largest_share_median": None, "entropy_median": None}
+    if normalised(m):
+        share = m / h
+        entropy = -(share * np.log(np.clip(share, 1e-300, None))).sum(axis=1) / np.log(h) if h > 1 else np.ones(len(m))
+        concentration.update(largest_share_median=float(np.median(m.max(axis=1) / h)),
+                             entropy_median=float(np.median(entropy)))
     return table, concentration
+
+
+def normalised(m) -> bool:
+    """Whether every row's factors are positive and sum to h (IFM's softmax times h, Eq. 5); DIFM's
+    m_vec + m_bit are not, and may be zero or negative."""
+    m = np.asarray(m, dtype=float)
+    return bool((m > 0).all() and np.allclose(m.sum(axis=1), m.shape[1], rtol=1e-4))
+
+
+def _spread(p5, p95):
+    """p95 / p5 where every field's 5th percentile is positive (how many times the factor changes
+    from row to row), else p95 - p5 (a factor that crosses 0 has no ratio)."""
+    return p95 / p5 if (p5 > 0).all() else p95 - p5
 
 
 def explain_text(table: pd.DataFrame, concentration: dict) -> str:
     """The summary as the command prints it."""
-    shown = table.rename(columns=COLUMNS)
+    ratio = (table["p5"] > 0).all()
+    shown = table.rename(columns={**COLUMNS, "spread": COLUMNS["spread"] if ratio else "p95 - p5"})
     body = shown.to_string(index=False, float_format=lambda v: f"{v:.3g}",
                            formatters={"largest in rows": "{:.0%}".format})
-    return (f"{body}\n\nover {concentration['rows']:,} rows and {concentration['fields']} fields: a row's largest "
+    where = f"over {concentration['rows']:,} rows and {concentration['fields']} fields"
+    if concentration["largest_share_median"] is None:
+        return (f"{body}\n\n{where}: the factors are not normalised to sum to h (DIFM's m_vec + m_bit), so no share "
+                "of h or entropy is given")
+    return (f"{body}\n\n{where}: a row's largest "
             f"factor takes {concentration['largest_share_median']:.0%} of h (median); the entropy of m_x / h is "
             f"{concentration['entropy_median']:.2f} of log h (1: every factor 1, as in an FM; 0: one field takes all)")
 
@@ -60,18 +82,21 @@ def factor_figure(bundle, data, path=None, max_rows: int = 20_000):
     m = bundle.factors(data)
     if len(m) > max_rows:
         m = m.sample(max_rows, random_state=0)
-    order = (m.quantile(0.95) / m.quantile(0.05).clip(lower=1e-12)).sort_values().index.tolist()
+    positive = bool((m.quantile(0.05) > 0).all())
+    order = pd.Series(_spread(m.quantile(0.05).to_numpy(), m.quantile(0.95).to_numpy()),
+                      index=m.columns).sort_values().index.tolist()
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(order) + 1.4), layout="tight")
-    ax.boxplot([m[f].clip(lower=1e-6).to_numpy() for f in order], orientation="horizontal", whis=(5, 95), showfliers=False,
-               medianprops={"color": "black"})
+    ax.boxplot([(m[f].clip(lower=1e-6) if positive else m[f]).to_numpy() for f in order], orientation="horizontal",
+               whis=(5, 95), showfliers=False, medianprops={"color": "black"})
     ax.set_yticks(range(1, len(order) + 1), order)
-    ax.set_xscale("log")
+    if positive:
+        ax.set_xscale("log")
     plain = matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
     ax.xaxis.set_major_formatter(plain)
     ax.xaxis.set_minor_formatter(plain)
     ax.axvline(1.0, color="grey", linestyle="--", linewidth=1)
     ax.set_xlabel("input-aware factor m_x,i (box: quartiles; whiskers: 5th-95th percentile; dashed: FM's 1)")
-    ax.set_title(f"IFM's factors over {len(m):,} rows, per field")
+    ax.set_title(f"{DISPLAY_NAMES[bundle.config.model]}'s factors over {len(m):,} rows, per field")
     if path is not None:
         fig.savefig(path, dpi=120)
         plt.close(fig)

@@ -28,7 +28,7 @@ import torch
 from ifm._version import __version__
 from ifm.data.encoding import Encoding, Encoded
 from ifm.data.registry import portable_provenance
-from ifm.models import DISPLAY_NAMES, build_model
+from ifm.models import DISPLAY_NAMES, INPUT_AWARE, build_model
 from ifm.models.kernels import Dropout
 from ifm.runs.records import clean_json
 from ifm.training.loop import EVAL_BATCH, TrainConfig, predict
@@ -203,20 +203,21 @@ class Bundle:
 
     @torch.no_grad()
     def factors_and_terms(self, encoded: Encoded) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(m [rows, h], terms [rows, h], constant [rows]): IFM's factors (1 for an FM) and the
+        """(m [rows, h], terms [rows, h], constant [rows]): IFM's or DIFM's factors (1 for an FM) and the
         additive split of the raw output, constant + sum_i terms_i, with
             terms_i = m_i w_i + 1/2 sum_{j != i} sum_k a_k (m_i v_i,k)(m_j v_j,k),
         where a (and a constant b) is what the model's pooling does to the pooled interaction
         vector at evaluation: nothing (a = 1), dropout (a = 1) or batch norm (an affine map)."""
         name = self.config.model
-        if name not in ("fm", "ifm"):
-            raise ValueError(f"factors and terms are IFM's (and an FM's); this bundle is a {DISPLAY_NAMES[name]}")
+        if name not in ("fm",) + INPUT_AWARE:
+            raise ValueError(f"factors and terms are those of IFM and DIFM (and an FM's, all 1); this bundle is a "
+                             f"{DISPLAY_NAMES[name]}")
         model, out_m, out_t, out_c = self.model, [], [], []
         a, b = _pool_affine(model.pool, model.embedding.weight.shape[1], self.device)
         x_all = torch.as_tensor(encoded.x, device=self.device)
         for start in range(0, len(x_all), EVAL_BATCH):
             x = x_all[start:start + EVAL_BATCH]
-            m = model.factors(x) if name == "ifm" else torch.ones(x.shape, device=self.device)
+            m = model.factors(x) if name in INPUT_AWARE else torch.ones(x.shape, device=self.device)
             mv = m.unsqueeze(-1) * model.embedding(x)                        # [rows, h, k]
             pair = 0.5 * (a * mv * (mv.sum(dim=1, keepdim=True) - mv)).sum(dim=-1)
             out_m.append(m)
@@ -225,8 +226,8 @@ class Bundle:
         return torch.cat(out_m).cpu(), torch.cat(out_t).cpu(), torch.cat(out_c).cpu()
 
     def factors(self, data) -> pd.DataFrame:
-        """IFM's input-aware factor m_x,i of every field of every row (each row's sum to h, the
-        number of fields), one column per field."""
+        """The input-aware factor m_x,i of every field of every row, one column per field: IFM's
+        (each row's sum to h, the number of fields) or DIFM's (m_vec + m_bit, not normalised)."""
         m, _, _ = self.factors_and_terms(self.encode(data))
         return pd.DataFrame(m.numpy(), columns=self.encoding.fields)
 

@@ -22,26 +22,42 @@ TRIALS = 16                 # per model: the issue's minimum, the same for every
 SEEDS = (2021, 2022, 2023, 2024, 2025)    # the chosen setting's runs; 2021 is BARS's seed
 SAMPLER_SEED = 2021
 STARTUP = 6                 # random trials before TPE models the results (half of BARS's 12-point grid)
-_DEEPFM_GRID = "reczoo/BARS ranking/ctr/DeepFM/DeepFM_frappe_x1/DeepFM_frappe_x1_tuner_config_02/model_config.yaml@1ffaf73"
+_BARS = "reczoo/BARS ranking/ctr/{0}/{0}_frappe_x1/"
+_DEEPFM_GRID = _BARS.format("DeepFM") + "DeepFM_frappe_x1_tuner_config_02/model_config.yaml@1ffaf73"
+_WD_GRID = _BARS.format("WideDeep") + "WideDeep_frappe_x1_tuner_config_01/model_config.yaml@1ffaf73"
 _OURS = "ours: BARS gives no grid for this model on Frappe_x1 in the files read"
 
 # model -> parameter -> (choices, source). Parameters: learning_rate, l2_embedding (lambda_e of
-# ifm.training.protocol), l2_net, and model options (hidden sizes as "400-400-400").
+# ifm.training.protocol: FuxiCTR's embedding_regularizer, or LR's and FM's `regularizer`), l2_net,
+# and model options (hidden sizes as "400-400-400"). Every space holds BARS's chosen setting.
 SPACES = {
+    "lr": {
+        "l2_embedding": ([1e-5, 1e-4, 1e-3, 1e-6, 1e-7, 1e-8],
+                         _BARS.format("LR") + "LR_frappe_x1_tuner_config_01/model_config.yaml@1ffaf73 (regularizer)"),
+    },
     "fm": {
-        "learning_rate": ([1e-3, 5e-4, 2e-3], "BARS fixes 1e-3 (" + _DEEPFM_GRID + "); 5e-4 and 2e-3 ours"),
-        "l2_embedding": ([0.0, 1e-3, 1e-2, 0.05, 0.1, 0.2], _DEEPFM_GRID + " (0.05-0.5) and smaller values, ours"),
+        "l2_embedding": ([5e-6, 5e-5, 0.0, 5e-4, 5e-3],
+                         "5e-6, 5e-5: " + _BARS.format("FM") + "FM_frappe_x1_tuner_config_03/model_config.yaml@1ffaf73 "
+                         "(regularizer; 5e-6 chosen); 0, 5e-4, 5e-3 ours"),
+        "learning_rate": ([1e-3, 2e-3, 5e-3], "BARS fixes 1e-3, and its FM stops at the 100-epoch cap still "
+                                              "improving (FM_frappe_x1 README log); 2e-3, 5e-3 ours"),
     },
     "nfm": {
-        "l2_embedding": ([0.0, 1e-3, 1e-2, 0.05, 0.1], _OURS),
-        "hidden": (["64", "256", "400-400"], _OURS),
-        "dropout": ([0.0, 0.1, 0.2, 0.3], _OURS),
-        "pool_dropout": ([0.0, 0.2, 0.5], _OURS + "; 0.5 is NFM's own"),
+        "l2_embedding": ([1e-4, 1e-5, 1e-3, 0.0, 1e-2], "1e-4: BARS's chosen run (" + _BARS.format("NFM")
+                         + "NFM_frappe_x1_012_3ebff53c.log:9); its grid is not published; the rest ours"),
+        "hidden": (["400-400-400", "256-256", "64"], "400x3: NFM_frappe_x1_012_3ebff53c.log:15; 64 NFM's own; "
+                                                     "256x2 ours"),
+        "dropout": ([0.4, 0.0, 0.2, 0.6], "0.4: NFM_frappe_x1_012_3ebff53c.log:26 (net_dropout); the rest ours"),
+        "pool_dropout": ([0.0, 0.2, 0.5], "0: the BARS log names only net_dropout (NFM_frappe_x1_012_3ebff53c.log:26); "
+                                          "0.5 NFM's own (keep_prob 0.5 on the pooled vector); 0.2 ours"),
     },
     "afm": {
-        "l2_embedding": ([0.0, 1e-3, 1e-2, 0.05, 0.1], _OURS),
-        "attention_factor": ([8, 16, 32], _OURS + "; 16 is AFM's own"),
-        "dropout": ([0.0, 0.2, 0.5], _OURS),
+        "l2_embedding": ([1e-5, 0.0, 1e-6, 1e-4, 1e-3], "1e-5: BARS's chosen run (" + _BARS.format("AFM")
+                         + "AFM_frappe_x1_011_2d591f68.log:10); its tuner_config_02 is not published; the rest ours"),
+        "attention_factor": ([128, 16, 64], "128: AFM_frappe_x1_011_2d591f68.log:2 (attention_dim); 16 AFM's own; "
+                                            "64 ours"),
+        "dropout": ([0.1, 0.0, 0.2, 0.5], "0.1: AFM_frappe_x1_011_2d591f68.log:3 (attention_dropout, whose second "
+                                          "value drops the pooled vector, as ours); 0.5 AFM's own; the rest ours"),
     },
     "deepfm": {
         "l2_embedding": ([0.05, 0.1, 0.2, 0.5, 0.01], _DEEPFM_GRID + "; 0.01 ours"),
@@ -50,10 +66,10 @@ SPACES = {
         "batch_norm": ([True, False], "True: " + _DEEPFM_GRID + "; False ours"),
     },
     "wide_deep": {
-        "l2_embedding": ([0.05, 0.1, 0.2, 0.5, 0.01], "DeepFM's grid (" + _DEEPFM_GRID + ")"),
-        "dropout": ([0.0, 0.1, 0.2, 0.3], "DeepFM's grid"),
-        "hidden": (["400-400-400", "200-200-200"], "DeepFM's grid"),
-        "batch_norm": ([True, False], "DeepFM's grid"),
+        "l2_embedding": ([0.001, 0.005, 0.01, 0.05, 0.1], _WD_GRID + " (embedding_regularizer; 0.1 chosen)"),
+        "dropout": ([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], _WD_GRID + " (net_dropout; 0.6 chosen)"),
+        "hidden": (["400-400-400"], _WD_GRID + " (fixed)"),
+        "batch_norm": ([True], _WD_GRID + " (fixed)"),
     },
     "ifm": {
         "l2_embedding": ([0.0, 1e-2, 0.05, 0.1, 0.2], _OURS + " (DeepFM's grid and smaller)"),
