@@ -18,49 +18,80 @@ def fake_auc(config) -> float:
 
 
 class FakeCache:
-    """Records by config, 'trained' (computed) on first ask: the run cache's role in a study."""
+    """Records by config, 'trained' (computed) on first ask: the run cache's role in a study.
+    `fail`: (option, value) pairs whose runs diverge (a record without a finite AUC); `budget`: how
+    many new runs it trains before it stops training (a time limit: None records)."""
 
-    def __init__(self, fail=()):
-        self.records, self.trained, self.fail = {}, [], set(fail)
+    def __init__(self, fail=(), budget=None):
+        self.records, self.trained, self.fail, self.budget = {}, [], set(fail), budget
+        self.calls = []
 
     def __call__(self, configs):
         out = []
+        self.calls.append(len(configs))
         for c in configs:
             key = json.dumps(config_identity(c), sort_keys=True)
             if key not in self.records:
+                if self.budget is not None and len(self.trained) >= self.budget:
+                    out.append(None)
+                    continue
                 self.trained.append(key)
                 failed = any(c.model_options.get(k) == v for k, v in self.fail)
-                self.records[key] = None if failed else {"valid": {"auc": fake_auc(c)}}
+                self.records[key] = {"valid": {"auc": float("nan") if failed else fake_auc(c)},
+                                     "test": {"auc": fake_auc(c) - 0.001}}
             out.append(self.records[key])
         return out
 
 
+def quiet(*args, **kwargs):
+    pass
+
+
 def test_every_model_gets_the_same_budget_and_the_chosen_setting_is_the_best_told():
-    for model in ("fm", "deepfm", "ifm"):
-        study = tuning.tune(model, FakeCache(), trials=8, parallel=3, log=lambda *a, **k: None)
-        assert len(study.trials) == 8
-        best = max((t for t in study.trials if t.value is not None), key=lambda t: t.value)
-        assert tuning.chosen(study) == best.params
+    cache = FakeCache()
+    runs = tuning.run_studies(["fm", "deepfm", "ifm"], cache, trials=8, batch=3, seeds=(1, 2), log=quiet)
+    for model, run in runs.items():
+        assert len(run.study.trials) == len(run.trials) == 8 and run.complete
+        best = max((t for t in run.study.trials if t.value is not None), key=lambda t: t.value)
+        assert run.chosen == best.params
         assert best.value == pytest.approx(fake_auc(tuning.config_of(model, best.params)))
+        assert set(run.finals) == {1, 2} and all(r is not None for r in run.finals.values())
+    # the three studies step together: 3 trials of each per call (8 = 3 + 3 + 2), then the finals
+    assert cache.calls == [9, 9, 6, 6]
 
 
 def test_a_study_started_again_asks_the_same_trials_and_trains_nothing_new():
     cache = FakeCache()
-    first = tuning.tune("deepfm", cache, trials=10, parallel=2, log=lambda *a, **k: None)
+    first = tuning.run_studies(["deepfm"], cache, trials=10, seeds=(), log=quiet)["deepfm"]
     trained = len(cache.trained)
-    again = tuning.tune("deepfm", cache, trials=10, parallel=2, log=lambda *a, **k: None)
-    assert [t.params for t in again.trials] == [t.params for t in first.trials]
+    again = tuning.run_studies(["deepfm"], cache, trials=10, seeds=(), log=quiet)["deepfm"]
+    assert [t.params for t in again.study.trials] == [t.params for t in first.study.trials]
     assert len(cache.trained) == trained and trained >= 1
-    longer = tuning.tune("deepfm", cache, trials=12, parallel=2, log=lambda *a, **k: None)
-    assert [t.params for t in longer.trials][:10] == [t.params for t in first.trials]    # it goes on
+    longer = tuning.run_studies(["deepfm"], cache, trials=12, seeds=(), log=quiet)["deepfm"]
+    assert [t.params for t in longer.study.trials][:10] == [t.params for t in first.study.trials]    # it goes on
+    # stepped alone or beside another model's study, a study asks the same trials
+    beside = tuning.run_studies(["fm", "deepfm"], FakeCache(), trials=10, seeds=(), log=quiet)["deepfm"]
+    assert [t.params for t in beside.study.trials] == [t.params for t in first.study.trials]
 
 
-def test_a_failed_trial_is_told_failed_and_never_chosen():
-    cache = FakeCache(fail=[("batch_norm", True)])
-    study = tuning.tune("deepfm", cache, trials=8, parallel=2, log=lambda *a, **k: None)
-    failed = [t for t in study.trials if t.params["batch_norm"]]
-    assert failed and all(t.value is None for t in failed)
-    assert tuning.chosen(study)["batch_norm"] is False
+def test_a_study_stops_at_its_first_unrecorded_trial_and_resumes_to_the_same_study():
+    whole = tuning.run_studies(["ifm"], FakeCache(), trials=10, seeds=(2021,), log=quiet)["ifm"]
+    cache = FakeCache(budget=5)
+    part = tuning.run_studies(["ifm"], cache, trials=10, seeds=(2021,), log=quiet)["ifm"]
+    assert not part.complete and part.chosen is None and part.finals == {}
+    # batches of 2: the 5th new run is recorded, its batch-mate is not, and that batch stays untold
+    assert len(cache.trained) == 5 and len(part.trials) % 2 == 0 and 4 <= len(part.trials) < 10
+    assert [p for _, p, _ in part.trials] == [p for _, p, _ in whole.trials][:len(part.trials)]
+    cache.budget = None
+    resumed = tuning.run_studies(["ifm"], cache, trials=10, seeds=(2021,), log=quiet)["ifm"]
+    assert [p for _, p, _ in resumed.trials] == [p for _, p, _ in whole.trials] and resumed.chosen == whole.chosen
+
+
+def test_a_diverged_trial_is_told_failed_and_never_chosen():
+    run = tuning.run_studies(["deepfm"], FakeCache(fail=[("batch_norm", True)]), trials=8, seeds=(), log=quiet)["deepfm"]
+    failed = [t for t in run.study.trials if t.params["batch_norm"]]
+    assert failed and all(t.value is None for t in failed) and run.complete
+    assert run.chosen["batch_norm"] is False
 
 
 def test_config_of_puts_each_parameter_where_it_belongs():
@@ -98,12 +129,12 @@ def test_a_study_trains_its_trials_through_fill_and_started_again_trains_none(tm
         pytest.skip(f"no Avazu sample: {err}")
     lines = []
     batch = tuning.fill_batch(dataset="avazu", workers=1, results_dir=tmp_path, log=lambda *a, **k: lines.append(a))
-    study = tuning.tune("fm", batch, trials=3, parallel=3, dataset="avazu", changes={"epochs": 2},
-                        log=lambda *a, **k: None)
+    run = tuning.run_studies(["fm"], batch, trials=3, batch=3, seeds=(), dataset="avazu", changes={"epochs": 2},
+                             log=quiet)["fm"]
     made = sorted(p.name for p in (tmp_path / "paper").glob("fm-avazu-*.json"))
-    assert len(study.trials) == 3 and all(t.value is not None for t in study.trials)
+    assert len(run.study.trials) == 3 and all(t.value is not None for t in run.study.trials)
     assert 1 <= len(made) <= 3                       # one record per distinct trial
-    again = tuning.tune("fm", batch, trials=3, parallel=3, dataset="avazu", changes={"epochs": 2},
-                        log=lambda *a, **k: None)
-    assert [t.value for t in again.trials] == [t.value for t in study.trials]
+    again = tuning.run_studies(["fm"], batch, trials=3, batch=3, seeds=(), dataset="avazu", changes={"epochs": 2},
+                               log=quiet)["fm"]
+    assert [t.value for t in again.study.trials] == [t.value for t in run.study.trials]
     assert sorted(p.name for p in (tmp_path / "paper").glob("fm-avazu-*.json")) == made

@@ -207,6 +207,7 @@ def _notebooks():
 def test_every_notebook_takes_the_book_parameters_and_checks_them_before_anything_runs():
     import ast
 
+    from ifm.book import parameters
     from ifm.book.parameters import NOTEBOOK_PARAMETERS, PAGE_PARAMETERS
 
     assert len(_notebooks()) >= 12
@@ -217,8 +218,10 @@ def test_every_notebook_takes_the_book_parameters_and_checks_them_before_anythin
         names = tuple(t.id for n in tree.body if isinstance(n, ast.Assign) for t in n.targets)
         assert names == PAGE_PARAMETERS.get(path.stem, NOTEBOOK_PARAMETERS), path.name
         after = "".join(cells[cells.index(params) + 1]["source"])
+        own = [name for name, value in vars(parameters).items() if name.endswith("_PARAMETERS")
+               and value == PAGE_PARAMETERS.get(path.stem)]
         call = "check_parameters(globals())" if path.stem not in PAGE_PARAMETERS else \
-            "check_parameters(globals(), parameters.OWN_DATA_PARAMETERS)"
+            f"check_parameters(globals(), parameters.{own[0]})"
         assert call in after, path.name
         assert after.index(call) < min(
             (after.index(w) for w in ("Experiment(", "study(") if w in after), default=len(after)), path.name
@@ -290,3 +293,23 @@ def test_an_unreadable_split_file_in_the_data_directory_is_one_line(tmp_path, ca
     _refuse_to_open(monkeypatch, locked)
     monkeypatch.setenv("IFM_CACHE_DIR", str(tmp_path / "cache"))
     _one_line_error(capsys, ["data", "frappe", "--data-dir", d], f"{locked}: cannot read it (Permission denied)")
+
+
+def test_reproduce_executes_every_notebook_of_the_book_with_only_the_parameters_it_takes():
+    """`reproduce` stages only the notebooks papermill wrote: a toc page missing from its list
+    would be missing from the book it builds; a page given a parameter it does not take stops."""
+    from pathlib import Path
+
+    import yaml
+
+    from ifm.book.parameters import NOTEBOOK_PARAMETERS, PAGE_PARAMETERS
+    from ifm.runs.reproduce import NOTEBOOKS, PASSED
+
+    root = Path(__file__).parents[1]
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    files = [c["file"] for part in toc["parts"] for c in part["chapters"]]
+    notebooks = {f for f in files if (root / f"{f}.ipynb").is_file()}
+    assert notebooks == {rel.removesuffix(".ipynb") for _, rel in NOTEBOOKS}
+    for name, rel in NOTEBOOKS:
+        taken = PAGE_PARAMETERS.get(Path(rel).stem, NOTEBOOK_PARAMETERS)
+        assert set(PASSED.get(name, NOTEBOOK_PARAMETERS)) <= set(taken), name

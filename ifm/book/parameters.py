@@ -12,7 +12,10 @@ NOTEBOOK_PARAMETERS = ("profile", "recipe", "train_missing", "datasets", "seeds"
                        "force")
 # The page on your own data trains its own model on a file, not the book's runs: its own parameters.
 OWN_DATA_PARAMETERS = ("data_dir", "fields", "epochs", "embedding_size", "seed", "new_rows")
-PAGE_PARAMETERS = {"owndata": OWN_DATA_PARAMETERS}      # notebook name -> its parameters, where not the book's
+# The open-benchmark page runs its own study (recipe bars, every model tuned alike): its own sizes.
+BENCHMARK_PARAMETERS = ("profile", "train_missing", "models", "trials", "seeds", "data_dir")
+PAGE_PARAMETERS = {"owndata": OWN_DATA_PARAMETERS,       # notebook name -> its parameters, where not the book's
+                   "benchmark": BENCHMARK_PARAMETERS}
 _KERNEL_NAMES = {"In", "Out", "get_ipython", "exit", "quit"}     # what IPython puts in every namespace
 
 

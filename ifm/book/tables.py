@@ -44,7 +44,8 @@ def caption(df, extra: str = ""):
     else:
         examples = list(dict.fromkeys(m.split(" (")[0] for m in missing))
         lines.append(f"**Incomplete:** {len(missing)} run(s) of this page are not in the records yet, e.g. "
-                     + "; ".join(examples[:3]) + f". {fill_command(df)} trains them (`--list` shows them all).")
+                     + "; ".join(examples[:3]) + ". " + (f"{df.attrs['command']} trains them." if df.attrs.get("command")
+                                                         else f"{fill_command(df)} trains them (`--list` shows them all)."))
     ignored = [m for m in missing if "was ignored: " in m]
     if ignored:
         lines.append(f"**Records ignored:** {len(ignored)} record(s) failed verification and are not shown: "

@@ -35,8 +35,14 @@ NOTEBOOKS = [
     ("regression", "notebooks/regression.ipynb"),
     ("ctr", "notebooks/ctr.ipynb"),
     ("scaling", "notebooks/scaling.ipynb"),
+    ("benchmark", "notebooks/benchmark.ipynb"),
+    ("owndata", "notebooks/owndata.ipynb"),
     ("results", "book/results.ipynb"),
+    ("data", "book/data.ipynb"),
 ]
+# The parameters a page with its own (ifm.book.parameters.PAGE_PARAMETERS) is given; the others get all.
+# The benchmark's seeds are its own (2021-2025), not the book's; the own-data page trains its own model.
+PASSED = {"benchmark": ("profile", "train_missing", "data_dir"), "owndata": ("data_dir",)}
 # What the book needs besides the notebooks, copied into the staging folder.
 BOOK_FILES = ["_config.yml", "_toc.yml", "book", "ifm"]
 
@@ -114,7 +120,8 @@ def execute(root: Path, stage: Path, names, params: dict, timeout=None, log=prin
         log(f"[{i}/{len(todo)}] {name}: executing {rel} ...", flush=True)
         started = time.perf_counter()
         try:
-            pm.execute_notebook(str(source), str(target), parameters=params, cwd=str(source.parent),
+            given = {k: v for k, v in params.items() if name not in PASSED or k in PASSED[name]}
+            pm.execute_notebook(str(source), str(target), parameters=given, cwd=str(source.parent),
                                 progress_bar=False, log_output=False, execution_timeout=timeout,
                                 kernel_name="python3")
         except Exception as err:   # papermill raises PapermillExecutionError with the cell's traceback

@@ -14,10 +14,12 @@ Frappe_x1, else ours, said so.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 from ifm.training.recipes import paper_config
 
 DATASET = "frappe_x1"
+RECIPE = "bars"              # ifm.training.recipes.BENCHMARK: the BARS protocol
 TRIALS = 16                 # per model: the issue's minimum, the same for every model
 SEEDS = (2021, 2022, 2023, 2024, 2025)    # the chosen setting's runs; 2021 is BARS's seed
 SAMPLER_SEED = 2021
@@ -26,6 +28,8 @@ _BARS = "reczoo/BARS ranking/ctr/{0}/{0}_frappe_x1/"
 _DEEPFM_GRID = _BARS.format("DeepFM") + "DeepFM_frappe_x1_tuner_config_02/model_config.yaml@1ffaf73"
 _WD_GRID = _BARS.format("WideDeep") + "WideDeep_frappe_x1_tuner_config_01/model_config.yaml@1ffaf73"
 _OURS = "ours: BARS gives no grid for this model on Frappe_x1 in the files read"
+_SMALL_L2 = ("ours: the range BARS's models without batch norm chose (FM 5e-6, AFM 1e-5, NFM 1e-4) and up; "
+             "DeepFM's 0.05-0.5 collapsed IFM in our first trials (validation AUC 0.50 at 0.1, 0.56 at 0.2)")
 
 # model -> parameter -> (choices, source). Parameters: learning_rate, l2_embedding (lambda_e of
 # ifm.training.protocol: FuxiCTR's embedding_regularizer, or LR's and FM's `regularizer`), l2_net,
@@ -72,13 +76,14 @@ SPACES = {
         "batch_norm": ([True], _WD_GRID + " (fixed)"),
     },
     "ifm": {
-        "l2_embedding": ([0.0, 1e-2, 0.05, 0.1, 0.2], _OURS + " (DeepFM's grid and smaller)"),
+        "l2_embedding": ([0.0, 1e-5, 1e-4, 1e-3, 1e-2], _SMALL_L2),
         "fen_sizes": (["256-256", "400-400-400", "512-256-128"], "the paper's 256x2; 400x3 DeepFM's; "
                                                                 "512-256-128 the released IFM.py:27 (258 read as 256)"),
         "dropout": ([0.0, 0.1, 0.2, 0.3], "the paper's 0.3 and lower, ours"),
+        "batch_norm": ([False, True], "True: batch norm after each FEN layer, the released IFM.py:91-101"),
     },
     "difm": {
-        "l2_embedding": ([0.0, 1e-2, 0.05, 0.1, 0.2], _OURS + " (DeepFM's grid and smaller)"),
+        "l2_embedding": ([0.0, 1e-5, 1e-4, 1e-3, 1e-2], _SMALL_L2),
         "attention_heads": ([1, 2, 5], "heads must split embedding 10; DeepCTR-Torch's 4 cannot"),
         "hidden": (["256-128", "400-400-400"], "256-128: DeepCTR-Torch difm.py:41; 400x3 DeepFM's"),
         "dropout": ([0.0, 0.1, 0.2], _OURS),
@@ -103,31 +108,75 @@ def config_of(model: str, params: dict, seed: int = SEEDS[0], dataset: str = DAT
                         model_options={**base.model_options, **options}, **{**changes, **fields})
 
 
-def tune(model: str, train_batch, *, trials: int = TRIALS, parallel: int = 2, sampler_seed: int = SAMPLER_SEED,
-         dataset: str = DATASET, changes: dict | None = None, log=print):
-    """The Optuna study of `model`: `trials` trials asked `parallel` at a time; `train_batch(configs)`
-    returns their records (None for a run that failed or was not trained), whose validation AUC is
-    told back. A study whose runs are all in the cache is rebuilt exactly, without training.
-    `changes`: TrainConfig fields set on every trial (e.g. epochs for a check)."""
+BATCH = 2                   # trials a study asks before it is told their values: part of its definition
+
+
+@dataclass
+class StudyRun:
+    """One model's study as far as the run cache holds it: its trials (number, parameters, record),
+    whether all `trials` were told, the chosen parameters, and the chosen setting's record per seed
+    (None where it is not in the cache yet)."""
+    model: str
+    study: object
+    trials: list = field(default_factory=list)
+    complete: bool = False
+    finals: dict = field(default_factory=dict)
+
+    @property
+    def chosen(self) -> dict | None:
+        return chosen(self.study) if self.complete else None
+
+
+def run_studies(models, train_batch, *, trials: int = TRIALS, seeds=SEEDS, batch: int = BATCH,
+                sampler_seed: int = SAMPLER_SEED, dataset: str = DATASET, changes: dict | None = None,
+                log=print) -> dict[str, StudyRun]:
+    """Every model's Optuna study, stepped together: each round asks up to `batch` trials of every
+    unfinished study, has `train_batch(configs)` return their records in one call (so that a fill
+    trains every model's trials at once), and tells each its validation AUC; a record without a
+    finite one (a diverged run) is told failed. A None record (not in the cache: not trained yet,
+    stopped at a time limit, or failed) stops that study where it is, untold, so a study is only
+    ever what its recorded runs make it, and started again it asks the same trials and goes on.
+    Then each complete study's chosen setting is trained (read) at every seed in one more call.
+    `changes`: TrainConfig fields set on every run (a smoke check's epochs)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=sampler_seed, n_startup_trials=STARTUP)
-    study = optuna.create_study(direction="maximize", sampler=sampler, study_name=f"{model}-{dataset}")
-    space = SPACES[model]
-    while len(study.trials) < trials:
-        asked = [study.ask() for _ in range(min(parallel, trials - len(study.trials)))]
-        params = [{name: t.suggest_categorical(name, choices) for name, (choices, _) in space.items()} for t in asked]
-        records = train_batch([config_of(model, p, dataset=dataset, **(changes or {})) for p in params])
-        for trial, p, record in zip(asked, params, records):
-            auc = (record or {}).get("valid", {}).get("auc")
-            if auc is None or not math.isfinite(auc):
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
-                log(f"{model} trial {trial.number}: {p}: no result", flush=True)
+    runs = {m: StudyRun(m, optuna.create_study(direction="maximize", study_name=f"{m}-{dataset}",
+                                               sampler=optuna.samplers.TPESampler(seed=sampler_seed,
+                                                                                  n_startup_trials=STARTUP)))
+            for m in models}
+    going = [m for m in models]
+    while going:
+        asked = {}
+        for m in going:
+            left = trials - len(runs[m].study.trials)
+            asked[m] = [runs[m].study.ask() for _ in range(min(batch, left))]
+        params = {m: [{name: t.suggest_categorical(name, choices) for name, (choices, _) in SPACES[m].items()}
+                      for t in asked[m]] for m in going}
+        records = iter(train_batch([config_of(m, p, dataset=dataset, **(changes or {}))
+                                    for m in going for p in params[m]]))
+        for m in list(going):
+            got = [next(records) for _ in asked[m]]
+            if any(r is None for r in got):
+                going.remove(m)
+                log(f"{m}: {len(runs[m].trials)} of {trials} trials recorded; the study stops there", flush=True)
                 continue
-            study.tell(trial, auc)
-            log(f"{model} trial {trial.number}: {p}: validation AUC {auc:.6f}", flush=True)
-    return study
+            for trial, p, record in zip(asked[m], params[m], got):
+                auc = record.get("valid", {}).get("auc")
+                ok = auc is not None and math.isfinite(auc)
+                runs[m].study.tell(trial, auc if ok else None, state=None if ok else optuna.trial.TrialState.FAIL)
+                runs[m].trials.append((trial.number, p, record))
+                log(f"{m} trial {trial.number}: {p}: " + (f"validation AUC {auc:.6f}" if ok else "no finite AUC"),
+                    flush=True)
+            if len(runs[m].study.trials) >= trials:
+                runs[m].complete = True
+                going.remove(m)
+    done = [m for m in models if runs[m].chosen is not None]
+    finals = iter(train_batch([config_of(m, runs[m].chosen, seed=s, dataset=dataset, **(changes or {}))
+                               for m in done for s in seeds]))
+    for m in done:
+        runs[m].finals = {s: next(finals) for s in seeds}
+    return runs
 
 
 def chosen(study) -> dict | None:
@@ -213,21 +262,15 @@ def cmd_tune(args) -> int:
     deadline = time.time() + args.time_limit if args.time_limit else None
     batch = fill_batch(workers=args.workers, threads=args.threads, device=args.device, deadline=deadline,
                        data_dir=args.data_dir, results_dir=args.results_dir, scheduler=args.scheduler)
+    runs = run_studies(args.model or list(SPACES), batch, trials=args.trials)
     complete = True
-    for model in args.model or sorted(SPACES):
-        study = tune(model, batch, trials=args.trials, parallel=args.workers)
-        best = chosen(study)
-        done = sum(t.value is not None for t in study.trials)
-        print(f"{model}: {done} of {args.trials} trials have a result; chosen: {best}", flush=True)
-        if best is None or done < args.trials:
-            complete = False
-            continue
-        finals = batch([config_of(model, best, seed=s) for s in SEEDS])
-        aucs = [r["test"]["auc"] for r in finals if r]
-        complete &= len(aucs) == len(SEEDS)
-        if aucs:
-            print(f"{model}: test AUC at seeds {', '.join(map(str, SEEDS[:len(aucs)]))}: "
-                  + ", ".join(f"{a:.6f}" for a in aucs), flush=True)
+    for model, run in runs.items():
+        told = sum(t.value is not None for t in run.study.trials)
+        finals = {s: r for s, r in run.finals.items() if r}
+        print(f"{model}: {len(run.trials)} of {args.trials} trials recorded ({told} with a result); chosen: "
+              f"{run.chosen}; test AUC at {len(finals)} of {len(SEEDS)} seeds: "
+              + ", ".join(f"{r['test']['auc']:.6f}" for r in finals.values()), flush=True)
+        complete &= run.complete and len(finals) == len(SEEDS)
     if not complete:
         print("to continue: the same command again (the trials' runs are reused from the cache)", flush=True)
     return 0 if complete else 1
