@@ -195,8 +195,8 @@ def space_table():
 
 # ------------------------------------------------------------------------------ through fill
 def fill_batch(*, dataset: str = DATASET, profile: str = "paper", workers: int = 2, threads: int | None = 1,
-               device: str = "cpu", deadline: float | None = None, data_dir=None, results_dir=None, scheduler=None,
-               log=print):
+               device: str = "cpu", runs_per_gpu: int | None = None, deadline: float | None = None, data_dir=None,
+               results_dir=None, scheduler=None, log=print):
     """A `train_batch` for `tune`: the runs of the configs that the run cache lacks are trained by
     `ifm.runs.fill` (a local Dask cluster, or the one at `scheduler`), until `deadline` (a time.time());
     then every config's record is read from the cache (None where it is not there)."""
@@ -215,8 +215,8 @@ def fill_batch(*, dataset: str = DATASET, profile: str = "paper", workers: int =
         if missing and (left is None or left > 0):
             items = [Wanted("tuning", dataset, {}, c, f"{c.model} on {dataset}, seed {c.seed}, bars "
                                                       f"({_differences(c, dataset)})") for c in missing]
-            fill(items, workers=workers, threads=threads, device=device, time_limit=left, profile=profile,
-                 data_dir=data_dir, results_dir=results_dir, scheduler=scheduler, log=log)
+            fill(items, workers=workers, threads=threads, device=device, runs_per_gpu=runs_per_gpu, time_limit=left,
+                 profile=profile, data_dir=data_dir, results_dir=results_dir, scheduler=scheduler, log=log)
             reader = Experiment(profile, device=device, data_dir=data_dir, results_dir=results_dir,
                                 train_missing=False, log=io.StringIO())    # anew: it memoises the data versions
         return [reader.run(c, dataset) for c in configs]
@@ -244,6 +244,9 @@ def add_tune_parser(sub):
     p.add_argument("--workers", type=number_arg("workers"), default=2, help="training processes at once (default 2)")
     p.add_argument("--threads", type=number_arg("threads"), default=1, help="torch threads per worker (default 1)")
     p.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--runs-per-gpu", type=number_arg("runs_per_gpu"),
+                   help="with --device cuda: runs trained at once on each GPU (every model's 2 trials of a round: "
+                        "16 for the 8 models)")
     p.add_argument("--time-limit", type=duration_arg, help="stop starting runs after this long (90m, 2.5h)")
     p.add_argument("--scheduler", type=scheduler_arg, help="a running Dask cluster (default: a local one)")
     p.add_argument("--data-dir", type=path_arg)
@@ -260,7 +263,8 @@ def cmd_tune(args) -> int:
         print(space_table().to_string(index=False))
         return 0
     deadline = time.time() + args.time_limit if args.time_limit else None
-    batch = fill_batch(workers=args.workers, threads=args.threads, device=args.device, deadline=deadline,
+    batch = fill_batch(workers=args.workers, threads=args.threads, device=args.device,
+                       runs_per_gpu=args.runs_per_gpu, deadline=deadline,
                        data_dir=args.data_dir, results_dir=args.results_dir, scheduler=args.scheduler)
     runs = run_studies(args.model or list(SPACES), batch, trials=args.trials)
     complete = True

@@ -1,0 +1,103 @@
+"""The open-benchmark page (ifm.book.benchmark) on constructed studies: the verdict follows the
+comparison rule over the seeds every model shares, the table puts our mean beside BARS's number
+with the difference, the tuning curve keeps the best so far, and nothing is judged before IFM
+and every baseline have their runs."""
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ifm.book import benchmark
+from ifm.book.rules import CONSISTENT, NOT, NOT_RUN, REPRODUCED, TOO_FEW
+from ifm.runs.tuning import StudyRun
+
+SEEDS = (2021, 2022, 2023, 2024, 2025)
+
+
+def frame(aucs: dict, seeds=SEEDS, trials=16) -> pd.DataFrame:
+    """Rows of each model's chosen setting: aucs[model] is its test AUC per seed (a list), or a
+    number that every seed gets plus a small seed effect shared by all models."""
+    rows = []
+    effect = dict(zip(SEEDS, (0.0, 2e-4, -1e-4, 1e-4, -2e-4)))
+    for model, values in aucs.items():
+        per_seed = values if isinstance(values, list) else [values + effect[s] for s in seeds]
+        for seed, auc in zip(seeds, per_seed):
+            rows.append({"model": model, "model_name": model, "seed": seed, "test_auc": auc,
+                         "test_logloss": 1 - auc, "dataset_label": "Frappe_x1 (BARS split, reconstructed)",
+                         "device": "cpu", "device_name": "x86_64"})
+    df = pd.DataFrame(rows)
+    runs = {m: StudyRun(m, study=SimpleNamespace(trials=[]), trials=[(i, {}, {"valid": {"auc": 0.9}}) for i in range(trials)],
+                        complete=True) for m in aucs}
+    df.attrs.update(tuning=runs, trials=trials, seeds=list(seeds), curves=pd.DataFrame(), cost={"runs": 0, "seconds": 0})
+    return df
+
+
+BASE = {"lr": 0.935, "fm": 0.968, "afm": 0.970, "nfm": 0.980, "deepfm": 0.9840, "wide_deep": 0.9835}
+
+
+def test_ifm_clearly_above_every_baseline_is_reproduced_and_the_row_names_each_difference():
+    df = frame({**BASE, "ifm": 0.9860, "difm": 0.9850})
+    judgement, wide = benchmark.verdict(df)
+    assert judgement.verdict == REPRODUCED and list(wide.index) == list(SEEDS)
+    assert set(judgement.rows.rival) == {"LR", "FM", "AFM", "NFM", "DeepFM", "Wide&Deep"}     # DIFM is no rival
+    row = benchmark.verdict_row(df)
+    assert row["verdict"] == REPRODUCED and row["seeds"] == 5
+    assert "best baseline DeepFM" in row["ours"] and "DeepFM +0.0020 ± 0.0000" in row["details"]
+    assert "IFM beats every baseline under equal tuning: reproduced" in benchmark.headline(df)
+
+
+def test_a_baseline_significantly_above_ifm_refutes_the_claim():
+    noisy = [0.9841, 0.9839, 0.9842, 0.9838, 0.9840]
+    df = frame({**BASE, "deepfm": [v + 0.001 for v in noisy], "ifm": noisy})
+    assert benchmark.verdict(df)[0].verdict == NOT
+
+
+def test_a_tie_within_seed_noise_is_consistent_not_separated():
+    rng = np.random.default_rng(0)
+    ifm = list(0.984 + rng.normal(0, 4e-4, 5))
+    df = frame({**BASE, "deepfm": list(0.984 + rng.normal(0, 4e-4, 5)), "wide_deep": list(0.984 + rng.normal(0, 4e-4, 5)),
+                "ifm": ifm})
+    assert benchmark.verdict(df)[0].verdict == CONSISTENT
+
+
+def test_only_the_seeds_every_model_shares_are_compared_and_two_are_too_few():
+    df = frame({**BASE, "ifm": 0.9860})
+    df = df[~((df.model == "nfm") & (df.seed > 2022))]         # NFM has seeds 2021-2022 only
+    judgement, wide = benchmark.verdict(df)
+    assert list(wide.index) == [2021, 2022] and judgement.verdict == TOO_FEW
+    assert "at least 3 shared seeds are needed" in benchmark.headline(df)
+
+
+def test_nothing_is_judged_before_ifm_and_every_baseline_have_runs():
+    df = frame({m: v for m, v in BASE.items() if m != "afm"} | {"ifm": 0.99})
+    assert benchmark.verdict(df)[0].verdict == NOT_RUN
+    assert benchmark.verdict_row(df)["verdict"] == NOT_RUN
+    assert benchmark.headline(df).startswith("**Not run yet.**")
+
+
+def test_the_table_puts_our_mean_and_interval_beside_bars_and_their_difference():
+    df = frame({**BASE, "ifm": 0.9860})
+    table = benchmark.results_table(df)
+    fm = table.loc["FM"]
+    assert fm["test AUC (BARS)"] == "0.9671" and fm["AUC: ours - BARS"] == f"{0.968 - 0.9671:+.4f}"
+    mean, half = 0.968, float(np.std([0, 2e-4, -1e-4, 1e-4, -2e-4], ddof=1) / math.sqrt(5) * 2.7764451)
+    assert fm["test AUC (ours)"] == f"{mean:.4f} ± {half:.4f}"
+    assert table.loc["IFM", "test AUC (BARS)"] == "none published" and table.loc["IFM", "AUC: ours - BARS"] == ""
+    assert table.loc["IFM", "trials"] == "16 of 16"
+
+
+def test_the_tuning_curve_keeps_the_best_so_far_through_failed_trials():
+    runs = {"ifm": StudyRun("ifm", None, trials=[(0, {}, {"valid": {"auc": 0.95}}), (1, {}, {"valid": {"auc": float("nan")}}),
+                                                 (2, {}, {"valid": {"auc": 0.96}}), (3, {}, {"valid": {"auc": 0.955}})])}
+    curves = benchmark._curves(runs)
+    assert curves.trial.tolist() == [1, 2, 3, 4]
+    assert curves.best_valid_auc.tolist() == pytest.approx([0.95, 0.95, 0.96, 0.96])
+    assert math.isnan(curves.valid_auc[1])
+
+
+def test_the_calibration_sentence_gives_each_gap_to_bars():
+    df = frame({**BASE, "ifm": 0.9860})
+    text = benchmark.calibration_sentence(df)
+    assert f"FM {0.968 - 0.9671:+.4f}" in text and f"DeepFM {0.984 - 0.9842:+.4f}" in text
