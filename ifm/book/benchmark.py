@@ -52,7 +52,7 @@ def benchmark_study(exp, models=MODELS, trials: int | None = None, seeds=None) -
     records = [r for run in runs.values() for _, _, r in run.trials] + \
         [r for run in runs.values() for r in run.finals.values() if r is not None]
     unique = {r["cache"]["key"]: r for r in records}
-    df.attrs.update(study="benchmark", profile=exp.profile.name, recipe=tuning.RECIPE, seeds=list(seeds),
+    df.attrs.update(study="benchmark", profile=exp.profile.name, recipe=tuning.RECIPE, seeds=list(seeds), device=exp.device,
                     trials=trials, tuning=runs, missing=missing, complete=not missing, command=COMMAND,
                     curves=_curves(runs), chosen={m: r.chosen for m, r in runs.items()},
                     cost={"runs": len(unique), "seconds": sum(r.get("train_seconds") or 0 for r in unique.values())},
@@ -99,31 +99,46 @@ def _curves(runs) -> pd.DataFrame:
 def _pm(values, digits: int = 4) -> str:
     mean, half = t_interval(values)
     if math.isnan(mean):
-        return "not run yet"
+        return "not run"
     return f"{mean:.{digits}f}" + ("" if math.isnan(half) else f" ± {half:.{digits}f}")
 
 
 def results_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per model: our test AUC and log loss (mean ± 95% t half-width over the seeds of
-    its chosen setting) beside BARS's, the difference of the means (ours - BARS), the trials
-    recorded, and the chosen setting."""
-    rows = []
-    for model, run in df.attrs["tuning"].items():
+    """One row per model: our test AUC and log loss (mean ± 95% t half-width over the seeds of its
+    chosen setting) beside BARS's, and the difference of the means (ours - BARS)."""
+    rows = {}
+    for model in df.attrs["tuning"]:
         part = df[df.model == model]
         bars = BARS_RESULTS.get(model, (math.nan, math.nan))
-        row = {"model": DISPLAY_NAMES[model], "seeds": len(part),
-               "test AUC (ours)": _pm(part.test_auc), "test AUC (BARS)": _num(bars[0]),
-               "AUC: ours - BARS": _diff(part.test_auc, bars[0]),
-               "log loss (ours)": _pm(part.test_logloss), "log loss (BARS)": _num(bars[1]),
-               "log loss: ours - BARS": _diff(part.test_logloss, bars[1]),
-               "trials": f"{len(run.trials)} of {df.attrs['trials']}",
-               "chosen setting": _setting(run.chosen)}
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("model")
+        rows[DISPLAY_NAMES[model]] = {
+            ("", "seeds"): len(part),
+            ("test AUC", "ours"): _pm(part.test_auc), ("test AUC", "BARS"): _num(bars[0]),
+            ("test AUC", "ours − BARS"): _diff(part.test_auc, bars[0]),
+            ("test log loss", "ours"): _pm(part.test_logloss), ("test log loss", "BARS"): _num(bars[1]),
+            ("test log loss", "ours − BARS"): _diff(part.test_logloss, bars[1])}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.columns = pd.MultiIndex.from_tuples(table.columns)
+    table.index.name = "model"
+    return table
+
+
+def tuning_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per model: the trials recorded, the best validation AUC they reached, and the
+    setting chosen (once all trials are in)."""
+    curves = df.attrs["curves"]
+    rows = {}
+    for model, run in df.attrs["tuning"].items():
+        best = curves[curves.model == model].best_valid_auc.dropna()
+        rows[DISPLAY_NAMES[model]] = {"trials": f"{len(run.trials)} of {df.attrs['trials']}",
+                                      "best validation AUC": f"{best.iloc[-1]:.4f}" if len(best) else "",
+                                      "chosen setting": _setting(run.chosen)}
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index.name = "model"
+    return out
 
 
 def _num(value) -> str:
-    return "none published" if math.isnan(value) else f"{value:.4f}"
+    return "none" if math.isnan(value) else f"{value:.4f}"
 
 
 def _diff(values, bars) -> str:
@@ -250,7 +265,9 @@ def figure(df: pd.DataFrame):
     right.set_title(f"Tuning curves ({df.attrs['trials']} trials per model)")
     right.xaxis.get_major_locator().set_params(integer=True)
     finals = curves.groupby("model").best_valid_auc.last().dropna()
-    if len(finals):        # from the weakest model's final best: earlier, lower points enter from below
+    if not len(finals):
+        right.text(0.5, 0.5, "no trial recorded yet", ha="center", va="center", transform=right.transAxes)
+    else:        # from the weakest model's final best: earlier, lower points enter from below
         span = max(finals.max() - finals.min(), 0.002)
         right.set_ylim(finals.min() - 0.25 * span, finals.max() + 0.1 * span)
         right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4, fontsize=8, frameon=False)
