@@ -97,3 +97,30 @@ def test_the_paper_recipes_keys_do_not_change_with_the_protocol_field():
     bars = paper_config("frappe", "ifm", recipe="bars")
     assert config_identity(bars)["protocol"] == {"monitor": "auc"} and bars.optimizer == "adam"
     assert not bars.uses_pretraining() and bars.sparse_for(10**7, 10) is False
+
+
+def test_a_gain_under_min_delta_keeps_the_earlier_weights_and_the_record_names_their_epoch(monkeypatch):
+    """Validation AUCs 0.80, 0.90, 0.9000005, 0.85: epoch 3 is the best by value but gains less
+    than 1e-6, so the weights of epoch 2 are kept, kept_epoch says 2, and the record verifies."""
+    from ifm.runs.verify import _history
+    from ifm.training import loop
+
+    scripted = iter([0.80, 0.80, 0.90, 0.90, 0.9000005, 0.9000005, 0.85, 0.85, 0.85, 0.85])
+    real = loop.score
+    calls = {"n": 0}
+
+    def score(model, split, task, label_range=None):
+        out = real(model, split, task, label_range)
+        calls["n"] += 1
+        if calls["n"] <= 10:                 # valid and test of each of the 5 epochs
+            out["auc"] = next(scripted)
+        return out
+
+    monkeypatch.setattr(loop, "score", score)
+    config = paper_config("synthetic", "fm", recipe="bars", epochs=5, embedding_size=4, batch_size=256)
+    record = train(config, ctr_data(), progress=False).record
+    assert [r["valid_auc"] for r in record["history"]] == [0.80, 0.90, 0.9000005, 0.85]   # 2 without gain: stop
+    assert record["best_epoch"] == 3 and record["kept_epoch"] == 2
+    # The kept weights score what epoch 2 logged (scripted here): the record agrees with its history.
+    record["valid"]["auc"], record["test"]["auc"] = 0.90, 0.90
+    assert _history(record) is None

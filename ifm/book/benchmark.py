@@ -118,7 +118,6 @@ def results_table(df: pd.DataFrame) -> pd.DataFrame:
             ("test log loss", "ours − BARS"): _diff(part.test_logloss, bars[1])}
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.columns = pd.MultiIndex.from_tuples(table.columns)
-    table.index.name = "model"
     return table
 
 
@@ -132,9 +131,7 @@ def tuning_table(df: pd.DataFrame) -> pd.DataFrame:
         rows[DISPLAY_NAMES[model]] = {"trials": f"{len(run.trials)} of {df.attrs['trials']}",
                                       "best validation AUC": f"{best.iloc[-1]:.4f}" if len(best) else "",
                                       "chosen setting": _setting(run.chosen)}
-    out = pd.DataFrame.from_dict(rows, orient="index")
-    out.index.name = "model"
-    return out
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def _num(value) -> str:
@@ -188,8 +185,8 @@ def verdict_row(df: pd.DataFrame) -> dict:
 def verdict_table(df: pd.DataFrame) -> pd.DataFrame:
     """The row as the scorecard page shows it (one reading: the BARS protocol)."""
     row = verdict_row(df)
-    return pd.DataFrame([{"claim": row["claim"], "data": row["data"], "ours (recipe bars)": row["ours"],
-                          "seeds": row["seeds"], "verdict": row["verdict"]}]).set_index("claim")
+    return pd.DataFrame([{"data": row["data"], "ours (recipe bars)": row["ours"], "seeds": row["seeds"],
+                          "verdict": row["verdict"]}], index=[row["claim"]])
 
 
 def headline(df: pd.DataFrame) -> str:

@@ -258,7 +258,7 @@ def train(config: TrainConfig, dataset, *, pretrained: dict | None = None, progr
     sgn = protocol.sign(monitor)                # sgn * validation value: lower is better
     # tf.nn.l2_loss halves a squared error; no released script halves a log loss.
     loss_scale = config.loss_scale if task == "regression" else 1.0
-    history, best, best_state, diverged = [], float("inf"), None, False
+    history, best, best_state, saved_epoch, diverged = [], float("inf"), None, None, False
     train_seconds, started = 0.0, time.perf_counter()
     bar = tqdm(range(1, config.epochs + 1), desc=f"{DISPLAY_NAMES[config.model]} on {dataset.name}",
                disable=not progress, file=sys.stderr, leave=False)
@@ -294,7 +294,7 @@ def train(config: TrainConfig, dataset, *, pretrained: dict | None = None, progr
             break
         values = [sgn * r["valid_" + monitor] for r in history]
         if protocol.improved(values, config.protocol) if config.protocol else values[-1] < best:
-            best, best_state = values[-1], copy.deepcopy(model.state_dict())
+            best, best_state, saved_epoch = values[-1], copy.deepcopy(model.state_dict()), epoch
         elif config.protocol:
             protocol.cut_learning_rate(optimizer, config.protocol)
         if (protocol.epochs_without_gain(values, config.protocol) >= config.patience if config.protocol
@@ -305,7 +305,9 @@ def train(config: TrainConfig, dataset, *, pretrained: dict | None = None, progr
         model.load_state_dict(best_state)
     finite = [r for r in history if math.isfinite(r["valid_" + monitor])]
     best_epoch = min(finite, key=lambda r: sgn * r["valid_" + monitor])["epoch"] if finite else None
-    kept_epoch = history[-1]["epoch"] if config.keep_last and not diverged else best_epoch
+    # The epoch whose weights are kept: under the protocol a gain below min_delta is no gain, so
+    # the best epoch by value can be a later one than the weights kept.
+    kept_epoch = history[-1]["epoch"] if config.keep_last and not diverged else saved_epoch or best_epoch
     record = {
         "config": config.to_dict(),
         "dataset": {"name": dataset.name, "task": task, "num_features": dataset.num_features,
