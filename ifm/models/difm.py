@@ -26,7 +26,9 @@ models/difm.py at 0df401c.
 - L2 on the weights of both FENs and of P_vec, P_bit: difm.py:70-77 (``regularized``).
 - No FM pre-training (not in PRETRAINED_WITH_FM): neither library nor PaddleRec pre-trains.
 The paper's own text (its equation numbers, its settings, whether it pre-trains) could not be read from
-this session; the form above is the libraries' and should be checked against the PDF.
+this session: only its abstract (doi:10.24963/IJCAI.2020/434), which names the same parts (multi-head
+self-attention, residual networks and DNNs reweighting the features bit-wise and vector-wise). The form
+above is the libraries' and should be checked against the PDF.
 """
 import math
 
