@@ -194,10 +194,14 @@ def headline(df: pd.DataFrame) -> str:
     judgement, wide = verdict(df)
     trials = df.attrs["trials"]
     if judgement.verdict == NOT_RUN:
-        done = [DISPLAY_NAMES[m] for m, run in df.attrs["tuning"].items() if run.finals and all(run.finals.values())]
+        runs = df.attrs["tuning"]
+        done = [DISPLAY_NAMES[m] for m, run in runs.items() if run.finals and all(run.finals.values())]
+        told = sum(len(run.trials) for run in runs.values())
         return (f"**Not run yet.** The equal-budget study ({trials} trials per model, then the chosen setting "
-                f"at {len(df.attrs['seeds'])} seeds) has finished for {len(done)} of {len(MODELS)} models"
-                + (f" ({', '.join(done)})" if done else "") + f"; {COMMAND} goes on where it stopped. "
+                f"at {len(df.attrs['seeds'])} seeds) has finished for {len(done)} of {len(runs)} models"
+                + (f" ({', '.join(done)})" if done else "") + f"; {told} of the {trials * len(runs)} trials are "
+                "recorded. A study asks its next trials only once the earlier ones are told, so the runs listed "
+                f"as missing below are the next ones, not all that remain; {COMMAND} goes on where it stopped. "
                 "No verdict is given until IFM and every baseline have their runs.")
     rows = judgement.rows
     better, worse = int(rows.better.sum()), int(rows.worse.sum())
