@@ -98,7 +98,15 @@ def test_the_tuning_curve_keeps_the_best_so_far_through_failed_trials():
     assert math.isnan(curves.valid_auc[1])
 
 
-def test_the_calibration_sentence_gives_each_gap_to_bars():
+def test_the_calibration_compares_each_baseline_at_bars_own_setting_with_bars_run():
     df = frame({**BASE, "ifm": 0.9860})
+    assert "not yet calibrated" in benchmark.calibration_sentence(df)
+    df.attrs["tuning"]["fm"].calibration = {"valid": {"auc": 0.9690}, "test": {"auc": 0.9675, "logloss": 0.2050}}
+    df.attrs["tuning"]["deepfm"].calibration = {"valid": {"auc": 0.9850}, "test": {"auc": 0.9840, "logloss": 0.1500}}
     text = benchmark.calibration_sentence(df)
-    assert f"FM {0.968 - 0.9671:+.4f}" in text and f"DeepFM {0.984 - 0.9842:+.4f}" in text
+    assert f"FM {0.9675 - 0.967108:+.4f}, DeepFM {0.9840 - 0.984243:+.4f}" in text and "2 of 6 baselines" in text
+    table = benchmark.calibration_table(df)
+    assert list(table.index) == ["LR", "FM", "AFM", "NFM", "DeepFM", "Wide&Deep"]          # no IFM: BARS has none
+    assert table.loc["FM", ("validation AUC", "ours − BARS")] == f"{0.9690 - 0.968650:+.4f}"
+    assert table.loc["FM", ("", "BARS's setting")] == "λ_e 5e-06, lr 0.001"
+    assert table.loc["LR", ("test AUC", "ours")] == "not run"

@@ -57,7 +57,18 @@ def test_every_model_gets_the_same_budget_and_the_chosen_setting_is_the_best_tol
         assert best.value == pytest.approx(fake_auc(tuning.config_of(model, best.params)))
         assert set(run.finals) == {1, 2} and all(r is not None for r in run.finals.values())
     # the three studies step together: 3 trials of each per call (8 = 3 + 3 + 2), then the finals
-    assert cache.calls == [9, 9, 6, 6]
+    # with BARS's own setting of each baseline (FM, DeepFM; IFM has none) at seed 2021
+    assert cache.calls == [9, 9, 6, 8]
+    assert runs["fm"].calibration is not None and runs["ifm"].calibration is None
+    bars_fm = tuning.config_of("fm", tuning.BARS_CHOSEN["fm"], seed=2021)
+    assert runs["fm"].calibration["valid"]["auc"] == pytest.approx(fake_auc(bars_fm))
+
+
+def test_every_baselines_space_holds_the_setting_bars_chose():
+    for model, chosen in tuning.BARS_CHOSEN.items():
+        space = tuning.SPACES[model]
+        assert set(chosen) <= set(space), model
+        assert all(value in space[name][0] for name, value in chosen.items()), model
 
 
 def test_a_study_started_again_asks_the_same_trials_and_trains_nothing_new():
