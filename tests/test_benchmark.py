@@ -86,7 +86,9 @@ def test_the_table_puts_our_mean_and_interval_beside_bars_and_their_difference()
     assert fm[("test AUC", "ours")] == f"{mean:.4f} ± {half:.4f}" and fm[("", "seeds")] == 5
     assert table.loc["IFM", ("test AUC", "BARS")] == "none" and table.loc["IFM", ("test AUC", "ours − BARS")] == ""
     df.attrs["curves"] = benchmark._curves(df.attrs["tuning"])
-    assert benchmark.tuning_table(df).loc["IFM"].tolist() == ["16 of 16", "0.9000", "not chosen yet"]
+    tuned = benchmark.tuning_table(df)
+    assert tuned.loc["IFM"].tolist() == ["16 of 16", "0.9000", "not chosen yet", "none published"]
+    assert tuned.loc["FM", "BARS's setting"] == "λ_e 5e-06, lr 0.001"
 
 
 def test_the_tuning_curve_keeps_the_best_so_far_through_failed_trials():
@@ -108,5 +110,4 @@ def test_the_calibration_compares_each_baseline_at_bars_own_setting_with_bars_ru
     table = benchmark.calibration_table(df)
     assert list(table.index) == ["LR", "FM", "AFM", "NFM", "DeepFM", "Wide&Deep"]          # no IFM: BARS has none
     assert table.loc["FM", ("validation AUC", "ours − BARS")] == f"{0.9690 - 0.968650:+.4f}"
-    assert table.loc["FM", ("", "BARS's setting")] == "λ_e 5e-06, lr 0.001"
     assert table.loc["LR", ("test AUC", "ours")] == "not run"
