@@ -155,9 +155,12 @@ def _diff(values, bars) -> str:
 def _setting(params) -> str:
     if not params:
         return "not chosen yet"
-    names = {"l2_embedding": "λ_e", "learning_rate": "lr", "fen_sizes": "FEN", "attention_factor": "attention",
-             "attention_heads": "heads", "batch_norm": "BN", "pool_dropout": "pool dropout"}
-    return ", ".join(f"{names.get(k, k)} {v}" for k, v in params.items())
+    # Short enough for a table cell (pandas cuts a cell at 50 characters): hidden sizes stand alone.
+    names = {"l2_embedding": "λ_e ", "learning_rate": "lr ", "fen_sizes": "FEN ", "attention_factor": "att. ",
+             "attention_heads": "heads ", "pool_dropout": "pool ", "hidden": "",
+             "dropout": "dropout "}
+    return ", ".join(("BN" if v else "no BN") if k == "batch_norm" else f"{names.get(k, k + ' ')}{v}"
+                     for k, v in params.items())
 
 
 def verdict(df: pd.DataFrame):
