@@ -15,17 +15,21 @@ from ifm.book.stats import t_interval
 from ifm.models import DISPLAY_NAMES
 from ifm.runs import tuning
 
-LEADERBOARD = "reczoo/BARS docs/CTR/leaderboard/frappe_x1.csv@1ffaf73"
-# BARS's Frappe_x1 test results, one run at seed 2021 each (the leaderboard): (AUC, log loss).
-BARS_RESULTS = {"lr": (0.9356, 0.3076), "fm": (0.9671, 0.2065), "afm": (0.9697, 0.2264), "nfm": (0.9804, 0.2058),
-                "deepfm": (0.9842, 0.1482), "wide_deep": (0.9841, 0.1490)}
-# The same runs to 6 digits, with their validation AUC (each model's BARS README, reczoo/BARS
+# BARS's Frappe_x1 run of each baseline, one at seed 2021 (each model's BARS README, reczoo/BARS
 # ranking/ctr/<Model>/<Model>_frappe_x1/README.md@1ffaf73): (valid AUC, test AUC, test log loss).
 BARS_RUNS = {"lr": (0.937734, 0.935584, 0.307643), "fm": (0.968650, 0.967108, 0.206515),
              "afm": (0.971434, 0.969733, 0.226424), "nfm": (0.980733, 0.980409, 0.205795),
              "deepfm": (0.985168, 0.984243, 0.148174), "wide_deep": (0.985270, 0.984124, 0.148974)}
-# The leaderboard's best AUC and best log loss, for scale.
-BARS_BEST = {"FinalMLP": (0.9861, 0.1484), "FinalNet": (0.9857, 0.1311)}
+
+
+def leaderboard(model: str) -> tuple[float, float]:
+    """(test AUC, test log loss) as BARS's leaderboard (docs/CTR/leaderboard/frappe_x1.csv@1ffaf73)
+    publishes them: its runs rounded to 4 digits; NaN for a model BARS has not run."""
+    if model not in BARS_RUNS:
+        return math.nan, math.nan
+    return round(BARS_RUNS[model][1], 4), round(BARS_RUNS[model][2], 4)
+
+
 BASELINES = ("lr", "fm", "afm", "nfm", "deepfm", "wide_deep")     # IFM's rivals in the claim
 MODELS = BASELINES + ("ifm", "difm")
 CLAIM = "IFM beats every baseline under equal tuning"
@@ -114,7 +118,7 @@ def results_table(df: pd.DataFrame) -> pd.DataFrame:
     rows = {}
     for model in df.attrs["tuning"]:
         part = df[df.model == model]
-        bars = BARS_RESULTS.get(model, (math.nan, math.nan))
+        bars = leaderboard(model)
         rows[DISPLAY_NAMES[model]] = {
             ("", "seeds"): len(part),
             ("test AUC", "ours"): _pm(part.test_auc), ("test AUC", "BARS"): _num(bars[0]),
@@ -283,8 +287,8 @@ def figure(df: pd.DataFrame):
         if not math.isnan(mean):
             left.errorbar(mean, i, xerr=0 if math.isnan(half) else half, fmt="o", color="C0",
                           label="ours (mean, 95% CI)" if i == 0 else None)
-        if model in BARS_RESULTS:
-            left.plot(BARS_RESULTS[model][0], i, "x", color="C3", markersize=8,
+        if model in BARS_RUNS:
+            left.plot(leaderboard(model)[0], i, "x", color="C3", markersize=8,
                       label="BARS (seed 2021)" if model == "lr" else None)
     left.set_yticks(range(len(models)), [DISPLAY_NAMES[m] for m in models])
     left.invert_yaxis()
