@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
+import time
 
 import pytest
 
@@ -100,11 +103,8 @@ def test_at_the_time_limit_runs_are_stopped_and_nothing_half_written_is_left(tmp
 def test_a_fill_killed_with_sigterm_takes_its_workers_with_it_and_leaves_no_lock(tmp_path):
     """`kill <fill>` (a batch system's time limit, a closed session): the workers must not go on
     training in the background, and the lock of the run they held must go."""
-    import os
-    import signal
     import subprocess
     import sys
-    import time
     from pathlib import Path
 
     script = tmp_path / "fill_forever.py"
@@ -289,7 +289,6 @@ def test_a_run_that_raises_is_reported_with_its_error_and_the_others_go_on(tmp_p
 
 def _hold_lock(tmp_path, item):
     """Write the lock of `item`'s run as if another live process (this one) were training it."""
-    import os
     import socket
 
     exp = ex.Experiment("smoke", results_dir=tmp_path, overrides=TINY, log=None)
@@ -383,3 +382,26 @@ def test_table1_factors_are_planned_per_seed_once_their_runs_exist_and_derived_b
                                             train_missing=False, log=None, **SYNTHETIC), dataset="synthetic")
     assert fs.attrs["complete"] and sorted(fs.distribution.seed.unique()) == [0, 1]
     assert set(fs.table.recipe) == {"paper", "code"} and fs.attrs["fields"] == [0, 1]
+
+
+def test_a_sigterm_while_a_lock_changes_hands_exits_only_once_the_lock_is_accounted_for():
+    # The fill takes a run's lock, then places, sends and submits the run, then records it as in
+    # flight. A SIGTERM in between once left a lock that no `finally` knew of (CI, stop 31): the
+    # signal now waits for the end of that block and exits there.
+    reached = []
+    with pytest.raises(SystemExit) as exited:
+        with fill._sigterm_exits():
+            with fill._sigterm_held_off():
+                with fill._sigterm_held_off():          # nested: the exit waits for the outer block
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(0.2)                     # the handler runs here and must not exit
+                    reached.append("inner")
+                reached.append("outer")
+            reached.append("after")
+    assert reached == ["inner", "outer"] and exited.value.code == 128 + signal.SIGTERM
+    with pytest.raises(SystemExit):                     # outside such a block SIGTERM exits at once
+        with fill._sigterm_exits():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)
+            reached.append("not reached")
+    assert "not reached" not in reached

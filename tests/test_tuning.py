@@ -108,7 +108,7 @@ def test_a_diverged_trial_is_told_failed_and_never_chosen():
 def test_config_of_puts_each_parameter_where_it_belongs():
     c = tuning.config_of("deepfm", {"l2_embedding": 0.1, "dropout": 0.2, "hidden": "400-400-400",
                                     "batch_norm": True}, seed=2023)
-    assert c.recipe == "bars" and c.seed == 2023 and c.protocol == {"monitor": "auc", "l2_embedding": 0.1}
+    assert c.recipe == "bars" and c.seed == 2023 and c.protocol == {"monitor": "auc", "init": "fuxictr", "l2_embedding": 0.1}
     assert c.model_options == {"dropout": 0.2, "hidden": (400, 400, 400), "batch_norm": True}
     fm = tuning.config_of("fm", {"learning_rate": 5e-4, "l2_embedding": 0.0})
     assert fm.learning_rate == 5e-4 and fm.optimizer == "adam" and fm.embedding_size == 10

@@ -51,10 +51,32 @@ RETRY_SECONDS = 30.0    # how long a run that another process is training is put
 WORKER_WAIT = 120.0     # how long the fill waits for a worker when it has none (starting, or being replaced)
 
 
+_held_off = {"depth": 0, "signal": None}     # SIGTERM waits while a lock changes hands (_sigterm_held_off)
+
+
 def _exit_on_sigterm(signum, frame):
     """SIGTERM as SystemExit, so that `finally` blocks run: the fill cancels its tasks, closes its
-    cluster and gives up its runs' locks before it goes."""
+    cluster and gives up its runs' locks before it goes. Inside `_sigterm_held_off` it waits for
+    the end of that block."""
+    if _held_off["depth"]:
+        _held_off["signal"] = signum
+        return
     raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def _sigterm_held_off():
+    """A block that SIGTERM does not cut short: between taking a run's lock and recording it as
+    in flight (or between taking it out and releasing it), an exit would leave a lock that no
+    `finally` knows of. A SIGTERM that comes meanwhile exits at the end of the block."""
+    _held_off["depth"] += 1
+    try:
+        yield
+    finally:
+        _held_off["depth"] -= 1
+        if not _held_off["depth"] and _held_off["signal"] is not None:
+            signum, _held_off["signal"] = _held_off["signal"], None
+            raise SystemExit(128 + signum)
 
 
 @contextlib.contextmanager
@@ -211,21 +233,26 @@ def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_lim
             if path.is_dir():
                 finished(index, "failed", f"{path} is a directory: its record could not be written; nothing trained")
                 return True
-        lock = RunLock(directory / f"{stem}.lock")
-        holder = lock.try_acquire()
-        if holder is not None:
-            if index not in later:
-                log(f"put off: {item.study}: {item.label}: {holder} is training it; back to it later", flush=True)
-            later[index] = time.time() + RETRY_SECONDS
-            return "later"
-        later.pop(index, None)
-        data, options, _ = run.place(config, item)
-        sent = run.send(shared, given) if shared else given
-        future = client.submit(engine.train_task, item, settings, sent, engine.data_hash(data, options),
-                               key=f"ifm-{stem}", pure=False, resources={"GPU": 1} if gpu else None,
-                               priority=-index)
-        run.in_flight[future] = (index, lock, time.time(), stem)
-        run.busy.add(stem)
+        with _sigterm_held_off():
+            lock = RunLock(directory / f"{stem}.lock")
+            holder = lock.try_acquire()
+            if holder is not None:
+                if index not in later:
+                    log(f"put off: {item.study}: {item.label}: {holder} is training it; back to it later", flush=True)
+                later[index] = time.time() + RETRY_SECONDS
+                return "later"
+            later.pop(index, None)
+            try:
+                data, options, _ = run.place(config, item)
+                sent = run.send(shared, given) if shared else given
+                future = client.submit(engine.train_task, item, settings, sent, engine.data_hash(data, options),
+                                       key=f"ifm-{stem}", pure=False, resources={"GPU": 1} if gpu else None,
+                                       priority=-index)
+            except BaseException:
+                lock.release()
+                raise
+            run.in_flight[future] = (index, lock, time.time(), stem)
+            run.busy.add(stem)
         return True
 
     def hand_out():
@@ -250,23 +277,24 @@ def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_lim
                     break
 
     def collect(future) -> None:
-        index, lock, since, stem = run.in_flight.pop(future)
-        run.busy.discard(stem)
-        try:
-            if future.status == "finished":
-                result = future.result()
-                write_run_files(directory, result["files"])
-                run.written.add(stem)
-                exp.cache.refresh()
-                finished(index, "done", result["text"], result["seconds"], result["worker"])
-            elif future.status == "error":
-                error = future.exception()
-                run.failed.add(stem)
-                text = (f"its worker died on each of {engine.ALLOWED_FAILURES + 1} tries (killed for memory? "
-                        "see the worker's log)" if isinstance(error, KilledWorker) else f"{type(error).__name__}: {error}")
-                finished(index, "failed", text, time.time() - since)
-        finally:
-            lock.release()
+        with _sigterm_held_off():     # the lock is released, the record written whole, before an exit
+            index, lock, since, stem = run.in_flight.pop(future)
+            run.busy.discard(stem)
+            try:
+                if future.status == "finished":
+                    result = future.result()
+                    write_run_files(directory, result["files"])
+                    run.written.add(stem)
+                    exp.cache.refresh()
+                    finished(index, "done", result["text"], result["seconds"], result["worker"])
+                elif future.status == "error":
+                    error = future.exception()
+                    run.failed.add(stem)
+                    text = (f"its worker died on each of {engine.ALLOWED_FAILURES + 1} tries (killed for memory? "
+                            "see the worker's log)" if isinstance(error, KilledWorker) else f"{type(error).__name__}: {error}")
+                    finished(index, "failed", text, time.time() - since)
+            finally:
+                lock.release()
 
     client, cluster = engine.connect(workers=workers, threads=threads, device=device, runs_per_gpu=runs_per_gpu,
                                      scheduler=scheduler)

@@ -164,7 +164,9 @@ def make_optimizer(model, config: TrainConfig):
     """
     trainable = {id(p): p for p in model.parameters() if p.requires_grad}
     groups = []
-    for params, lam in model.l2_groups(config.l2, biases=config.l2_biases):
+    # Under the benchmark's protocol its own lambda_e and lambda_n are the only penalties (in the step):
+    # AFM's fixed attention L2 (the AFM paper's) is not FuxiCTR's, whose AFM has net_regularizer 0.
+    for params, lam in [] if config.protocol else model.l2_groups(config.l2, biases=config.l2_biases):
         params = [trainable.pop(id(p)) for p in params if id(p) in trainable]
         if params:
             # d/dW of lambda ||W||^2 is 2 lambda W; of TensorFlow's lambda/2 ||W||^2, lambda W.
@@ -188,7 +190,10 @@ def build_for(config: TrainConfig, dataset, device) -> torch.nn.Module:
     """The model of `config`, sized for `dataset`, on `device`, with its data-dependent speed-ups."""
     model = build_model(config.model, dataset.num_features, dataset.num_fields, config.embedding_size,
                         sparse=config.sparse_for(dataset.num_features, dataset.num_fields),
-                        **config.model_options).to(device)
+                        **config.model_options)
+    if config.protocol:
+        protocol.initialise(model, config.protocol)     # FuxiCTR's start under the benchmark's protocol
+    model = model.to(device)
     model.use_feature_fields(torch.cat([dataset.train.x, dataset.valid.x, dataset.test.x]).to(device))
     return model
 

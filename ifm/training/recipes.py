@@ -24,10 +24,11 @@ BENCHMARK = "bars"
 _BARS = "reczoo/BARS docs/CTR (the Frappe_x1 logs of each model's README)"
 BARS = {"optimizer": "adam", "learning_rate": 1e-3, "batch_size": 4096, "embedding_size": 10, "epochs": 100,
         "stopping": "patience", "patience": 2, "pretrain_fm": False, "l2": 0.0, "seed": 2021,
-        "protocol": {"monitor": "auc"}}
+        "protocol": {"monitor": "auc", "init": "fuxictr"}}
 BARS_SOURCES = {"optimizer": _BARS, "learning_rate": _BARS, "batch_size": _BARS, "embedding_size": _BARS,
                 "epochs": _BARS, "seed": _BARS, "stopping": "rank_model.py:39,167-184 (FuxiCTR)",
-                "pretrain_fm": "FuxiCTR trains every model from scratch", "protocol": "ifm.training.protocol"}
+                "pretrain_fm": "FuxiCTR trains every model from scratch",
+                "protocol": "ifm.training.protocol (init: base_model.py:44, 96-118, FuxiCTR)"}
 
 PAPER = {
     "learning_rate": 0.01,
