@@ -376,3 +376,12 @@ def test_an_fm_whose_record_is_here_but_not_its_weights_is_trained_again_for_the
     assert counts["done"] == 2 and counts["not started"] == counts["reused"] == 0, lines
     assert "FM pre-training of Wide&Deep" in lines[0] and "Wide&Deep on synthetic" in lines[1]
     assert smoke_plan(tmp_path)[:1] != items
+
+
+def test_a_runs_line_names_what_its_study_chooses_on():
+    bars = {"monitor": "auc", "valid": {"auc": 0.98123, "logloss": 0.2}, "test": {"auc": 0.97654, "logloss": 0.21},
+            "epochs_run": 12}
+    assert engine.outcome(bars) == "valid AUC 0.9812, test AUC 0.9765, log loss 0.2100, 12 epochs"
+    paper = {"monitor": "rmse", "valid": {"rmse": 0.3}, "test": {"rmse": 0.31234}, "epochs_run": 40}
+    assert engine.outcome(paper) == "test rmse 0.3123, 40 epochs"
+    assert engine.outcome({"test": {"logloss": 0.4}, "epochs_run": 3}) == "test logloss 0.4000, 3 epochs"

@@ -96,6 +96,17 @@ def worker_name() -> str:
     return "this process"
 
 
+def outcome(record: dict) -> str:
+    """A run's result in a few words: the test metric of the paper's tables (RMSE or log loss), and
+    under the benchmark's protocol first the validation AUC a study chooses on and the test AUC."""
+    valid, test, epochs = record.get("valid") or {}, record.get("test") or {}, record.get("epochs_run")
+    if record.get("monitor") == "auc":
+        return (f"valid AUC {valid.get('auc', float('nan')):.4f}, test AUC {test.get('auc', float('nan')):.4f}, "
+                f"log loss {test.get('logloss', float('nan')):.4f}, {epochs} epochs")
+    metric = "rmse" if "rmse" in test else "logloss"
+    return f"test {metric} {test.get(metric, float('nan')):.4f}, {epochs} epochs"
+
+
 def train_task(item, settings: dict, given: dict, expected: str | None) -> dict:
     """Train `item` (an `ifm.runs.plan.Wanted`) on this worker; return {"files": {name: bytes} of
     every record and weight file it made, "seconds", "text", "worker", "device"}. `given`: the
@@ -135,9 +146,7 @@ def train_task(item, settings: dict, given: dict, expected: str | None) -> dict:
             text = f"Table 1 {kind} derived"
         else:
             record = exp.run(config, item.dataset, data_options=item.data_options or None)
-            test = record.get("test", {})
-            metric = "rmse" if "rmse" in test else "logloss"
-            text = f"test {metric} {test.get(metric, float('nan')):.4f}, {record.get('epochs_run')} epochs"
+            text = outcome(record)
         files = {p.name: p.read_bytes() for p in sorted(folder.iterdir())
                  if p.suffix in (".json", ".pt") and given.get(p.name) != p.read_bytes()}
     return {"files": files, "seconds": time.time() - started, "text": text, "worker": worker_name(), "device": device}
