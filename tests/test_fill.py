@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from ifm.runs import experiment as ex, fill, timing
+from ifm.runs import experiment as ex, fill, locks, timing
 from ifm.book import factors, studies
 from ifm.book.pages import DERIVE, PAGES
 from ifm.cli import main
@@ -390,9 +390,9 @@ def test_a_sigterm_while_a_lock_changes_hands_exits_only_once_the_lock_is_accoun
     # signal now waits for the end of that block and exits there.
     reached = []
     with pytest.raises(SystemExit) as exited:
-        with fill._sigterm_exits():
-            with fill._sigterm_held_off():
-                with fill._sigterm_held_off():          # nested: the exit waits for the outer block
+        with locks.sigterm_exits():
+            with locks.sigterm_held_off():
+                with locks.sigterm_held_off():          # nested: the exit waits for the outer block
                     os.kill(os.getpid(), signal.SIGTERM)
                     time.sleep(0.2)                     # the handler runs here and must not exit
                     reached.append("inner")
@@ -400,7 +400,7 @@ def test_a_sigterm_while_a_lock_changes_hands_exits_only_once_the_lock_is_accoun
             reached.append("after")
     assert reached == ["inner", "outer"] and exited.value.code == 128 + signal.SIGTERM
     with pytest.raises(SystemExit):                     # outside such a block SIGTERM exits at once
-        with fill._sigterm_exits():
+        with locks.sigterm_exits():
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(0.2)
             reached.append("not reached")

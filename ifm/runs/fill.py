@@ -34,60 +34,19 @@ with one line and removes what that run had written.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import math
 import os
-import signal
-import threading
 import time
 from pathlib import Path
 
 from ifm.runs.plan import STUDY_ORDER, Wanted, describe_plan, plan  # noqa: F401 (plan is fill's API too)
+from ifm.runs.locks import sigterm_exits, sigterm_held_off
 from ifm.runs.timing import device_kind, expected_seconds, past_seconds, share, time_key
 
 # --------------------------------------------------------------------------- the client
 RETRY_SECONDS = 30.0    # how long a run that another process is training is put off
 WORKER_WAIT = 120.0     # how long the fill waits for a worker when it has none (starting, or being replaced)
-
-
-_held_off = {"depth": 0, "signal": None}     # SIGTERM waits while a lock changes hands (_sigterm_held_off)
-
-
-def _exit_on_sigterm(signum, frame):
-    """SIGTERM as SystemExit, so that `finally` blocks run: the fill cancels its tasks, closes its
-    cluster and gives up its runs' locks before it goes. Inside `_sigterm_held_off` it waits for
-    the end of that block."""
-    if _held_off["depth"]:
-        _held_off["signal"] = signum
-        return
-    raise SystemExit(128 + signum)
-
-
-@contextlib.contextmanager
-def _sigterm_held_off():
-    """A block that SIGTERM does not cut short: between taking a run's lock and recording it as
-    in flight (or between taking it out and releasing it), an exit would leave a lock that no
-    `finally` knows of. A SIGTERM that comes meanwhile exits at the end of the block."""
-    _held_off["depth"] += 1
-    try:
-        yield
-    finally:
-        _held_off["depth"] -= 1
-        if not _held_off["depth"] and _held_off["signal"] is not None:
-            signum, _held_off["signal"] = _held_off["signal"], None
-            raise SystemExit(128 + signum)
-
-
-@contextlib.contextmanager
-def _sigterm_exits():
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if main else None
-    try:
-        yield
-    finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous)
 
 
 class _Client:
@@ -233,7 +192,7 @@ def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_lim
             if path.is_dir():
                 finished(index, "failed", f"{path} is a directory: its record could not be written; nothing trained")
                 return True
-        with _sigterm_held_off():
+        with sigterm_held_off():
             lock = RunLock(directory / f"{stem}.lock")
             holder = lock.try_acquire()
             if holder is not None:
@@ -277,7 +236,7 @@ def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_lim
                     break
 
     def collect(future) -> None:
-        with _sigterm_held_off():     # the lock is released, the record written whole, before an exit
+        with sigterm_held_off():     # the lock is released, the record written whole, before an exit
             index, lock, since, stem = run.in_flight.pop(future)
             run.busy.discard(stem)
             try:
@@ -301,7 +260,7 @@ def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_lim
     run = _Client(exp, directory, client, settings, gpu)
     run.planned = {run.place(item.config, item)[2] for item in items if not item.derive}
     try:
-        with _sigterm_exits():
+        with sigterm_exits():
             while True:
                 if not engine.slots(client, device):       # starting, or a dead worker being replaced
                     client.wait_for_workers(1, timeout=WORKER_WAIT)

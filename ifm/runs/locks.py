@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import threading
 import time
@@ -100,3 +101,44 @@ def live_holder(lock: Path, grace: float = 60) -> str | None:
         except PermissionError:
             pass
     return f"pid {pid} on {host}"
+
+
+# SIGTERM (a batch system's time limit, `kill`) as SystemExit, so that `finally` blocks give the locks
+# back; held off while a lock changes hands, so that no lock is left that no `finally` knows of.
+_held_off = {"depth": 0, "signal": None}     # SIGTERM waits while a lock changes hands (sigterm_held_off)
+
+
+def _exit_on_sigterm(signum, frame):
+    """SIGTERM as SystemExit, so that `finally` blocks run: the fill cancels its tasks, closes its
+    cluster and gives up its runs' locks before it goes. Inside `sigterm_held_off` it waits for
+    the end of that block."""
+    if _held_off["depth"]:
+        _held_off["signal"] = signum
+        return
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def sigterm_held_off():
+    """A block that SIGTERM does not cut short: between taking a run's lock and recording it as
+    in flight (or between taking it out and releasing it), an exit would leave a lock that no
+    `finally` knows of. A SIGTERM that comes meanwhile exits at the end of the block."""
+    _held_off["depth"] += 1
+    try:
+        yield
+    finally:
+        _held_off["depth"] -= 1
+        if not _held_off["depth"] and _held_off["signal"] is not None:
+            signum, _held_off["signal"] = _held_off["signal"], None
+            raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def sigterm_exits():
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if main else None
+    try:
+        yield
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
