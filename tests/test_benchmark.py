@@ -111,3 +111,12 @@ def test_the_calibration_compares_each_baseline_at_bars_own_setting_with_bars_ru
     assert list(table.index) == ["LR", "FM", "AFM", "NFM", "DeepFM", "Wide&Deep"]          # no IFM: BARS has none
     assert table.loc["FM", ("validation AUC", "ours − BARS")] == f"{0.9690 - 0.968650:+.4f}"
     assert table.loc["LR", ("test AUC", "ours")] == "not run"
+
+
+def test_the_page_rule_is_the_comparison_rule_under_its_own_heading():
+    from ifm.book.benchmark import RULE
+    from ifm.book.rules import COMPARISON_RULE
+
+    assert RULE.startswith("**How the claim is judged**, by the rule of the paper's model-against-model claims.")
+    assert COMPARISON_RULE.split("**", 2)[2] in RULE     # the rule's words, unchanged after its heading
+    assert "six baselines (LR, FM, AFM, NFM, DeepFM, Wide&Deep)" in RULE

@@ -268,7 +268,8 @@ def calibration_sentence(df: pd.DataFrame) -> str:
             "our tuning found that BARS's did not.")
 
 
-RULE = ("**How the claim is judged.** The claim is judged by the rule of the paper's claims. " + COMPARISON_RULE
+RULE = (COMPARISON_RULE.replace("**How a model-against-model claim is judged.**",
+                                "**How the claim is judged**, by the rule of the paper's model-against-model claims.")
         + " Here the metric is test AUC (higher is better), the seeds are those of each model's chosen setting "
           "(2021-2025), and the rivals are the six baselines (LR, FM, AFM, NFM, DeepFM, Wide&Deep); DIFM is "
           "shown beside IFM and is not a rival in the claim.")
