@@ -205,9 +205,12 @@ def cmd_bench(args) -> int:
 
     if args.compare and args.model != "ifm":
         raise ValueError("--compare deepctr-torch compares IFM only; use --model ifm")
+    if args.compare and args.recipe != "paper":
+        raise ValueError("--compare deepctr-torch times both at the paper's sizes; use --recipe paper")
     dataset = _load(args)
     device = torch.device(args.device)
-    rows = [bench_ours(dataset, args.model, device, max_batches=args.batches, per_feature=not args.per_instance)]
+    rows = [bench_ours(dataset, args.model, device, max_batches=args.batches, per_feature=not args.per_instance,
+                       recipe=args.recipe)]
     if args.compare:
         rows.append(bench_deepctr(dataset, device, max_batches=args.batches))
     print(f"dataset {dataset.name}: {len(dataset.train):,} training instances, device {device}, "
@@ -293,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--dataset", default="frappe", choices=DATASET_NAMES)
     bench.add_argument("--model", default="ifm", choices=list(MODELS))
     bench.add_argument("--compare", choices=["deepctr-torch"], help="also time a peer library's IFM")
+    bench.add_argument("--recipe", default="paper", choices=["paper", "code", "bars"],
+                       help="whose settings to time (default paper; bars: the open benchmark's, CTR data only)")
     bench.add_argument("--batches", type=number_arg("max_batches"),
                        help=f"time only this many batches: {LIMITS['max_batches']} (default: one epoch)")
     bench.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N (default cpu)")

@@ -162,6 +162,22 @@ def test_compare_other_than_ifm_is_refused_before_loading(capsys):
     refused(capsys, ["bench", "--model", "fm", "--compare", "deepctr-torch"], "--compare", "--model ifm")
 
 
+@pytest.mark.parametrize("command", [[*TRAIN, "--model", "fm"], ["bench", "--dataset", "synthetic", "--model", "fm",
+                                                                "--batches", "1"]], ids=["train", "bench"])
+def test_recipe_bars_refuses_data_that_is_not_clicks_before_training(capsys, command):
+    """The open benchmark's protocol trains on log loss and chooses on AUC: on a regression task
+    (the synthetic data, like MovieLens) it is refused in one line, not failed after an epoch."""
+    assert cli(*command, "--recipe", "bars") == 2
+    out = capsys.readouterr()
+    assert out.out == ""                                                  # no result line: nothing trained
+    last = out.err.strip().splitlines()[-1]
+    assert last.startswith("error: recipe bars") and "synthetic is a regression task" in last and "0/1" in last
+
+
+def test_bench_compares_with_deepctr_at_the_paper_sizes_only(capsys):
+    refused(capsys, ["bench", "--compare", "deepctr-torch", "--recipe", "bars"], "--compare", "--recipe paper")
+
+
 # --------------------------------------------------------------------------- output paths
 @pytest.mark.parametrize("flag", ["--out", "--save-state"])
 def test_an_output_that_cannot_be_written_is_refused_before_training(capsys, tmp_path, flag):

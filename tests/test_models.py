@@ -167,17 +167,19 @@ def test_per_feature_path_declines_shared_ids_sparse_tables_and_models_without_a
     assert not FM(N_FEATURES, H, K).use_feature_fields(batch())
 
 
-def test_afm_attention_pooling_is_the_plain_formula_with_its_gradients(monkeypatch):
-    """The chunked hand-written backward of AFM's attention pooling against plain autograd,
-    with chunks that do not divide the batch, and against finite differences."""
+@pytest.mark.parametrize("attention_factor", [4, 9], ids=["hidden-kept (t<=k)", "hidden-recomputed (t>k)"])
+def test_afm_attention_pooling_is_the_plain_formula_with_its_gradients(monkeypatch, attention_factor):
+    """The chunked hand-written backward of AFM's attention pooling against plain autograd, on both
+    of its paths (the hidden layer kept where t <= k, recomputed where it is wider), with chunks
+    that do not divide the batch, and against finite differences."""
     from ifm.models import afm
 
-    monkeypatch.setattr(afm, "_chunk_size", lambda v: 7)
+    monkeypatch.setattr(afm, "_chunk_size", lambda v, t: 7)
     torch.manual_seed(0)
     args = [torch.randn(30, 6, 5, dtype=torch.float64, requires_grad=True),
-            torch.randn(4, 5, dtype=torch.float64, requires_grad=True),
-            torch.randn(4, dtype=torch.float64, requires_grad=True),
-            torch.randn(4, dtype=torch.float64, requires_grad=True)]
+            torch.randn(attention_factor, 5, dtype=torch.float64, requires_grad=True),
+            torch.randn(attention_factor, dtype=torch.float64, requires_grad=True),
+            torch.randn(attention_factor, dtype=torch.float64, requires_grad=True)]
     ours, plain = afm.attention_pooling(*args), afm.attention_pooling_reference(*args)
     assert torch.allclose(ours, plain)
     weights = torch.randn_like(ours)
@@ -188,25 +190,29 @@ def test_afm_attention_pooling_is_the_plain_formula_with_its_gradients(monkeypat
 
 
 def test_afm_pools_in_cache_sized_chunks_on_a_cpu_and_in_one_chunk_elsewhere():
-    """On a CPU the pair tensors of a chunk stay near 2**20 numbers; on an accelerator (a meta
-    tensor stands in for one) the whole batch is one chunk, so a step launches each kernel once."""
+    """On a CPU the chunk's widest tensor (the pair products, k wide, or the attention net's hidden
+    layer, t wide) stays near 2**20 numbers; on an accelerator (a meta tensor stands in for one)
+    the whole batch is one chunk, so a step launches each kernel once."""
     from ifm.models import afm
 
     cpu = torch.empty(2048, 10, 256)
-    assert afm._chunk_size(cpu) == (1 << 20) // (45 * 256)
-    assert afm._chunk_size(torch.empty(2048, 10, 256, device="meta")) == 2048
+    assert afm._chunk_size(cpu, 16) == afm._chunk_size(cpu) == (1 << 20) // (45 * 256)     # the paper: k = 256 wider
+    assert afm._chunk_size(torch.empty(4096, 10, 10), 128) == (1 << 20) // (45 * 128)      # BARS: t = 128 wider
+    assert afm._chunk_size(torch.empty(2048, 10, 256, device="meta"), 16) == 2048
     assert afm._chunk_size(torch.empty(3, 2, 4)) == (1 << 20) // 4     # more than the batch: one chunk
 
 
-def test_afm_pooling_with_frozen_embeddings_gives_the_attention_net_the_same_gradients(monkeypatch):
+@pytest.mark.parametrize("attention_factor", [2, 6], ids=["hidden-kept (t<=k)", "hidden-recomputed (t>k)"])
+def test_afm_pooling_with_frozen_embeddings_gives_the_attention_net_the_same_gradients(monkeypatch, attention_factor):
     """Table 2 freezes v: the backward then skips d/dv, and W, b, h get the plain formula's gradients."""
     from ifm.models import afm
 
-    monkeypatch.setattr(afm, "_chunk_size", lambda v: 4)
+    monkeypatch.setattr(afm, "_chunk_size", lambda v, t: 4)
     torch.manual_seed(1)
     v = torch.randn(10, 5, 3, dtype=torch.float64)                    # frozen: no gradient asked
-    net = [torch.randn(4, 3, dtype=torch.float64, requires_grad=True), torch.randn(4, dtype=torch.float64, requires_grad=True),
-           torch.randn(4, dtype=torch.float64, requires_grad=True)]
+    net = [torch.randn(attention_factor, 3, dtype=torch.float64, requires_grad=True),
+           torch.randn(attention_factor, dtype=torch.float64, requires_grad=True),
+           torch.randn(attention_factor, dtype=torch.float64, requires_grad=True)]
     weights = torch.randn(10, 3, dtype=torch.float64)
     ours = torch.autograd.grad((afm.attention_pooling(v, *net) * weights).sum(), net)
     plain = torch.autograd.grad((afm.attention_pooling_reference(v, *net) * weights).sum(), net)

@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from ifm.training import protocol
 from ifm.training.recipes import paper_config
 from ifm.training.loop import build_for, loss_sum, make_optimizer, seed_everything, train_step
 
@@ -107,9 +108,13 @@ def fen_gemm_bound(batch_size: int, layer_sizes: list[tuple[int, int]], device, 
     return {"gemm_gflops": flops / median(times) / 1e9, "bound_samples_per_second": batch_size / median(times)}
 
 
-def bench_ours(dataset, model_name: str, device, max_batches=None, per_feature: bool = True, **overrides) -> dict:
-    """per_feature=False times IFM's general per-instance path (the one MovieLens and Avazu take)."""
-    config = paper_config(dataset.name, model_name, device=str(device), **overrides)
+def bench_ours(dataset, model_name: str, device, max_batches=None, per_feature: bool = True, recipe: str = "paper",
+               **overrides) -> dict:
+    """per_feature=False times IFM's general per-instance path (the one MovieLens and Avazu take);
+    `recipe` bars times the open benchmark's setting and step (embedding 10, Adam, its L2 and clipping)."""
+    config = paper_config(dataset.name, model_name, device=str(device), recipe=recipe, **overrides)
+    if config.protocol:
+        protocol.check_task(dataset.task, dataset.name)
     seed_everything(config.seed)
     model = build_for(config, dataset, device)
     if not per_feature:
@@ -118,7 +123,10 @@ def bench_ours(dataset, model_name: str, device, max_batches=None, per_feature: 
     model.train()
 
     def step(x, y):
-        train_step(model, optimizer, x, y, dataset.task)
+        if config.protocol:
+            protocol.step(model, optimizer, x, y, config.protocol)
+        else:
+            train_step(model, optimizer, x, y, dataset.task)
 
     batches = epoch_batches(dataset, config.batch_size, device, max_batches=max_batches)
     result = _measure(step, batches, device, f"{model_name} (this package)", config)

@@ -238,6 +238,8 @@ def train(config: TrainConfig, dataset, *, pretrained: dict | None = None, progr
     """
     device = torch.device(config.device)
     task = dataset.task
+    if config.protocol:
+        protocol.check_task(task, dataset.name)
     label_range = (dataset.train.y.min().item(), dataset.train.y.max().item()) \
         if task == "regression" and config.bound_predictions else None
 

@@ -42,6 +42,13 @@ def settings(protocol: dict) -> dict:
     return {**DEFAULTS, **protocol}
 
 
+def check_task(task: str, dataset: str) -> None:
+    """The protocol trains on log loss and chooses on AUC: click data (labels 0/1) only."""
+    if task != "binary":
+        raise ValueError(f"recipe bars (the open CTR benchmark's protocol: log loss, validation AUC) needs click "
+                         f"data with labels 0/1; {dataset} is a {task} task (use recipe paper or code)")
+
+
 def initialise(model, protocol: dict) -> None:
     """Under `init: fuxictr`, FuxiCTR's start (BaseModel.reset_parameters): the feature tables
     (nn.Embedding there, FeatureTable here: w_i and v_i) ~ N(0, 1e-4), every nn.Linear
