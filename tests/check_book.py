@@ -18,7 +18,7 @@
 * no page names a path of the building machine (its checkout, virtual environment, temporary,
   home or data directory), and no run record under `results/` holds an absolute path;
 * every table sits in a box that scrolls sideways (a notebook output or a scrollable container),
-  so a wide table is never cut.
+  so a wide table is never cut, and no table cell is cut short (pandas ends a cut cell with "...").
 """
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ ERROR_NAMES = re.compile(r"\b(?:[A-Z][a-zA-Z]*Error|Exception)\b\s*</span>\s*(?:
 
 
 SCROLLING = ("output", "pst-scrollable-table-container", "table-responsive")   # boxes the theme scrolls (overflow-x)
+CUT_CELL = re.compile(r"[^<>]{0,40}\.\.\.\s*</t[dh]>")       # pandas' mark of a cell cut at max_colwidth
 WARNING = re.compile(r"\b[A-Z]\w*Warning\b\s*:|class=\"output stderr")
 
 
@@ -144,6 +145,9 @@ def check(build: Path, root: Path = ROOT, profile: str = "paper", allow_incomple
         parser.feed(html)
         if parser.unscrolled_tables:
             problems.append(f"{name}: {parser.unscrolled_tables} table(s) outside a box that scrolls sideways")
+        cut = CUT_CELL.findall(html)
+        if cut:
+            problems.append(f"{name}: {len(cut)} table cell(s) cut short, e.g. {cut[0]!r}")
         for src in parser.images:
             url = urlparse(src)
             if url.scheme in ("http", "https", "data") or src.startswith("//"):

@@ -50,6 +50,8 @@ def test_clean_page_passes(tmp_path):
     (GOOD_PAGE + '<pre>/venv/lib/tqdm/auto.py:21: TqdmWarning: IProgress not found</pre>', "shows a warning"),
     (GOOD_PAGE + '<div class="output stderr"><pre>progress</pre></div>', "shows a warning"),
     (GOOD_PAGE + '<p>a wide table:</p><table><tr><td>1</td></tr></table>', "outside a box that scrolls sideways"),
+    (GOOD_PAGE.replace("<td>0.47</td>", "<td>IFM − rival: FM -0.0007 ± 0.0051, p_Holm 0.62 ...</td>"),
+     "1 table cell(s) cut short, e.g. 'rival: FM -0.0007"),
 ])
 def test_each_problem_is_reported(tmp_path, html, complaint):
     root, build = make_book(tmp_path, html)

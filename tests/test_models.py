@@ -220,6 +220,41 @@ def test_afm_pooling_with_frozen_embeddings_gives_the_attention_net_the_same_gra
         assert torch.allclose(g_ours, g_plain)
 
 
+def afm_eq5(model, x: torch.Tensor) -> torch.Tensor:
+    """AFM's Eq. 5 literally, one instance and one pair at a time: w0 + sum_i w_i
+    + p^T sum_{i<j} a_ij (v_i * v_j), a_ij = softmax over the pairs of h^T ReLU(W (v_i * v_j) + b)."""
+    out = []
+    for row in x.tolist():
+        v = [model.embedding.weight[f] for f in row]
+        products = [v[i] * v[j] for i in range(len(row)) for j in range(i + 1, len(row))]
+        scores = torch.stack([model.attention_h.weight[0] @ torch.relu(model.attention.weight @ e + model.attention.bias)
+                              for e in products])
+        a = torch.softmax(scores, dim=0)
+        pooled = sum(a_p * e for a_p, e in zip(a, products))
+        out.append(model.linear.bias + sum(model.linear.weight.weight[f, 0] for f in row) + model.p.weight[0] @ pooled)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("chunk", [5, None], ids=["cpu-chunks", "one-chunk (accelerator)"])
+@pytest.mark.parametrize("attention_factor", [3, 16], ids=["hidden-kept (t<=k)", "hidden-recomputed (t>k)"])
+def test_afm_is_eq5_with_its_gradients_on_both_paths(monkeypatch, attention_factor, chunk):
+    """The AFM model (dropout off) against Eq. 5 written out above, outputs and every parameter's
+    gradient, through the chunked CPU path and the one-chunk path an accelerator takes."""
+    from ifm.models import afm
+    from ifm.models.afm import AFM
+
+    monkeypatch.setattr(afm, "_chunk_size", lambda v, t: chunk or v.shape[0])
+    torch.manual_seed(3)
+    model = randomised(AFM(N_FEATURES, H, K, attention_factor=attention_factor, dropout=0.0).double()).eval()
+    x, weights = batch(12), torch.randn(12, dtype=torch.float64)
+    ours, literal = model(x), afm_eq5(model, x)
+    assert torch.allclose(ours, literal)
+    params = list(model.parameters())
+    for g_ours, g_literal in zip(torch.autograd.grad((ours * weights).sum(), params),
+                                 torch.autograd.grad((literal * weights).sum(), params)):
+        assert torch.allclose(g_ours, g_literal)
+
+
 def test_lr_is_w0_plus_the_active_weights_and_has_no_embedding_table():
     from ifm.models.lr import LR
 
