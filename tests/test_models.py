@@ -167,11 +167,13 @@ def test_per_feature_path_declines_shared_ids_sparse_tables_and_models_without_a
     assert not FM(N_FEATURES, H, K).use_feature_fields(batch())
 
 
+@pytest.mark.parametrize("dropped", [False, True], ids=["all weights", "weights dropped out"])
 @pytest.mark.parametrize("attention_factor", [4, 9], ids=["hidden-kept (t<=k)", "hidden-recomputed (t>k)"])
-def test_afm_attention_pooling_is_the_plain_formula_with_its_gradients(monkeypatch, attention_factor):
+def test_afm_attention_pooling_is_the_plain_formula_with_its_gradients(monkeypatch, attention_factor, dropped):
     """The chunked hand-written backward of AFM's attention pooling against plain autograd, on both
-    of its paths (the hidden layer kept where t <= k, recomputed where it is wider), with chunks
-    that do not divide the batch, and against finite differences."""
+    of its paths (the hidden layer kept where t <= k, recomputed where it is wider), with and
+    without a dropout mask on the attention weights, with chunks that do not divide the batch, and
+    against finite differences."""
     from ifm.models import afm
 
     monkeypatch.setattr(afm, "_chunk_size", lambda v, t: 7)
@@ -180,13 +182,14 @@ def test_afm_attention_pooling_is_the_plain_formula_with_its_gradients(monkeypat
             torch.randn(attention_factor, 5, dtype=torch.float64, requires_grad=True),
             torch.randn(attention_factor, dtype=torch.float64, requires_grad=True),
             torch.randn(attention_factor, dtype=torch.float64, requires_grad=True)]
-    ours, plain = afm.attention_pooling(*args), afm.attention_pooling_reference(*args)
+    keep = (torch.rand(30, 15) > 0.3).double() / 0.7 if dropped else None
+    ours, plain = afm.attention_pooling(*args, keep), afm.attention_pooling_reference(*args, keep)
     assert torch.allclose(ours, plain)
     weights = torch.randn_like(ours)
     for g_ours, g_plain in zip(torch.autograd.grad(ours, args, weights), torch.autograd.grad(plain, args, weights)):
         assert torch.allclose(g_ours, g_plain)
     assert torch.autograd.gradcheck(afm.attention_pooling, [a[:9].detach().requires_grad_() if a.dim() == 3 else a
-                                                            for a in args])
+                                                            for a in args] + [None if keep is None else keep[:9]])
 
 
 def test_afm_pools_in_cache_sized_chunks_on_a_cpu_and_in_one_chunk_elsewhere():
@@ -220,34 +223,46 @@ def test_afm_pooling_with_frozen_embeddings_gives_the_attention_net_the_same_gra
         assert torch.allclose(g_ours, g_plain)
 
 
-def afm_eq5(model, x: torch.Tensor) -> torch.Tensor:
+def afm_eq5(model, x: torch.Tensor, keep=None) -> torch.Tensor:
     """AFM's Eq. 5 literally, one instance and one pair at a time: w0 + sum_i w_i
-    + p^T sum_{i<j} a_ij (v_i * v_j), a_ij = softmax over the pairs of h^T ReLU(W (v_i * v_j) + b)."""
+    + p^T sum_{i<j} a_ij (v_i * v_j), a_ij = softmax over the pairs of h^T ReLU(W (v_i * v_j) + b);
+    `keep` [batch, pairs] multiplies a_ij (FuxiCTR's dropout of the attention weights)."""
     out = []
-    for row in x.tolist():
+    for n, row in enumerate(x.tolist()):
         v = [model.embedding.weight[f] for f in row]
         products = [v[i] * v[j] for i in range(len(row)) for j in range(i + 1, len(row))]
         scores = torch.stack([model.attention_h.weight[0] @ torch.relu(model.attention.weight @ e + model.attention.bias)
                               for e in products])
-        a = torch.softmax(scores, dim=0)
+        a = torch.softmax(scores, dim=0) * (1 if keep is None else keep[n])
         pooled = sum(a_p * e for a_p, e in zip(a, products))
         out.append(model.linear.bias + sum(model.linear.weight.weight[f, 0] for f in row) + model.p.weight[0] @ pooled)
     return torch.stack(out)
 
 
+@pytest.mark.parametrize("weight_dropout", [0.0, 0.5], ids=["eval", "weights dropped out (training)"])
 @pytest.mark.parametrize("chunk", [5, None], ids=["cpu-chunks", "one-chunk (accelerator)"])
 @pytest.mark.parametrize("attention_factor", [3, 16], ids=["hidden-kept (t<=k)", "hidden-recomputed (t>k)"])
-def test_afm_is_eq5_with_its_gradients_on_both_paths(monkeypatch, attention_factor, chunk):
-    """The AFM model (dropout off) against Eq. 5 written out above, outputs and every parameter's
-    gradient, through the chunked CPU path and the one-chunk path an accelerator takes."""
+def test_afm_is_eq5_with_its_gradients_on_both_paths(monkeypatch, attention_factor, chunk, weight_dropout):
+    """The AFM model against Eq. 5 written out above, outputs and every parameter's gradient,
+    through the chunked CPU path and the one-chunk path an accelerator takes; in training with
+    FuxiCTR's dropout of the attention weights, against Eq. 5 with the same mask (drawn first,
+    from the same seed, as inverted dropout of ones: 0 or 1/(1-q))."""
     from ifm.models import afm
     from ifm.models.afm import AFM
 
     monkeypatch.setattr(afm, "_chunk_size", lambda v, t: chunk or v.shape[0])
     torch.manual_seed(3)
-    model = randomised(AFM(N_FEATURES, H, K, attention_factor=attention_factor, dropout=0.0).double()).eval()
+    model = randomised(AFM(N_FEATURES, H, K, attention_factor=attention_factor, dropout=0.0,
+                           weight_dropout=weight_dropout).double()).train(weight_dropout > 0)
     x, weights = batch(12), torch.randn(12, dtype=torch.float64)
-    ours, literal = model(x), afm_eq5(model, x)
+    torch.manual_seed(4)
+    ours = model(x)
+    torch.manual_seed(4)
+    keep = torch.nn.functional.dropout(torch.ones(12, H * (H - 1) // 2, dtype=torch.float64), weight_dropout) \
+        if weight_dropout else None
+    literal = afm_eq5(model, x, keep)
+    if weight_dropout:
+        assert 0 < int((keep == 0).sum()) < keep.numel()     # some weights dropped, not all
     assert torch.allclose(ours, literal)
     params = list(model.parameters())
     for g_ours, g_literal in zip(torch.autograd.grad((ours * weights).sum(), params),

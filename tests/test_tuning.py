@@ -116,6 +116,20 @@ def test_config_of_puts_each_parameter_where_it_belongs():
         tuning.config_of("fm", {"dropout": 0.1})
 
 
+def test_afm_dropout_is_fuxictrs_attention_dropout_on_the_weights_and_the_pooled_vector():
+    """BARS's AFM ran with attention_dropout [0.1, 0.1]: its setting, as our study asks it, drops out
+    both the attention weights and the pooled vector at 0.1; the AFM it builds does so in training."""
+    c = tuning.config_of("afm", tuning.BARS_CHOSEN["afm"])
+    assert c.model_options == {"attention_factor": 128, "dropout": 0.1, "weight_dropout": 0.1}
+    net = build_model("afm", 50, 10, c.embedding_size, **c.model_options)
+    assert net.dropout.p == 0.1 and net.weight_dropout == 0.1
+    x = torch.randint(0, 50, (64, 10))
+    torch.manual_seed(0)
+    trained_twice = net.train()(x), net(x)
+    assert not torch.equal(*trained_twice)                       # training draws masks
+    assert torch.equal(net.eval()(x), net(x))                    # evaluation does not
+
+
 @pytest.mark.parametrize("model", sorted(tuning.SPACES))
 def test_every_declared_choice_builds_its_model_at_the_benchmarks_sizes(model):
     space = tuning.SPACES[model]

@@ -39,23 +39,26 @@ class _AttentionPooling(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, v, weight, bias, h):
-        wide = weight.shape[0] > weight.shape[1]
+    def forward(ctx, v, weight, bias, h, keep):
+        wide, chunk = weight.shape[0] > weight.shape[1], _chunk_size(v, weight.shape[0])
         pooled, attention, hiddens = [], [], []
-        for vc in v.split(_chunk_size(v, weight.shape[0])):
+        for vc, kc in zip(v.split(chunk), keep.split(chunk) if keep is not None else itertools.repeat(None)):
             e = pair_products(vc)                                                  # [chunk, n, k]
             hidden = _hidden(e, weight, bias)                                      # [chunk * n, t]
             a = torch.softmax(torch.mv(hidden, h).view(e.shape[:2]), dim=1)        # [chunk, n]
-            pooled.append(torch.bmm(a.unsqueeze(1), e).squeeze(1))
+            pooled.append(torch.bmm((a if kc is None else a * kc).unsqueeze(1), e).squeeze(1))
             attention.append(a)
             hiddens += [] if wide else [hidden]
-        ctx.save_for_backward(v, weight, bias, h, torch.cat(attention), *([] if wide else [torch.cat(hiddens)]))
+        ctx.dropped = keep is not None
+        ctx.save_for_backward(v, weight, bias, h, torch.cat(attention), *([keep] if ctx.dropped else []),
+                              *([] if wide else [torch.cat(hiddens)]))
         return torch.cat(pooled)
 
     @staticmethod
     def backward(ctx, grad):
-        v, weight, bias, h, attention, *kept = ctx.saved_tensors
-        wide, chunk = not kept, _chunk_size(v, weight.shape[0])
+        v, weight, bias, h, attention, *rest = ctx.saved_tensors
+        keep = rest.pop(0) if ctx.dropped else None
+        wide, chunk, kept = not rest, _chunk_size(v, weight.shape[0]), rest
         want_v = ctx.needs_input_grad[0]       # not when the embeddings are frozen (Table 2)
         grad_v = torch.zeros_like(v) if want_v else None
         grad_weight = weight.new_zeros(weight.shape[::-1] if wide else weight.shape)    # wide: W^T's, contiguous
@@ -64,7 +67,10 @@ class _AttentionPooling(torch.autograd.Function):
             e = pair_products(vc)
             flat_e = e.reshape(-1, e.shape[2])
             hidden = _hidden(e, weight, bias) if wide else kept[0][i * chunk * e.shape[1]:][:len(flat_e)]
+            kc = None if keep is None else keep[i * chunk:(i + 1) * chunk]
             grad_a = torch.bmm(e, gc.unsqueeze(2)).squeeze(2)                      # [chunk, n]
+            if kc is not None:      # the pooled sum took the dropped-out weights a * keep
+                grad_a.mul_(kc)
             grad_score = (a * (grad_a - (a * grad_a).sum(dim=1, keepdim=True))).reshape(-1)   # softmax backward
             grad_h.addmv_(hidden.t(), grad_score)
             # Through the ReLU with autograd's own kernel for it: ten times faster than a mask and a multiply.
@@ -78,14 +84,14 @@ class _AttentionPooling(torch.autograd.Function):
                 grad_e = torch.mm(grad_hidden, weight).view_as(e) if want_v else None
             if not want_v:
                 continue
-            grad_e.addcmul_(a.unsqueeze(2), gc.unsqueeze(1))   # + a_p * grad: d/de_p in full
+            grad_e.addcmul_((a if kc is None else a * kc).unsqueeze(2), gc.unsqueeze(1))   # + a_p * grad: d/de_p in full
             grad_vc, n_fields, start = grad_v[i * chunk:(i + 1) * chunk], vc.shape[1], 0
             for f in range(n_fields - 1):   # e_(f,j) = v_f * v_j
                 block = grad_e[:, start:start + n_fields - 1 - f]
                 grad_vc[:, f] += (block * vc[:, f + 1:]).sum(dim=1)
                 grad_vc[:, f + 1:].addcmul_(block, vc[:, f:f + 1])
                 start += n_fields - 1 - f
-        return grad_v, grad_weight.t() if wide else grad_weight, grad_bias, grad_h
+        return grad_v, grad_weight.t() if wide else grad_weight, grad_bias, grad_h, None
 
 
 def _hidden(e: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -104,25 +110,30 @@ def _chunk_size(v: torch.Tensor, attention_factor: int = 0, elements: int = 1 <<
     return max(1, elements // max(1, pairs * max(v.shape[2], attention_factor)))
 
 
-def attention_pooling(v, weight, bias, h) -> torch.Tensor:
-    return _AttentionPooling.apply(v, weight, bias, h)
+def attention_pooling(v, weight, bias, h, keep=None) -> torch.Tensor:
+    """`keep` ([batch, n], 0 or 1/(1-q)): the dropout mask of the attention weights, or None."""
+    return _AttentionPooling.apply(v, weight, bias, h, keep)
 
 
-def attention_pooling_reference(v, weight, bias, h) -> torch.Tensor:
+def attention_pooling_reference(v, weight, bias, h, keep=None) -> torch.Tensor:
     """The same function in plain autograd (kept for tests)."""
     rows, cols = torch.triu_indices(v.shape[1], v.shape[1], offset=1)
     e = v[:, rows] * v[:, cols]
     a = torch.softmax(torch.relu(e @ weight.t() + bias) @ h, dim=1)
-    return (a.unsqueeze(2) * e).sum(dim=1)
+    return ((a if keep is None else a * keep).unsqueeze(2) * e).sum(dim=1)
 
 
 class AFM(FMBase):
     def __init__(self, num_features, num_fields, embedding_size, *, attention_factor: int = 16,
-                 dropout: float = 0.5, attention_l2: float = 2.0, init: str = "default", sparse: bool = False):
+                 dropout: float = 0.5, weight_dropout: float = 0.0, attention_l2: float = 2.0, init: str = "default",
+                 sparse: bool = False):
         super().__init__(num_features, num_fields, embedding_size, sparse)
         self.attention = nn.Linear(embedding_size, attention_factor)
         self.attention_h = nn.Linear(attention_factor, 1, bias=False)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(dropout)              # on the pooled vector (the AFM code's keep[1])
+        # On the attention weights a_ij, after the softmax (FuxiCTR's attention_dropout[0], reczoo/FuxiCTR
+        # fuxictr/pytorch/models/AFM.py:62-64 @09b6feb); 0 in the papers' AFM.
+        self.weight_dropout = weight_dropout
         self.p = nn.Linear(embedding_size, 1, bias=False)
         nn.init.ones_(self.p.weight)  # start from FM: p = [1, ..., 1] (Eq. 8)
         self.attention_l2 = attention_l2
@@ -137,7 +148,10 @@ class AFM(FMBase):
     def forward(self, x):
         """w0 + sum_i w_i + p^T sum_{i<j} a_ij (v_i * v_j) (AFM's Eq. 5)."""
         linear, v = self.linear_term(x), self.embedding(x)
-        pooled = attention_pooling(v, self.attention.weight, self.attention.bias, self.attention_h.weight[0])
+        pairs = self.num_fields * (self.num_fields - 1) // 2
+        keep = nn.functional.dropout(v.new_ones(len(v), pairs), self.weight_dropout) \
+            if self.training and self.weight_dropout > 0 else None
+        pooled = attention_pooling(v, self.attention.weight, self.attention.bias, self.attention_h.weight[0], keep)
         return linear + self.p(self.dropout(pooled)).squeeze(-1)
 
     def l2_groups(self, l2, biases=False):

@@ -63,8 +63,10 @@ SPACES = {
                          + "AFM_frappe_x1_011_2d591f68.log:10); its tuner_config_02 is not published; the rest ours"),
         "attention_factor": ([128, 16, 64], "128: AFM_frappe_x1_011_2d591f68.log:2 (attention_dim); 16 AFM's own; "
                                             "64 ours"),
-        "dropout": ([0.1, 0.0, 0.2, 0.5], "0.1: AFM_frappe_x1_011_2d591f68.log:3 (attention_dropout, whose second "
-                                          "value drops the pooled vector, as ours); 0.5 AFM's own; the rest ours"),
+        "dropout": ([0.1, 0.0, 0.2, 0.5], "0.1: AFM_frappe_x1_011_2d591f68.log:3 (attention_dropout [0.1, 0.1]: "
+                                          "FuxiCTR drops the attention weights and the pooled vector, reczoo/FuxiCTR "
+                                          "fuxictr/pytorch/models/AFM.py:62-64@09b6feb; here both at the one rate, "
+                                          "TIED); 0.5 AFM's own; the rest ours"),
         "learning_rate": ([1e-3, 2e-3, 5e-3], _SLOW + "AFM_frappe_x1_011_2d591f68.log: 64 epochs)"),
     },
     "deepfm": {
@@ -103,6 +105,9 @@ BARS_CHOSEN = {
     "deepfm": {"l2_embedding": 0.05, "dropout": 0.2, "hidden": "400-400-400", "batch_norm": True},
     "wide_deep": {"l2_embedding": 0.1, "dropout": 0.6, "hidden": "400-400-400", "batch_norm": True},
 }
+# A parameter that sets a second model option to its value: AFM's dropout is FuxiCTR's attention_dropout
+# [q, q], on the pooled vector (`dropout`) and on the attention weights (`weight_dropout`).
+TIED = {"afm": {"dropout": "weight_dropout"}}
 TRAINING = ("learning_rate",)                   # TrainConfig fields
 PROTOCOL = ("l2_embedding", "l2_net")           # ifm.training.protocol settings
 SIZES = ("hidden", "fen_sizes")                 # "400-400-400" -> (400, 400, 400)
@@ -118,6 +123,7 @@ def config_of(model: str, params: dict, seed: int = SEEDS[0], dataset: str = DAT
     protocol = {**base.protocol, **{k: v for k, v in params.items() if k in PROTOCOL}}
     options = {k: tuple(int(n) for n in v.split("-")) if k in SIZES else v for k, v in params.items()
                if k not in TRAINING + PROTOCOL}
+    options.update({other: params[p] for p, other in TIED.get(model, {}).items() if p in params})
     return paper_config(dataset, model, recipe="bars", seed=seed, protocol=protocol,
                         model_options={**base.model_options, **options}, **{**changes, **fields})
 
