@@ -270,6 +270,52 @@ def test_afm_is_eq5_with_its_gradients_on_both_paths(monkeypatch, attention_fact
         assert torch.allclose(g_ours, g_literal)
 
 
+def nfm_eqs(model, x: torch.Tensor, batch_norm: bool) -> torch.Tensor:
+    """NFM's Eqs. 3-4 literally (evaluation: dropout off, batch norm with its running statistics):
+    w0 + sum_i w_i + h^T z_L, z_0 = BN(sum_{i<j} v_i * v_j), z_l = ReLU(BN(W_l z_{l-1} + b_l))."""
+    def bn(z, layer):
+        return (z - layer.running_mean) / torch.sqrt(layer.running_var + layer.eps) * layer.weight + layer.bias
+
+    linears = [m for m in model.dnn if isinstance(m, torch.nn.Linear)]
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    out = []
+    for row in x.tolist():
+        v = [model.embedding.weight[f] for f in row]
+        z = sum(v[i] * v[j] for i in range(len(row)) for j in range(i + 1, len(row)))
+        if batch_norm:
+            z = bn(z, norms[0])
+        for n, layer in enumerate(linears):
+            z = layer.weight @ z + layer.bias
+            z = torch.relu(bn(z, norms[n + 1]) if batch_norm else z)
+        out.append(model.linear.bias + sum(model.linear.weight.weight[f, 0] for f in row) + model.out.weight[0] @ z)
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["dense table", "sparse table"])
+@pytest.mark.parametrize("batch_norm", [True, False], ids=["batch norm (NFM's code)", "none (FuxiCTR, BARS)"])
+def test_nfm_is_its_equations_with_its_gradients(batch_norm, sparse):
+    """NFM against Eqs. 3-4 written out above, outputs and every parameter's gradient, with and
+    without batch norm (without: no BatchNorm module at all), on a dense and a sparse table."""
+    from ifm.models.nfm import NFM
+
+    torch.manual_seed(5)
+    model = NFM(N_FEATURES, H, K, hidden=(7, 5), batch_norm=batch_norm, sparse=sparse).double()
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules()) == batch_norm
+    randomised(model)
+    for m in model.modules():                                   # running statistics that are not 0 and 1
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.copy_(torch.randn_like(m.running_mean))
+            m.running_var.copy_(torch.rand_like(m.running_var) + 0.5)
+    model.eval()
+    x, weights = batch(10), torch.randn(10, dtype=torch.float64)
+    ours, literal = model(x), nfm_eqs(model, x, batch_norm)
+    assert torch.allclose(ours, literal)
+    params = [p for p in model.parameters()]
+    for g_ours, g_literal in zip(torch.autograd.grad((ours * weights).sum(), params),
+                                 torch.autograd.grad((literal * weights).sum(), params)):
+        assert torch.allclose(g_ours.to_dense() if g_ours.is_sparse else g_ours, g_literal)
+
+
 def test_lr_is_w0_plus_the_active_weights_and_has_no_embedding_table():
     from ifm.models.lr import LR
 

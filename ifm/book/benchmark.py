@@ -159,7 +159,7 @@ def _diff(values, bars) -> str:
 def _setting(params) -> str:
     if not params:
         return "not chosen yet"
-    # Short enough for a table cell (pandas cuts a cell at 50 characters): hidden sizes stand alone.
+    # Short, for a table cell: hidden sizes stand alone.
     names = {"l2_embedding": "λ_e ", "learning_rate": "lr ", "fen_sizes": "FEN ", "attention_factor": "att. ",
              "attention_heads": "heads ", "pool_dropout": "pool ", "hidden": "",
              "dropout": "dropout "}

@@ -15,11 +15,16 @@ from ifm.models.layers import FMBase, glorot_normal_, glorot_normal_mlp_, linear
 
 class NFM(FMBase):
     def __init__(self, num_features, num_fields, embedding_size, *, hidden=(512,), pool_dropout: float = 0.5,
-                 dropout: float = 0.2, activation: str = "relu", init: str = "default", sparse: bool = False):
+                 dropout: float = 0.2, activation: str = "relu", batch_norm: bool = True, init: str = "default",
+                 sparse: bool = False):
         super().__init__(num_features, num_fields, embedding_size, sparse)
-        # Batch norm with TensorFlow's eps (1e-3) and decay 0.9 (torch momentum 0.1), NeuralFM.py:220-226.
-        self.pool = nn.Sequential(nn.BatchNorm1d(embedding_size, eps=1e-3), nn.Dropout(pool_dropout))
-        self.dnn = mlp(embedding_size, hidden, activation=activation, dropout=dropout, batch_norm=True, bn_eps=1e-3)
+        # Batch norm with TensorFlow's eps (1e-3) and decay 0.9 (torch momentum 0.1), NeuralFM.py:220-226, on the
+        # pooled vector and after each hidden layer. batch_norm=False: neither, as FuxiCTR's NFM with its
+        # batch_norm False (reczoo/FuxiCTR fuxictr/pytorch/models/NFM.py:47-54@09b6feb), BARS's chosen run.
+        bn = [nn.BatchNorm1d(embedding_size, eps=1e-3)] if batch_norm else []
+        self.pool = nn.Sequential(*bn, nn.Dropout(pool_dropout))
+        self.dnn = mlp(embedding_size, hidden, activation=activation, dropout=dropout, batch_norm=batch_norm,
+                       bn_eps=1e-3)
         last = hidden[-1] if hidden else embedding_size
         self.out = nn.Linear(last, 1, bias=False)
         if init == "code":

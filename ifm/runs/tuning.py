@@ -57,6 +57,8 @@ SPACES = {
         "dropout": ([0.4, 0.0, 0.2, 0.6], "0.4: NFM_frappe_x1_012_3ebff53c.log:26 (net_dropout); the rest ours"),
         "pool_dropout": ([0.0, 0.2, 0.5], "0: the BARS log names only net_dropout (NFM_frappe_x1_012_3ebff53c.log:26); "
                                           "0.5 NFM's own (keep_prob 0.5 on the pooled vector); 0.2 ours"),
+        "batch_norm": ([False, True], "False: NFM_frappe_x1_012_3ebff53c.log:2 (FuxiCTR's NFM then has none); True: "
+                                      "NFM's own code, on the pooled vector and the hidden layers (NeuralFM.py:220-226)"),
     },
     "afm": {
         "l2_embedding": ([1e-5, 0.0, 1e-6, 1e-4, 1e-3], "1e-5: BARS's chosen run (" + _BARS.format("AFM")
@@ -101,7 +103,7 @@ BARS_CHOSEN = {
     "lr": {"l2_embedding": 1e-5, "learning_rate": 1e-3},
     "fm": {"l2_embedding": 5e-6, "learning_rate": 1e-3},
     "afm": {"l2_embedding": 1e-5, "attention_factor": 128, "dropout": 0.1, "learning_rate": 1e-3},
-    "nfm": {"l2_embedding": 1e-4, "hidden": "400-400-400", "dropout": 0.4, "pool_dropout": 0.0},
+    "nfm": {"l2_embedding": 1e-4, "hidden": "400-400-400", "dropout": 0.4, "pool_dropout": 0.0, "batch_norm": False},
     "deepfm": {"l2_embedding": 0.05, "dropout": 0.2, "hidden": "400-400-400", "batch_norm": True},
     "wide_deep": {"l2_embedding": 0.1, "dropout": 0.6, "hidden": "400-400-400", "batch_norm": True},
 }
