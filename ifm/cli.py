@@ -16,6 +16,7 @@ from ifm.runs.args import LIMITS, device_arg, number_arg, output_problem, path_a
 from ifm.models import DISPLAY_NAMES, MODELS
 from ifm.models.layers import fm_state_of
 from ifm.data.registry import DATASET_NAMES
+from ifm.training.recipes import BENCHMARK, RECIPES
 
 
 def _data_args(parser):
@@ -235,6 +236,9 @@ def cmd_bench(args) -> int:
     return 0
 
 
+RECIPE_CHOICES = [*RECIPES, BENCHMARK]    # the two readings of the method, and the open benchmark's protocol
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         """One line, naming the flag and the problem (argparse adds the whole usage)."""
@@ -270,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --data: write the model bundle (weights, settings, the fitted encoding) to DIR, "
                             "for predict and explain")
     train.add_argument("--model", required=True, choices=list(MODELS))
-    train.add_argument("--recipe", default="paper", choices=["paper", "code", "bars"],
+    train.add_argument("--recipe", default="paper", choices=RECIPE_CHOICES,
                        help="paper: the paper's text (default); code: the authors' released code "
                             "(see the book's method chapter for every setting and its source); bars: the "
                             "open CTR benchmark's protocol (Adam, embedding 10, validation AUC; CTR data only)")
@@ -296,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--dataset", default="frappe", choices=DATASET_NAMES)
     bench.add_argument("--model", default="ifm", choices=list(MODELS))
     bench.add_argument("--compare", choices=["deepctr-torch"], help="also time a peer library's IFM")
-    bench.add_argument("--recipe", default="paper", choices=["paper", "code", "bars"],
+    bench.add_argument("--recipe", default="paper", choices=RECIPE_CHOICES,
                        help="whose settings to time (default paper; bars: the open benchmark's, CTR data only)")
     bench.add_argument("--batches", type=number_arg("max_batches"),
                        help=f"time only this many batches: {LIMITS['max_batches']} (default: one epoch)")

@@ -42,32 +42,32 @@ class _AttentionPooling(torch.autograd.Function):
     def forward(ctx, v, weight, bias, h, keep):
         wide, chunk = weight.shape[0] > weight.shape[1], _chunk_size(v, weight.shape[0])
         pooled, attention, hiddens = [], [], []
-        for vc, kc in zip(v.split(chunk), keep.split(chunk) if keep is not None else itertools.repeat(None)):
+        for vc, kc in zip(v.split(chunk), itertools.repeat(None) if keep is None else keep.split(chunk)):
             e = pair_products(vc)                                                  # [chunk, n, k]
             hidden = _hidden(e, weight, bias)                                      # [chunk * n, t]
             a = torch.softmax(torch.mv(hidden, h).view(e.shape[:2]), dim=1)        # [chunk, n]
             pooled.append(torch.bmm((a if kc is None else a * kc).unsqueeze(1), e).squeeze(1))
             attention.append(a)
             hiddens += [] if wide else [hidden]
-        ctx.dropped = keep is not None
-        ctx.save_for_backward(v, weight, bias, h, torch.cat(attention), *([keep] if ctx.dropped else []),
-                              *([] if wide else [torch.cat(hiddens)]))
+        ctx.save_for_backward(v, weight, bias, h, torch.cat(attention), keep, None if wide else torch.cat(hiddens))
         return torch.cat(pooled)
 
     @staticmethod
     def backward(ctx, grad):
-        v, weight, bias, h, attention, *rest = ctx.saved_tensors
-        keep = rest.pop(0) if ctx.dropped else None
-        wide, chunk, kept = not rest, _chunk_size(v, weight.shape[0]), rest
+        v, weight, bias, h, attention, keep, hiddens = ctx.saved_tensors
+        wide, chunk, pairs = hiddens is None, _chunk_size(v, weight.shape[0]), attention.shape[1]
         want_v = ctx.needs_input_grad[0]       # not when the embeddings are frozen (Table 2)
         grad_v = torch.zeros_like(v) if want_v else None
         grad_weight = weight.new_zeros(weight.shape[::-1] if wide else weight.shape)    # wide: W^T's, contiguous
         grad_bias, grad_h = torch.zeros_like(bias), torch.zeros_like(h)
-        for i, (vc, gc, a) in enumerate(zip(v.split(chunk), grad.split(chunk), attention.split(chunk))):
+        none = itertools.repeat(None)
+        for vc, gc, a, kc, kept, grad_vc in zip(v.split(chunk), grad.split(chunk), attention.split(chunk),
+                                                none if keep is None else keep.split(chunk),
+                                                none if wide else hiddens.split(chunk * pairs),
+                                                none if grad_v is None else grad_v.split(chunk)):
             e = pair_products(vc)
             flat_e = e.reshape(-1, e.shape[2])
-            hidden = _hidden(e, weight, bias) if wide else kept[0][i * chunk * e.shape[1]:][:len(flat_e)]
-            kc = None if keep is None else keep[i * chunk:(i + 1) * chunk]
+            hidden = _hidden(e, weight, bias) if wide else kept
             grad_a = torch.bmm(e, gc.unsqueeze(2)).squeeze(2)                      # [chunk, n]
             if kc is not None:      # the pooled sum took the dropped-out weights a * keep
                 grad_a.mul_(kc)
@@ -85,7 +85,7 @@ class _AttentionPooling(torch.autograd.Function):
             if not want_v:
                 continue
             grad_e.addcmul_((a if kc is None else a * kc).unsqueeze(2), gc.unsqueeze(1))   # + a_p * grad: d/de_p in full
-            grad_vc, n_fields, start = grad_v[i * chunk:(i + 1) * chunk], vc.shape[1], 0
+            n_fields, start = vc.shape[1], 0
             for f in range(n_fields - 1):   # e_(f,j) = v_f * v_j
                 block = grad_e[:, start:start + n_fields - 1 - f]
                 grad_vc[:, f] += (block * vc[:, f + 1:]).sum(dim=1)
