@@ -24,8 +24,8 @@ def test_convergence_says_lower_or_not_lower():
         {"dataset_label": "MovieLens", "model": "fm", "valid_rmse": 0.40, "best_epoch": 10},
         {"dataset_label": "MovieLens", "model": "ifm", "valid_rmse": 0.41, "best_epoch": 12}])
     text = verdicts.convergence(summary).data
-    assert "on Frappe IFM's best validation RMSE is 0.3000 against FM's 0.3400 (lower, reached at epoch 40 vs 90)" in text
-    assert "on MovieLens IFM's best validation RMSE is 0.4100 against FM's 0.4000 (not lower" in text
+    assert "On Frappe IFM's best validation RMSE is 0.3000 against FM's 0.3400 (lower, reached at epoch 40 vs 90). " in text
+    assert "On MovieLens IFM's best validation RMSE is 0.4100 against FM's 0.4000 (not lower" in text
 
 
 def test_regression_counts_significant_comparisons_both_ways():

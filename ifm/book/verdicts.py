@@ -114,7 +114,7 @@ def convergence(summary: pd.DataFrame):
         verdict = "lower" if ifm.valid_rmse < fm.valid_rmse else "not lower"
         lines.append(f"{_under(recipe)}on {name} IFM's best validation RMSE is {ifm.valid_rmse:.4f} against FM's "
                      f"{fm.valid_rmse:.4f} ({verdict}, reached at epoch {ifm.best_epoch:g} vs {fm.best_epoch:g})")
-    return _markdown("**What we got:** " + "; ".join(lines) + ". The paper: IFM lower and faster on both datasets.",
+    return _markdown("**What we got:** " + ". ".join(line[0].upper() + line[1:] for line in lines) + ". The paper: IFM lower and faster on both datasets.",
                      summary)
 
 
@@ -128,7 +128,7 @@ def factors_caption(fs) -> str:
         parts.append(f"{_under(recipe)}{t.candidates.iloc[0]:,} test instances share feature ids "
                      f"{fs.attrs['common_pair']} in them, and over the whole test set the mean |ŷ − y| is "
                      f"{t.fm_test_mae.iloc[0]:.4f} for FM and {t.ifm_test_mae.iloc[0]:.4f} for IFM")
-    return f"Fields {fields}; " + "; ".join(parts) + "."
+    return f"Fields {fields}. " + ". ".join(parts) + "."
 
 
 def factors(fs):
