@@ -14,7 +14,8 @@
   then lists each incomplete page and its count);
 * a result page (a notebook) shows no code unless the reader opens it (every code cell's input is
   removed or inside a collapsed toggle);
-* no page shows a warning (Python's `...Warning:` or a cell's stderr stream);
+* no page shows a warning (Python's `...Warning:` or a cell's stderr stream), nor a log (a cell's
+  printed stream) the reader did not open;
 * no page names a path of the building machine (its checkout, virtual environment, temporary,
   home or data directory), and no run record under `results/` holds an absolute path;
 * every table sits in a box that scrolls sideways (a notebook output or a scrollable container),
@@ -48,11 +49,11 @@ WARNING = re.compile(r"\b[A-Z]\w*Warning\b\s*:|class=\"output stderr")
 
 
 class PageParser(HTMLParser):
-    """Images, tables (and those outside any sideways-scrolling box), and code inputs shown
-    outside a collapsed toggle."""
+    """Images, tables (and those outside any sideways-scrolling box), and code inputs and printed
+    logs shown outside a collapsed toggle."""
     def __init__(self):
         super().__init__()
-        self.images, self.tables, self.unscrolled_tables, self.visible_code = [], 0, 0, 0
+        self.images, self.tables, self.unscrolled_tables, self.visible_code, self.visible_logs = [], 0, 0, 0, 0
         self.stack = []          # (tag, classes) of the open elements
 
     def handle_starttag(self, tag, attrs):
@@ -64,8 +65,11 @@ class PageParser(HTMLParser):
             self.tables += 1
             if not any(c & set(SCROLLING) for _, c in self.stack):
                 self.unscrolled_tables += 1
-        if "cell_input" in classes and not any(t == "details" for t, _ in self.stack):
+        folded = any(t == "details" for t, _ in self.stack)
+        if "cell_input" in classes and not folded:
             self.visible_code += 1
+        if {"output", "stream"} <= classes and not folded:
+            self.visible_logs += 1
         if tag not in ("img", "br", "hr", "meta", "link", "input", "col", "source", "wbr"):
             self.stack.append((tag, classes))
 
@@ -160,6 +164,9 @@ def check(build: Path, root: Path = ROOT, profile: str = "paper", allow_incomple
         if is_notebook and parser.visible_code:
             problems.append(f"{name}: shows {parser.visible_code} code cell(s) the reader did not open (tag them "
                             "hide-input or remove-input)")
+        if parser.visible_logs:
+            problems.append(f"{name}: shows {parser.visible_logs} printed log(s) the reader did not open (compute "
+                            "in a hidden cell, or tag the cell hide-output)")
         if is_notebook:
             if not parser.images and not parser.tables:
                 problems.append(f"{page.relative_to(build)}: a notebook page without any figure or table")

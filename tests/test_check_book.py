@@ -12,7 +12,8 @@ _spec.loader.exec_module(check_book)
 GOOD_PAGE = ('<html><p>Frappe, <strong>profile</strong> paper, cpu, 3 seeds. <strong>Complete:</strong> every run '
              'this page asks for is in the records.</p>'
              '<div class="cell_output"><div class="output text_html"><table><tr><td>0.47</td></tr></table></div></div>'
-             '<div class="cell"><details class="hide"><div class="cell_input">exp = ...</div></details></div>'
+             '<div class="cell"><details class="hide"><div class="cell_input">exp = ...</div>'
+             '<div class="output stream"><pre>depth: 30 of 30 runs read</pre></div></details></div>'
              '<img src="../_images/fig.png"></html>')
 INCOMPLETE_PAGE = GOOD_PAGE.replace("<strong>Complete:</strong> every run this page asks for is in the records.",
                                     "<strong>Incomplete:</strong> 2 run(s) of this page are not in the records yet")
@@ -49,6 +50,8 @@ def test_clean_page_passes(tmp_path):
     (GOOD_PAGE + '<div class="cell"><div class="cell_input">df = study(exp)</div></div>', "shows 1 code cell(s)"),
     (GOOD_PAGE + '<pre>/venv/lib/tqdm/auto.py:21: TqdmWarning: IProgress not found</pre>', "shows a warning"),
     (GOOD_PAGE + '<div class="output stderr"><pre>progress</pre></div>', "shows a warning"),
+    (GOOD_PAGE + '<div class="cell"><div class="cell_output"><div class="output stream highlight-myst-ansi">'
+     '<pre>depth: 27 of 30 runs read from results/paper</pre></div></div></div>', "shows 1 printed log(s)"),
     (GOOD_PAGE + '<p>a wide table:</p><table><tr><td>1</td></tr></table>', "outside a box that scrolls sideways"),
     (GOOD_PAGE.replace("<td>0.47</td>", "<td>IFM − rival: FM -0.0007 ± 0.0051, p_Holm 0.62 ...</td>"),
      "1 table cell(s) cut short, e.g. 'rival: FM -0.0007"),
