@@ -166,3 +166,26 @@ def test_the_protocol_starts_every_model_as_fuxictr_does(model_name):
                                  protocol={"monitor": "auc"}), data, "cpu")
     if hasattr(own, "embedding"):
         assert own.embedding.weight.std().item() == pytest.approx(0.01, rel=0.2)    # the model's own start
+
+
+def test_a_pretrained_benchmark_run_starts_from_the_fm_it_names():
+    """tuning's `pretrain`: train() loads the FM's w0, w_i and v_i over FuxiCTR's start (a learning
+    rate of 0 keeps them, so the trained model still holds them exactly), and without a given FM it
+    trains that very FM (BARS's setting at the run's seed) first."""
+    import dataclasses
+
+    from ifm.runs import tuning
+
+    data = ctr_data()
+    params = {"l2_embedding": 0.0, "fen_sizes": "256-256", "dropout": 0.0, "batch_norm": False, "pretrain": True}
+    started = tuning.config_of("ifm", params, dataset="synthetic", epochs=2)
+    fm = train(started.pretrain_config(), data, progress=False)
+    state = fm.model.fm_state()
+    still = train(dataclasses.replace(started, learning_rate=0.0), data, pretrained=state, progress=False).model
+    scratch = train(dataclasses.replace(started, learning_rate=0.0, pretrain_fm=False, pretrain={}), data,
+                    progress=False).model
+    for name, value in state.items():
+        assert torch.equal(still.state_dict()[name], value), name
+    assert not torch.equal(scratch.state_dict()["embedding.weight"], state["embedding.weight"])
+    own = train(started, data, progress=False)
+    assert own.record["pretrain"]["valid"] == fm.record["valid"] and own.record["pretrain"]["model"] == "fm"

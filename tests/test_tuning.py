@@ -1,6 +1,7 @@
 """Equal-budget tuning (ifm.runs.tuning): each study asks the same number of trials, the chosen
 setting is the best told, failures are never chosen, a study started again asks the same trials
 and trains nothing new, and every declared choice builds its model."""
+import dataclasses
 import json
 
 import pytest
@@ -114,6 +115,26 @@ def test_config_of_puts_each_parameter_where_it_belongs():
     assert fm.learning_rate == 5e-4 and fm.optimizer == "adam" and fm.embedding_size == 10
     with pytest.raises(ValueError, match="not in its search space"):
         tuning.config_of("fm", {"dropout": 0.1})
+
+
+@pytest.mark.parametrize("model, params", [
+    ("ifm", {"l2_embedding": 1e-4, "fen_sizes": "400-400-400", "dropout": 0.0, "batch_norm": True}),
+    ("afm", {**tuning.BARS_CHOSEN["afm"], "learning_rate": 5e-3}),      # its own rate; the FM keeps BARS's 1e-3
+    ("deepfm", tuning.BARS_CHOSEN["deepfm"]), ("wide_deep", tuning.BARS_CHOSEN["wide_deep"])])
+def test_pretrain_starts_the_run_from_bars_fm_at_its_seed_and_changes_nothing_else(model, params):
+    """The IFM paper starts Wide&Deep, AFM, DeepFM and IFM from a trained FM (section 5.1): with
+    pretrain the run's FM pre-training is exactly BARS's FM setting at the run's seed (so the cache's
+    calibration run serves seed 2021), and the run itself is the same config but for its start."""
+    for seed in (2021, 2024):
+        scratch = tuning.config_of(model, {**params, "pretrain": False}, seed=seed)
+        started = tuning.config_of(model, {**params, "pretrain": True}, seed=seed)
+        assert scratch == tuning.config_of(model, {k: v for k, v in params.items() if k != "pretrain"}, seed=seed)
+        assert not scratch.uses_pretraining() and started.uses_pretraining()
+        assert started.pretrain_config() == tuning.config_of("fm", tuning.BARS_CHOSEN["fm"], seed=seed)
+        assert dataclasses.replace(started, pretrain_fm=False, pretrain={}) == scratch
+        assert config_identity(started) != config_identity(scratch)          # two runs in the cache
+    assert started.learning_rate == params.get("learning_rate", 1e-3) and started.optimizer == "adam"
+    assert [m for m, space in tuning.SPACES.items() if "pretrain" in space] == ["afm", "deepfm", "wide_deep", "ifm"]
 
 
 def test_afm_dropout_is_fuxictrs_attention_dropout_on_the_weights_and_the_pooled_vector():

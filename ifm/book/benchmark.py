@@ -163,7 +163,8 @@ def _setting(params) -> str:
     names = {"l2_embedding": "λ_e ", "learning_rate": "lr ", "fen_sizes": "FEN ", "attention_factor": "att. ",
              "attention_heads": "heads ", "pool_dropout": "pool ", "hidden": "",
              "dropout": "dropout "}
-    return ", ".join(("BN" if v else "no BN") if k == "batch_norm" else f"{names.get(k, k + ' ')}{v}"
+    flags = {"batch_norm": ("BN", "no BN"), "pretrain": ("from BARS's FM", "from scratch")}
+    return ", ".join(flags[k][0 if v else 1] if k in flags else f"{names.get(k, k + ' ')}{v}"
                      for k, v in params.items())
 
 

@@ -13,6 +13,7 @@ Frappe_x1, else ours, said so.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -34,9 +35,17 @@ _SLOW = "BARS fixes 1e-3 (2e-3, 5e-3 ours), at which its run needed 60+ epochs (
 _SMALL_L2 = ("ours: the range BARS's models without batch norm chose (FM 5e-6, AFM 1e-5, NFM 1e-4) and up; "
              "DeepFM's 0.05-0.5 collapsed IFM in our first trials (validation AUC 0.50 at 0.1, 0.56 at 0.2)")
 
+# FM pre-training, searched for the four models the IFM paper starts from a trained FM "where that beats
+# a random start" (section 5.1: Wide&Deep, AFM, DeepFM, IFM); the FM is BARS's own FM setting
+# (BARS_CHOSEN["fm"], the calibration run) at the run's seed. Under the protocol itself every model
+# starts from scratch, as FuxiCTR's do; DIFM, NFM and LR keep that start (the paper does not pre-train them).
+_PRETRAIN = ([False, True], "False: BARS's start (FuxiCTR trains every model from scratch); True: the IFM paper's, "
+                            "from a trained FM where it helps (section 5.1), here the FM of BARS's setting at the run's seed")
+
 # model -> parameter -> (choices, source). Parameters: learning_rate, l2_embedding (lambda_e of
 # ifm.training.protocol: FuxiCTR's embedding_regularizer, or LR's and FM's `regularizer`), l2_net,
-# and model options (hidden sizes as "400-400-400"). Every space holds BARS's chosen setting.
+# pretrain (start from a trained FM), and model options (hidden sizes as "400-400-400"). Every space
+# holds BARS's chosen setting.
 SPACES = {
     "lr": {
         "l2_embedding": ([1e-5, 1e-4, 1e-3, 1e-6, 1e-7, 1e-8],
@@ -70,18 +79,21 @@ SPACES = {
                                           "fuxictr/pytorch/models/AFM.py:62-64@09b6feb; here both at the one rate, "
                                           "TIED); 0.5 AFM's own; the rest ours"),
         "learning_rate": ([1e-3, 2e-3, 5e-3], _SLOW + "AFM_frappe_x1_011_2d591f68.log: 64 epochs)"),
+        "pretrain": _PRETRAIN,
     },
     "deepfm": {
         "l2_embedding": ([0.05, 0.1, 0.2, 0.5, 0.01], _DEEPFM_GRID + "; 0.01 ours"),
         "dropout": ([0.0, 0.1, 0.2, 0.3], _DEEPFM_GRID + "; 0.3 ours"),
         "hidden": (["400-400-400", "200-200-200"], "400-400-400: " + _DEEPFM_GRID + "; 200-200-200 the IFM paper's"),
         "batch_norm": ([True, False], "True: " + _DEEPFM_GRID + "; False ours"),
+        "pretrain": _PRETRAIN,
     },
     "wide_deep": {
         "l2_embedding": ([0.001, 0.005, 0.01, 0.05, 0.1], _WD_GRID + " (embedding_regularizer; 0.1 chosen)"),
         "dropout": ([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], _WD_GRID + " (net_dropout; 0.6 chosen)"),
         "hidden": (["400-400-400"], _WD_GRID + " (fixed)"),
         "batch_norm": ([True], _WD_GRID + " (fixed)"),
+        "pretrain": _PRETRAIN,
     },
     "ifm": {
         "l2_embedding": ([0.0, 1e-5, 1e-4, 1e-3, 1e-2], _SMALL_L2),
@@ -89,6 +101,7 @@ SPACES = {
                                                                 "512-256-128 the released IFM.py:27 (258 read as 256)"),
         "dropout": ([0.0, 0.1, 0.2, 0.3], "the paper's 0.3 and lower, ours"),
         "batch_norm": ([False, True], "True: batch norm after each FEN layer, the released IFM.py:91-101"),
+        "pretrain": _PRETRAIN,
     },
     "difm": {
         "l2_embedding": ([0.0, 1e-5, 1e-4, 1e-3, 1e-2], _SMALL_L2),
@@ -102,15 +115,17 @@ SPACES = {
 BARS_CHOSEN = {
     "lr": {"l2_embedding": 1e-5, "learning_rate": 1e-3},
     "fm": {"l2_embedding": 5e-6, "learning_rate": 1e-3},
-    "afm": {"l2_embedding": 1e-5, "attention_factor": 128, "dropout": 0.1, "learning_rate": 1e-3},
+    "afm": {"l2_embedding": 1e-5, "attention_factor": 128, "dropout": 0.1, "learning_rate": 1e-3, "pretrain": False},
     "nfm": {"l2_embedding": 1e-4, "hidden": "400-400-400", "dropout": 0.4, "pool_dropout": 0.0, "batch_norm": False},
-    "deepfm": {"l2_embedding": 0.05, "dropout": 0.2, "hidden": "400-400-400", "batch_norm": True},
-    "wide_deep": {"l2_embedding": 0.1, "dropout": 0.6, "hidden": "400-400-400", "batch_norm": True},
+    "deepfm": {"l2_embedding": 0.05, "dropout": 0.2, "hidden": "400-400-400", "batch_norm": True, "pretrain": False},
+    "wide_deep": {"l2_embedding": 0.1, "dropout": 0.6, "hidden": "400-400-400", "batch_norm": True,
+                  "pretrain": False},
 }
 # A parameter that sets a second model option to its value: AFM's dropout is FuxiCTR's attention_dropout
 # [q, q], on the pooled vector (`dropout`) and on the attention weights (`weight_dropout`).
 TIED = {"afm": {"dropout": "weight_dropout"}}
 TRAINING = ("learning_rate",)                   # TrainConfig fields
+START = ("pretrain",)                           # True: the run starts from BARS's FM (pretrained_from)
 PROTOCOL = ("l2_embedding", "l2_net")           # ifm.training.protocol settings
 SIZES = ("hidden", "fen_sizes")                 # "400-400-400" -> (400, 400, 400)
 
@@ -124,10 +139,25 @@ def config_of(model: str, params: dict, seed: int = SEEDS[0], dataset: str = DAT
     fields = {k: v for k, v in params.items() if k in TRAINING}
     protocol = {**base.protocol, **{k: v for k, v in params.items() if k in PROTOCOL}}
     options = {k: tuple(int(n) for n in v.split("-")) if k in SIZES else v for k, v in params.items()
-               if k not in TRAINING + PROTOCOL}
+               if k not in TRAINING + PROTOCOL + START}
     options.update({other: params[p] for p, other in TIED.get(model, {}).items() if p in params})
-    return paper_config(dataset, model, recipe="bars", seed=seed, protocol=protocol,
-                        model_options={**base.model_options, **options}, **{**changes, **fields})
+    config = paper_config(dataset, model, recipe="bars", seed=seed, protocol=protocol,
+                          model_options={**base.model_options, **options}, **{**changes, **fields})
+    if not params.get("pretrain"):
+        return config
+    return pretrained_from(config, config_of("fm", BARS_CHOSEN["fm"], seed=seed, dataset=dataset, **changes))
+
+
+def pretrained_from(config, fm):
+    """`config` started from the trained FM `fm` (its w0, w_i and v_i): the `pretrain` changes that
+    make `config.pretrain_config()` exactly `fm`, so that its run is the one the cache holds."""
+    start = dataclasses.replace(config, pretrain_fm=True, pretrain={})
+    base = start.pretrain_config()
+    changes = {f.name: getattr(fm, f.name) for f in dataclasses.fields(fm) if getattr(fm, f.name) != getattr(base, f.name)}
+    start = dataclasses.replace(start, pretrain=changes)
+    if start.pretrain_config() != fm:
+        raise ValueError(f"{config.model}: no pretrain changes give the FM {fm}")
+    return start
 
 
 BATCH = 2                   # trials a study asks before it is told their values: part of its definition
