@@ -120,3 +120,26 @@ def test_the_page_rule_is_the_comparison_rule_under_its_own_heading():
     assert RULE.startswith("**How the claim is judged**, by the rule of the paper's model-against-model claims.")
     assert COMPARISON_RULE.split("**", 2)[2] in RULE     # the rule's words, unchanged after its heading
     assert "six baselines (LR, FM, AFM, NFM, DeepFM, Wide&Deep)" in RULE
+
+
+def test_the_start_table_splits_each_pretrain_models_trials_by_their_start():
+    """Best validation AUC per start among told trials (a diverged one is counted, never best), the
+    factors of that best trial where the model has them, and no row for a model that never searches it."""
+    def rec(auc, median=None, p95=None):
+        return {"valid": {"auc": auc}, **({"factors_test": {"median": median, "p95": p95}} if median is not None else {})}
+    runs = {"ifm": StudyRun("ifm", None, trials=[(0, {"pretrain": False}, rec(0.968, 2e-4, 10.0)),
+                                                 (1, {"pretrain": True}, rec(0.9777, 0.55, 3.6)),
+                                                 (2, {"pretrain": True}, rec(float("nan"))),
+                                                 (3, {"pretrain": False}, rec(0.9229, 1e-6, 10.0))]),
+            "deepfm": StudyRun("deepfm", None, trials=[(0, {"pretrain": True}, rec(0.985))]),
+            "nfm": StudyRun("nfm", None, trials=[(0, {}, rec(0.98))])}
+    df = pd.DataFrame()
+    df.attrs.update(tuning=runs)
+    table = benchmark.start_table(df)
+    assert list(table.index) == ["IFM", "DeepFM"]
+    assert table.loc["IFM", ("from scratch", "trials")] == 2 and table.loc["IFM", ("from BARS's FM", "trials")] == 2
+    assert table.loc["IFM", ("from scratch", "best validation AUC")] == "0.9680"
+    assert table.loc["IFM", ("from scratch", "factors: median, p95")] == "0.0002, 10"
+    assert table.loc["IFM", ("from BARS's FM", "factors: median, p95")] == "0.55, 3.6"
+    assert table.loc["DeepFM", ("from scratch", "best validation AUC")] == ""
+    assert table.loc["DeepFM", ("from BARS's FM", "factors: median, p95")] == ""

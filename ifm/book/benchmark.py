@@ -145,6 +145,32 @@ def tuning_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
+def start_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per model whose space searches `pretrain`: its trials from scratch and from BARS's FM, the
+    best validation AUC of each start, and, for a model with input-aware factors, the factors of
+    that best trial over the test set (median and 95th percentile; all on one field puts h = 10
+    there): what the FM start did and whether the tuning kept it."""
+    rows = {}
+    for model, run in df.attrs["tuning"].items():
+        if "pretrain" not in tuning.SPACES.get(model, {}):
+            continue
+        row = {}
+        for start, label in ((False, "from scratch"), (True, "from BARS's FM")):
+            records = [r for _, p, r in run.trials if bool(p.get("pretrain")) == start]
+            told = [r for r in records if math.isfinite((r.get("valid") or {}).get("auc", math.nan))]
+            best = max(told, key=lambda r: r["valid"]["auc"], default=None)
+            factors = (best or {}).get("factors_test")
+            row[(label, "trials")] = len(records)
+            row[(label, "best validation AUC")] = f"{best['valid']['auc']:.4f}" if best else ""
+            row[(label, "factors: median, p95")] = f"{factors['median']:.2g}, {factors['p95']:.2g}" if factors else ""
+        rows[DISPLAY_NAMES[model]] = row
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    if table.empty:
+        return table
+    table.columns = pd.MultiIndex.from_tuples(table.columns)
+    return table.loc[:, [c for c in table.columns if c[1] != "factors: median, p95" or table[c].any()]]
+
+
 def _num(value) -> str:
     return "none" if math.isnan(value) else f"{value:.4f}"
 
