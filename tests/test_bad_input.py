@@ -367,7 +367,8 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path, trains):
     lock = tmp_path / "smoke" / f"{_stem(exp, config)}.lock"
     lock.parent.mkdir(parents=True)
     lock.write_text(f"{dead.pid} {socket.gethostname()}\n")
-    assert exp.run(config, "synthetic")["test"] and trains == [("fm", 0)]
+    with pytest.warns(UserWarning, match=f"breaking the stale lock .*{dead.pid}"):
+        assert exp.run(config, "synthetic")["test"] and trains == [("fm", 0)]
     assert not lock.exists()
 
 

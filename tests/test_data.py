@@ -380,13 +380,15 @@ def test_partial_files_prefer_nfm_and_do_not_mix_sources(tmp_path):
     d = make_dir(tmp_path / "d", {"frappe/ifm-authors/frappe.valid.libfm": 30,
                                   "frappe/nfm/frappe.validation.libfm": 40,
                                   "frappe/nfm/frappe.test.libfm": 20})
-    ds = load_dataset("frappe", d, download=False)
+    with pytest.warns(UserWarning, match="frappe: only partial data found .*60 of the paper's 288,609"):
+        ds = load_dataset("frappe", d, download=False)
     assert ds.provenance["sizes"]["total"] == 60
     assert [f["role"] for f in ds.provenance["files"]] == ["validation", "test"]
     assert "partial data" in ds.provenance["notes"][0]
     Path(d, "frappe/nfm/frappe.validation.libfm").unlink()
     Path(d, "frappe/nfm/frappe.test.libfm").unlink()
-    assert load_dataset("frappe", d, download=False).provenance["sizes"]["total"] == 30
+    with pytest.warns(UserWarning, match="only IFM authors' valid file"):
+        assert load_dataset("frappe", d, download=False).provenance["sizes"]["total"] == 30
 
 
 def rows(split):
@@ -407,7 +409,9 @@ def test_random_split_is_8_1_1_disjoint_and_seeded():
 
 def test_provenance_and_summary(tmp_path):
     d = make_dir(tmp_path / "d", {"frappe/nfm/frappe.test.libfm": 50})
-    for ds in (load_dataset("frappe", d, download=False), load_dataset("synthetic", n=200)):
+    with pytest.warns(UserWarning, match="only NFM's test file"):
+        partial = load_dataset("frappe", d, download=False)
+    for ds in (partial, load_dataset("synthetic", n=200)):
         p = ds.provenance
         for key in ("dataset", "task", "source", "files", "split_rule", "split_seed", "sizes",
                     "notes", "num_features", "num_fields", "paper_instances", "fraction_of_paper"):
@@ -417,7 +421,7 @@ def test_provenance_and_summary(tmp_path):
         text = ds.summary()
         assert p["source"] in text and f"train {len(ds.train):,}" in text
     assert p["source"] == "generated" and p["generator"]["seed"] == 0
-    frappe = load_dataset("frappe", d, download=False).provenance
+    frappe = partial.provenance
     assert frappe["source"] == f"mirror:{d.resolve()}" and frappe["fraction_of_paper"] == 50 / 288_609
     assert len(frappe["files"][0]["sha256"]) == 64 and frappe["files"][0]["matches_upstream"] is False
 
