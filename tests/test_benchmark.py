@@ -11,6 +11,7 @@ import pytest
 
 from ifm.book import benchmark
 from ifm.book.rules import CONSISTENT, NOT, NOT_RUN, REPRODUCED, TOO_FEW
+from ifm.runs import tuning
 from ifm.runs.tuning import StudyRun
 
 SEEDS = (2021, 2022, 2023, 2024, 2025)
@@ -120,6 +121,26 @@ def test_the_page_rule_is_the_comparison_rule_under_its_own_heading():
     assert RULE.startswith("**How the claim is judged**, by the rule of the paper's model-against-model claims.")
     assert COMPARISON_RULE.split("**", 2)[2] in RULE     # the rule's words, unchanged after its heading
     assert "six baselines (LR, FM, AFM, NFM, DeepFM, Wide&Deep)" in RULE
+
+
+def test_the_start_check_table_shows_each_start_and_says_which_is_not_run():
+    def rec(auc, test, epochs, median, p95):
+        return {"valid": {"auc": auc}, "test": {"auc": test}, "epochs_run": epochs,
+                "factors_test": {"median": median, "p95": p95}}
+    checks = {"from scratch, lr 1e-3": rec(0.96871, 0.9673, 11, 2.1e-4, 6.52),
+              "from scratch, lr 1e-4": None,
+              "from BARS's FM, lr 1e-3": rec(0.97774, 0.9771, 11, 0.55, 3.6)}
+    df = pd.DataFrame()
+    df.attrs.update(tuning={"ifm": StudyRun("ifm", None, checks=checks)})
+    table = benchmark.start_check_table(df)
+    assert list(table.index) == list(tuning.START_RUNS)
+    assert table.loc["from scratch, lr 1e-3"].to_dict() == {"epochs": "11", "validation AUC": "0.9687", "test AUC": "0.9673",
+                                                          "factors: median": "0.00021", "factors: p95": "6.5"}
+    assert table.loc["from scratch, lr 1e-4", "epochs"] == "not run yet"
+    assert table.loc["from scratch, lr 1e-4", "test AUC"] == ""
+    assert table.loc["from BARS's FM, lr 1e-3", "factors: median"] == "0.55"
+    df.attrs.update(tuning={"fm": StudyRun("fm", None)})        # a study without IFM: every run not run
+    assert set(benchmark.start_check_table(df)["epochs"]) == {"not run yet"}
 
 
 def test_the_start_table_splits_each_pretrain_models_trials_by_their_start():

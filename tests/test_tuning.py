@@ -58,9 +58,13 @@ def test_every_model_gets_the_same_budget_and_the_chosen_setting_is_the_best_tol
         assert best.value == pytest.approx(fake_auc(tuning.config_of(model, best.params)))
         assert set(run.finals) == {1, 2} and all(r is not None for r in run.finals.values())
     # the three studies step together: 3 trials of each per call (8 = 3 + 3 + 2), then the finals
-    # with BARS's own setting of each baseline (FM, DeepFM; IFM has none) at seed 2021
-    assert cache.calls == [9, 9, 6, 8]
+    # with BARS's own setting of each baseline (FM, DeepFM; IFM has none) at seed 2021 and IFM's 3
+    # start-check runs
+    assert cache.calls == [9, 9, 6, 11]
     assert runs["fm"].calibration is not None and runs["ifm"].calibration is None
+    assert list(runs["ifm"].checks) == list(tuning.START_RUNS) and runs["fm"].checks == {}
+    assert all(runs["ifm"].checks[label]["valid"]["auc"] == pytest.approx(fake_auc(c))
+               for label, c in tuning.start_check().items())
     bars_fm = tuning.config_of("fm", tuning.BARS_CHOSEN["fm"], seed=2021)
     assert runs["fm"].calibration["valid"]["auc"] == pytest.approx(fake_auc(bars_fm))
 
@@ -135,6 +139,23 @@ def test_pretrain_starts_the_run_from_bars_fm_at_its_seed_and_changes_nothing_el
         assert config_identity(started) != config_identity(scratch)          # two runs in the cache
     assert started.learning_rate == params.get("learning_rate", 1e-3) and started.optimizer == "adam"
     assert [m for m, space in tuning.SPACES.items() if "pretrain" in space] == ["afm", "deepfm", "wide_deep", "ifm"]
+
+
+def test_ifms_start_check_differs_only_in_what_it_checks():
+    """The three runs are one IFM setting at seed 2021: from scratch at BARS's rate (the early trial
+    whose factors collapsed), at a tenfold lower rate and nothing else changed, and from BARS's FM
+    (the calibration run) and nothing else changed; none of them is a trial the study is told."""
+    runs = tuning.start_check()
+    scratch, slow, from_fm = runs["from scratch, lr 1e-3"], runs["from scratch, lr 1e-4"], runs["from BARS's FM, lr 1e-3"]
+    assert scratch == tuning.config_of("ifm", tuning.START_CHECK) and scratch.seed == 2021
+    assert scratch.learning_rate == 1e-3 and not scratch.uses_pretraining()
+    assert slow == dataclasses.replace(scratch, learning_rate=1e-4)
+    assert from_fm.pretrain_config() == tuning.config_of("fm", tuning.BARS_CHOSEN["fm"], seed=2021)
+    assert dataclasses.replace(from_fm, pretrain_fm=scratch.pretrain_fm, pretrain=scratch.pretrain) == scratch
+    assert set(tuning.START_CHECK) <= set(tuning.SPACES["ifm"])
+    assert all(tuning.START_CHECK[p] in tuning.SPACES["ifm"][p][0] for p in tuning.START_CHECK)
+    smoke = tuning.start_check(changes={"epochs": 1})
+    assert all(c.epochs == 1 for c in smoke.values()) and smoke["from BARS's FM, lr 1e-3"].pretrain_config().epochs == 1
 
 
 def test_afm_dropout_is_fuxictrs_attention_dropout_on_the_weights_and_the_pooled_vector():

@@ -171,6 +171,26 @@ def start_table(df: pd.DataFrame) -> pd.DataFrame:
     return table.loc[:, [c for c in table.columns if c[1] != "factors: median, p95" or table[c].any()]]
 
 
+def start_check_table(df: pd.DataFrame) -> pd.DataFrame:
+    """IFM's start check (`tuning.START_RUNS` at `tuning.START_CHECK`, seed 2021), one row per start:
+    epochs trained, validation and test AUC of the kept epoch, and the test-set factors (median,
+    95th percentile); "not run yet" where the cache lacks the run."""
+    run = df.attrs["tuning"].get("ifm")
+    rows = {}
+    for label in tuning.START_RUNS:
+        record = (run.checks if run else {}).get(label)
+        if record is None:
+            rows[label] = {"epochs": "not run yet"}
+            continue
+        factors = record.get("factors_test") or {}
+        rows[label] = {"epochs": str(record["epochs_run"]),
+                       "validation AUC": _num((record.get("valid") or {}).get("auc", math.nan)),
+                       "test AUC": _num((record.get("test") or {}).get("auc", math.nan)),
+                       "factors: median": f"{factors['median']:.2g}" if factors else "",
+                       "factors: p95": f"{factors['p95']:.2g}" if factors else ""}
+    return pd.DataFrame.from_dict(rows, orient="index").fillna("")
+
+
 def _num(value) -> str:
     return "none" if math.isnan(value) else f"{value:.4f}"
 

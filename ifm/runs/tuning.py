@@ -128,6 +128,13 @@ TRAINING = ("learning_rate",)                   # TrainConfig fields
 START = ("pretrain",)                           # True: the run starts from BARS's FM (pretrained_from)
 PROTOCOL = ("l2_embedding", "l2_net")           # ifm.training.protocol settings
 SIZES = ("hidden", "fen_sizes")                 # "400-400-400" -> (400, 400, 400)
+# The check that made `pretrain` a searched option: one IFM setting (an early trial's) trained beside
+# the study at seed 2021 from scratch at BARS's rate and at a tenfold lower one (does a gentler start
+# avoid the FEN's collapse?), and from BARS's FM; the book shows each run's AUC and test-set factors.
+START_CHECK = {"l2_embedding": 1e-4, "fen_sizes": "400-400-400", "dropout": 0.0, "batch_norm": True}
+START_RUNS = {"from scratch, lr 1e-3": ({"pretrain": False}, {}),
+              "from scratch, lr 1e-4": ({"pretrain": False}, {"learning_rate": 1e-4}),
+              "from BARS's FM, lr 1e-3": ({"pretrain": True}, {})}
 
 
 def config_of(model: str, params: dict, seed: int = SEEDS[0], dataset: str = DATASET, **changes):
@@ -160,6 +167,12 @@ def pretrained_from(config, fm):
     return start
 
 
+def start_check(dataset: str = DATASET, changes: dict | None = None) -> dict:
+    """{label: TrainConfig} of the START_RUNS of IFM at START_CHECK, seed 2021."""
+    return {label: config_of("ifm", {**START_CHECK, **params}, dataset=dataset, **{**(changes or {}), **training})
+            for label, (params, training) in START_RUNS.items()}
+
+
 BATCH = 2                   # trials a study asks before it is told their values: part of its definition
 
 
@@ -174,6 +187,7 @@ class StudyRun:
     complete: bool = False
     finals: dict = field(default_factory=dict)
     calibration: dict | None = None        # the record of BARS's own setting at seed 2021, where it has one
+    checks: dict = field(default_factory=dict)      # IFM's: {START_RUNS label: record or None}
 
     @property
     def chosen(self) -> dict | None:
@@ -190,7 +204,8 @@ def run_studies(models, train_batch, *, trials: int = TRIALS, seeds=SEEDS, batch
     stopped at a time limit, or failed) stops that study where it is, untold, so a study is only
     ever what its recorded runs make it, and started again it asks the same trials and goes on.
     Then each complete study's chosen setting is trained (read) at every seed in one more call, with
-    BARS's own setting of each baseline at seed 2021 (`BARS_CHOSEN`: a calibration, not a trial).
+    BARS's own setting of each baseline at seed 2021 (`BARS_CHOSEN`: a calibration, not a trial)
+    and, with IFM, its `start_check` runs (neither is a trial: the study is never told them).
     `changes`: TrainConfig fields set on every run (a smoke check's epochs)."""
     import optuna
 
@@ -227,14 +242,17 @@ def run_studies(models, train_batch, *, trials: int = TRIALS, seeds=SEEDS, batch
                 going.remove(m)
     done = [m for m in models if runs[m].chosen is not None]
     calibrated = [m for m in models if m in BARS_CHOSEN]
+    checks = start_check(dataset, changes) if "ifm" in models else {}
     finals = iter(train_batch([config_of(m, runs[m].chosen, seed=s, dataset=dataset, **(changes or {}))
                                for m in done for s in seeds]
                               + [config_of(m, BARS_CHOSEN[m], seed=SEEDS[0], dataset=dataset, **(changes or {}))
-                                 for m in calibrated]))
+                                 for m in calibrated] + list(checks.values())))
     for m in done:
         runs[m].finals = {s: next(finals) for s in seeds}
     for m in calibrated:
         runs[m].calibration = next(finals)
+    if checks:
+        runs["ifm"].checks = {label: next(finals) for label in checks}
     return runs
 
 
