@@ -143,6 +143,20 @@ def test_the_start_check_table_shows_each_start_and_says_which_is_not_run():
     assert set(benchmark.start_check_table(df)["epochs"]) == {"not run yet"}
 
 
+def test_the_afm_curve_check_compares_the_calibration_run_with_bars_log_epoch_by_epoch():
+    curve = benchmark.BARS_AFM_CURVE
+    history = [{"valid_auc": v} for v in (curve[0] + 0.0023, curve[1] - 0.001, curve[2], curve[3], curve[4], curve[5], 0.95)]
+    df = pd.DataFrame()
+    df.attrs.update(tuning={"afm": StudyRun("afm", None, calibration={"history": history})})
+    text = benchmark.afm_curve_sentence(df)
+    assert "first 6 epochs is within 0.0023 of BARS's log" in text
+    assert "+0.0023, -0.0010, +0.0000, +0.0000, +0.0000, +0.0000)" in text
+    df.attrs.update(tuning={"afm": StudyRun("afm", None, calibration={"history": history[:2]})})
+    assert "first 2 epochs is within 0.0023" in benchmark.afm_curve_sentence(df)
+    df.attrs.update(tuning={"afm": StudyRun("afm", None)})
+    assert "not run yet" in benchmark.afm_curve_sentence(df)
+
+
 def test_the_start_table_splits_each_pretrain_models_trials_by_their_start():
     """Best validation AUC per start among told trials (a diverged one is counted, never best), the
     factors of that best trial where the model has them, and no row for a model that never searches it."""

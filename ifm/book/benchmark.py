@@ -299,6 +299,25 @@ def calibration_table(df: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+# BARS's AFM run at its chosen setting and seed 2021: validation AUC after each of its first 6 epochs
+# (the log in reczoo/BARS ranking/ctr/AFM/AFM_frappe_x1/README.md@1ffaf73).
+BARS_AFM_CURVE = (0.899578, 0.910360, 0.924115, 0.929097, 0.930875, 0.933548)
+
+
+def afm_curve_sentence(df: pd.DataFrame) -> str:
+    """How closely our AFM at BARS's setting and seed (the calibration run) follows BARS's log epoch
+    by epoch: the check that the protocol (FuxiCTR's start and regularisation) is BARS's."""
+    run = df.attrs["tuning"].get("afm")
+    history = ((run.calibration if run else None) or {}).get("history") or []
+    ours = [e["valid_auc"] for e in history[:len(BARS_AFM_CURVE)]]
+    if not ours:
+        return "**Protocol check.** Our AFM at BARS's setting and seed is not run yet, so its curve is not compared."
+    gaps = [a - b for a, b in zip(ours, BARS_AFM_CURVE)]
+    return (f"**Protocol check.** At BARS's AFM setting and seed (the calibration run), our validation AUC after each "
+            f"of the first {len(ours)} epoch{'s' * (len(ours) > 1)} is within {max(map(abs, gaps)):.4f} of BARS's log (ours − BARS: "
+            + ", ".join(f"{g:+.4f}" for g in gaps) + "), from FuxiCTR's start and with FuxiCTR's regularisation only.")
+
+
 def calibration_sentence(df: pd.DataFrame) -> str:
     """How far our baselines land from BARS's runs at BARS's own settings and seed."""
     gaps = {m: run.calibration["test"]["auc"] - BARS_RUNS[m][1] for m, run in df.attrs["tuning"].items()
