@@ -37,6 +37,7 @@ import argparse
 import functools
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -129,7 +130,10 @@ def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_lim
         from tqdm import tqdm
 
         bar = tqdm(total=len(items), unit="run", desc="fill", dynamic_ncols=True)
-        log = lambda line, **_: bar.write(line)        # noqa: E731 (the lines go above the bar)
+
+        def log(line, **_):     # above the bar, flushed: a log redirected to a file shows each run as it ends
+            bar.write(line)
+            sys.stdout.flush()
 
     def finished(index: int, status: str, text: str, seconds: float | None = None, worker: str = ""):
         counts[status] += 1
