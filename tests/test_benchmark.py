@@ -88,8 +88,18 @@ def test_the_table_puts_our_mean_and_interval_beside_bars_and_their_difference()
     assert table.loc["IFM", ("test AUC", "BARS")] == "none" and table.loc["IFM", ("test AUC", "ours − BARS")] == ""
     df.attrs["curves"] = benchmark._curves(df.attrs["tuning"])
     tuned = benchmark.tuning_table(df)
-    assert tuned.loc["IFM"].tolist() == ["16 of 16", "0.9000", "not chosen yet", "none published"]
+    assert tuned.loc["IFM"].tolist() == ["16 of 16", 1, "0.9000", "not chosen yet", "none published"]
     assert tuned.loc["FM", "BARS's setting"] == "λ_e 5e-06, lr 0.001"
+
+
+def test_the_tuning_table_counts_a_setting_asked_twice_as_two_trials_but_one_distinct_setting():
+    df = frame({**BASE, "ifm": 0.9860}, trials=4)
+    asked = [{"lr": 0.002, "l2_embedding": 1e-5}, {"lr": 0.005, "l2_embedding": 1e-5},
+             {"l2_embedding": 1e-5, "lr": 0.002}, {"lr": 0.002, "l2_embedding": 1e-6}]
+    df.attrs["tuning"]["lr"].trials = [(i, p, {"valid": {"auc": 0.93 + i / 1000}}) for i, p in enumerate(asked)]
+    df.attrs["curves"] = benchmark._curves(df.attrs["tuning"])
+    lr = benchmark.tuning_table(df).loc["LR"]
+    assert lr["trials"] == "4 of 4" and lr["distinct settings"] == 3
 
 
 def test_the_tuning_curve_keeps_the_best_so_far_through_failed_trials():

@@ -131,13 +131,16 @@ def results_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def tuning_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per model: the trials recorded, the best validation AUC they reached, and the
-    setting chosen (once all trials are in)."""
+    """One row per model: the trials recorded, how many distinct settings they are (TPE may ask a
+    setting again in a small space; a repeat counts as a trial, read from the cache), the best
+    validation AUC they reached, and the setting chosen (once all trials are in)."""
     curves = df.attrs["curves"]
     rows = {}
     for model, run in df.attrs["tuning"].items():
         best = curves[curves.model == model].best_valid_auc.dropna()
+        distinct = {tuple(sorted(params.items())) for _, params, _ in run.trials}
         rows[DISPLAY_NAMES[model]] = {"trials": f"{len(run.trials)} of {df.attrs['trials']}",
+                                      "distinct settings": len(distinct),
                                       "best validation AUC": f"{best.iloc[-1]:.4f}" if len(best) else "",
                                       "chosen setting": _setting(run.chosen),
                                       "BARS's setting": _setting(tuning.BARS_CHOSEN.get(model)) if model in
