@@ -50,6 +50,22 @@ def test_factors_counts_wins_and_quotes_the_spread():
     assert "x3 ranges from 0.01 to 9.50" in text and "x9 from 0.20 to 1.30" in text
     caption = verdicts.factors_caption(fs)
     assert "x3 = daytime, x9 = country" in caption and "0.1500 for FM and 0.0700 for IFM" in caption
+    assert "trained again" not in caption
+
+
+def test_the_factor_caption_averages_the_seeds_and_names_a_seed_whose_model_is_not_the_recorded_run():
+    rows = [{"seed": seed, "recipe": "code", "candidates": 120, "fm_test_mae": fm, "ifm_test_mae": ifm,
+             "record_test_mae": record, "ifm_error": 0.1, "fm_error": 0.2}
+            for seed, fm, ifm, record in ((0, 0.15, 0.07, 0.07 + 4e-9), (1, 0.17, 0.09, 0.09), (2, 0.16, 0.0692, 0.0670))
+            for _ in range(3)]
+    rows += [{**rows[0], "recipe": "paper", "fm_test_mae": 0.2, "ifm_test_mae": 0.3, "record_test_mae": 0.3}]
+    fs = SimpleNamespace(table=pd.DataFrame(rows), attrs={"fields": [2, 8], "field_names": ["daytime", "country"],
+                                                          "common_pair": (5041, 5100)})
+    caption = verdicts.factors_caption(fs)
+    assert "0.1600 for FM and 0.0764 for IFM (mean over seeds 0, 1, 2)" in caption
+    assert "seed 2 under recipe `code` (test MAE 0.0692, the record's 0.0670) come from an IFM trained again" in caption
+    assert "seed 0 " not in caption and "seed 1 " not in caption
+    assert "Under recipe `paper`, 120 test instances" in caption and "0.2000 for FM and 0.3000 for IFM." in caption
 
 
 def test_rankings_agree_disagree_and_sweeps():

@@ -88,8 +88,10 @@ def factor_seed(exp: Experiment, dataset: str, fields: list[int], seed: int):
     """One seed of Table 1: (its instances, every test factor in long form, the field names, the
     common pair), from the derived record of Table 3's IFM at that seed, made here when the runner
     trains (it needs the weights of that IFM and its FM: a run whose weights are not on this
-    machine is trained again, which on a CPU gives the very same run); None (and noted missing,
-    and for `fill` wanted) when that record is not made yet."""
+    machine is trained again, which on the machine that made the record gives the very same run,
+    and on another a slightly different one: the table keeps the record's test MAE beside the
+    model's, so that the caption can say so); None (and noted missing, and for `fill` wanted) when
+    that record is not made yet."""
     ifm_config, fm_config = exp.config(dataset, "ifm", seed), exp.config(dataset, "fm", seed)
     ifm_record = exp.run(ifm_config, dataset, save_state=exp.train_missing)
     fm_record = exp.run(fm_config, dataset, save_state=exp.train_missing)
@@ -116,6 +118,7 @@ def factor_seed(exp: Experiment, dataset: str, fields: list[int], seed: int):
     table = pd.DataFrame([{**common_cols, **r} for r in derived["table"]])
     table["candidates"] = derived["candidates"]
     table["fm_test_mae"], table["ifm_test_mae"] = derived["fm_test_mae"], derived["ifm_test_mae"]
+    table["record_test_mae"] = (ifm_record.get("test") or {}).get("mae", np.nan)   # the run the other pages report
     names = derived["field_names"]
     factors = np.asarray(derived["factors"], dtype=float)   # [field, instance]
     h, n = factors.shape
