@@ -283,7 +283,9 @@ def test_profile_overrides_field_by_field():
         profiles.get_profile("fast")
     paper = profiles.get_profile("paper")
     assert paper.config("frappe", "ifm", 0).embedding_size == 256 and paper.differences() == []
-    assert profiles.get_profile("smoke").differences()
+    smoke = profiles.get_profile("smoke").differences()
+    assert "Frappe: a seeded 0.2 of the training split (validation and test whole)" in smoke
+    assert "Synthetic: n=400" in profiles.get_profile("smoke", TINY).differences()
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -477,3 +479,13 @@ def test_scaling_study_trains_on_seeded_shares_and_reads_them_back(tmp_path):
     assert not read.attrs["missing"] and sorted(read.key) == sorted(df.key)
     with pytest.raises(ValueError, match=r"train_fraction must be a number in \(0, 1\]"):
         load_dataset("synthetic", n=400, train_fraction=1.5)
+    # a profile that itself trains on a share (smoke): the shares are of that share, 1 is the profile's own runs
+    half = {**TINY, "dataset_options": {"synthetic": {**TINY["dataset_options"]["synthetic"], "train_fraction": 0.5}}}
+    small = studies.scaling_study(ex.Experiment("smoke", **{**common, "overrides": half}), fractions=(0.5, 1.0),
+                                  models=("fm",))
+    whole = sizes[1.0]
+    assert small.groupby("train_fraction").train_instances.first().to_dict() == {0.5: round(0.25 * whole),
+                                                                                  1.0: round(0.5 * whole)}
+    same = ex.Experiment("smoke", **{**common, "overrides": half}, train_missing=False)
+    record = same.run(same.config("synthetic", "fm", 0), "synthetic")        # read back, not trained
+    assert record is not None and record["dataset"]["provenance"]["sizes"]["train"] == round(0.5 * whole)

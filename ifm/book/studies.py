@@ -148,7 +148,8 @@ SCALING_MODELS = ("fm", "ifm", "nfm")
 
 def scaling_study(exp: Experiment, fractions=SCALING_FRACTIONS, models=SCALING_MODELS) -> pd.DataFrame:
     """Test error against the size of the training set: each model on seeded shares of the train
-    split (validation and test unchanged; the whole split's runs are Table 3's). One row per
+    split (validation and test unchanged; the whole split's runs are Table 3's). A share is of the
+    training set the profile uses (the smoke profile's is itself a share of the split). One row per
     (dataset, fraction, model, seed, recipe); Frappe unless the runner names datasets. When the
     book reads its records, the earlier records on a 30% pool of Frappe (recipe legacy) join as
     points of their own (`earlier_pool_rows`)."""
@@ -166,8 +167,9 @@ def _scaling_runs(exp: Experiment, fractions, models) -> pd.DataFrame:
     seeds = seeds_of(exp, exp.profile.seeds)
     rows = []
     for name in exp.datasets or ("frappe",):
+        base = exp.data_options(name).get("train_fraction", 1)
         for fraction in fractions:
-            options = {} if fraction == 1 else {"train_fraction": fraction}
+            options = {} if fraction == 1 else {"train_fraction": base * fraction}
             for model in models:
                 for seed in seeds:
                     record = exp.run(exp.config(name, model, seed), name, data_options=options)
