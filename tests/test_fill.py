@@ -182,6 +182,29 @@ def test_a_run_starts_only_when_its_expected_time_fits():
     assert timing.expected_seconds(item, "cpu", {}, {("afm", "frappe", "code", "cpu"): [100.0, 300.0]}) == 200.0
 
 
+def test_a_run_is_timed_by_the_records_made_on_this_machine_when_there_are_any():
+    def record(seconds, platform, threads=1, device="cpu", recipe="code", fraction=None):
+        return {"wall_seconds": seconds, "config": {"model": "ifm", "recipe": recipe, "device": device},
+                "environment": {"platform": platform, "threads": threads, "device": device, "device_name": "H100"},
+                "cache": {"material": {"data": {"name": "frappe", "options": {"train_fraction": fraction} if fraction else {}}}}}
+
+    key = ("ifm", "frappe", "code", "cpu")
+    here = timing.machine_of({"platform": "slow-vm", "threads": 1})
+    records = [record(700.0, "fast-vm"), record(900.0, "fast-vm"), record(1100.0, "fast-vm"),
+               record(3500.0, "slow-vm"), record(1800.0, "slow-vm", fraction=0.5), record(1000.0, "slow-vm", threads=2),
+               record(200.0, "gpu-vm", device="cuda"), record(90.0, "slow-vm", recipe="legacy")]
+    assert timing.record_times(records)[key] == [700.0, 900.0, 1100.0, 3500.0, 3600.0, 1000.0]   # every machine
+    assert timing.record_times(records, here)[key] == [3500.0, 3600.0]          # this platform, one thread
+    assert timing.record_times(records, timing.machine_of({"platform": "new-vm", "threads": 1}))[key] == \
+        timing.record_times(records)[key]                                       # never run here: all of them
+    assert timing.record_times(records, "H100")[("ifm", "frappe", "code", "gpu")] == [200.0]
+    item = fill.Wanted("dropout", "frappe", {}, dataclasses.replace(
+        ex.Experiment("smoke", overrides=TINY, log=None).config("frappe", "ifm", 0), recipe="code"), "IFM")
+    assert timing.expected_seconds(item, "cpu", {}, timing.record_times(records)) == 1050.0
+    assert timing.expected_seconds(item, "cpu", {}, timing.record_times(records, here)) == 3550.0
+    assert timing.this_machine("cpu", 1).endswith(", 1 thread(s)")
+
+
 def test_past_seconds_keys_each_records_time_by_its_recipe(tmp_path):
     items = [i for i in smoke_plan(tmp_path) if i.config.model in ("fm", "nfm")]
     assert {i.config.recipe for i in items} == {"paper", "code"}

@@ -43,7 +43,7 @@ from pathlib import Path
 
 from ifm.runs.plan import STUDY_ORDER, Wanted, describe_plan, plan  # noqa: F401 (plan is fill's API too)
 from ifm.runs.locks import sigterm_exits, sigterm_held_off
-from ifm.runs.timing import device_kind, expected_seconds, past_seconds, share, time_key
+from ifm.runs.timing import device_kind, expected_seconds, past_seconds, share, this_machine, time_key
 
 # --------------------------------------------------------------------------- the client
 RETRY_SECONDS = 30.0    # how long a run that another process is training is put off
@@ -89,6 +89,14 @@ class _Client:
         return self.scattered[name]
 
 
+def worker_threads(threads: int | None, workers: int, device: str, scheduler: str | None = None) -> int:
+    """Torch threads per worker: as asked; else one on a GPU, or on a running cluster (its workers
+    are sized where they were started); else the worker's share of this machine's cores."""
+    if threads:
+        return threads
+    return 1 if device_kind(device) == "gpu" or scheduler else max(1, (os.cpu_count() or 1) // workers)
+
+
 def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_limit: float | None = None,
          threads: int | None = None, profile: str = "paper", data_dir=None, results_dir=None, overrides=None,
          past: dict | None = None, derive: dict | None = None, scheduler: str | None = None,
@@ -114,14 +122,15 @@ def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_lim
     started = time.time()
     deadline = started + time_limit if time_limit else math.inf
     gpu = device_kind(device) == "gpu"
-    if threads is None:         # a running cluster's workers are sized where they were started
-        threads = 1 if gpu or scheduler else max(1, (os.cpu_count() or 1) // workers)
+    threads = worker_threads(threads, workers, device, scheduler)
     directory = check_results_dir(results_root(results_dir) / profile)
     exp = Experiment(profile, device=device, data_dir=data_dir, results_dir=results_dir, overrides=overrides,
                      log=io.StringIO())
     settings = {"device": device, "threads": threads, "profile": profile, "overrides": overrides,
                 "data_dir": None if scheduler else data_dir, "derive": derive or {}}
-    past, seen = past_seconds(results_dir, profile) if past is None else past, {}
+    if past is None:    # a running cluster's workers may be other machines: time them by any records
+        past = past_seconds(results_dir, profile, None if scheduler else this_machine(device, threads))
+    seen = {}
     items = list(items)
     counts = {"done": 0, "reused": 0, "failed": 0, "stopped": 0, "not started": 0, "error": None}
     todo, later = list(range(len(items))), {}    # later: index -> when to look again at a run put off
@@ -365,7 +374,8 @@ def cmd_fill(args, pages: dict, derive: dict) -> int:
     args.device = resolve_device(args.device, get_profile(args.profile))
     items = plan(args.profile, args.recipe, pages=pages, studies=args.study, datasets=args.dataset,
                  seeds=args.seeds, results_dir=args.results_dir)
-    past = past_seconds(args.results_dir, args.profile)
+    threads = worker_threads(args.threads, args.workers, args.device, args.scheduler)
+    past = past_seconds(args.results_dir, args.profile, None if args.scheduler else this_machine(args.device, threads))
     print(f"{len(items)} run(s) missing for profile {args.profile}, recipe {args.recipe}:", flush=True)
     for line in describe_plan(items, args.device, past):
         print(line, flush=True)

@@ -7,24 +7,56 @@ import dataclasses
 import statistics
 
 
-def past_seconds(results_dir=None, profile: str = "paper") -> dict:
+def past_seconds(results_dir=None, profile: str = "paper", machine: str | None = None) -> dict:
     """{(model, dataset, recipe, device kind): [wall seconds of each record, per whole training
     split]} of the records in the results directory under the current recipes (not the legacy
     records, made on a smaller Frappe), device kind 'cpu' or 'gpu'; a run on a share of the
-    training split counts as its seconds divided by that share."""
+    training split counts as its seconds divided by that share. With `machine` (`this_machine`),
+    a key that has records made on this machine keeps only those (`record_times`)."""
     from ifm.runs.records import RunCache, results_root
+
+    index = RunCache(results_root(results_dir) / profile).index()
+    return record_times([record for versions in index.values() for configs in versions.values()
+                         for record in configs.values()], machine)
+
+
+def record_times(records, machine: str | None = None) -> dict:
+    """`past_seconds` of `records`. Machines of one kind differ severalfold: IFM on Frappe under
+    recipe code at 100 epochs on one CPU thread took 635-1,406 s on one of this project's VM types
+    and 3,486-3,777 s on another, so a median over both told a fill that a run would fit where it
+    did not; a key with records made on `machine` is timed by those alone."""
     from ifm.training.recipes import RECIPES
 
-    times = {}
-    for versions in RunCache(results_root(results_dir) / profile).index().values():
-        for configs in versions.values():
-            for record in configs.values():
-                seconds = record.get("wall_seconds") or record.get("train_seconds")
-                if seconds and record["config"].get("recipe") in RECIPES:
-                    key = time_key(record["config"]["model"], record["cache"]["material"]["data"]["name"],
-                                   record["config"]["recipe"], record["config"].get("device", "cpu"))
-                    times.setdefault(key, []).append(float(seconds) / share(record["cache"]["material"]["data"]["options"]))
-    return times
+    times, here = {}, {}
+    for record in records:
+        seconds = record.get("wall_seconds") or record.get("train_seconds")
+        if seconds and record["config"].get("recipe") in RECIPES:
+            key = time_key(record["config"]["model"], record["cache"]["material"]["data"]["name"],
+                           record["config"]["recipe"], record["config"].get("device", "cpu"))
+            value = float(seconds) / share(record["cache"]["material"]["data"]["options"])
+            times.setdefault(key, []).append(value)
+            if machine is not None and machine_of(record.get("environment") or {}) == machine:
+                here.setdefault(key, []).append(value)
+    return {**times, **here}
+
+
+def machine_of(environment: dict) -> str:
+    """The machine a record's seconds were measured on, from its environment: the GPU's name, or
+    on a CPU the platform (which names the VM's kernel build) and the torch threads."""
+    if device_kind(environment.get("device", "cpu")) == "gpu":
+        return str(environment.get("device_name"))
+    return f"{environment.get('platform')}, {environment.get('threads')} thread(s)"
+
+
+def this_machine(device: str, threads: int) -> str:
+    """`machine_of` a run that this machine would train on `device` with `threads` CPU threads."""
+    import platform
+
+    if device_kind(device) == "gpu":
+        import torch
+
+        return machine_of({"device": device, "device_name": torch.cuda.get_device_name(torch.device(device))})
+    return machine_of({"device": "cpu", "platform": platform.platform(), "threads": threads})
 
 
 def share(data_options: dict | None) -> float:
