@@ -49,14 +49,13 @@ def machine_of(environment: dict) -> str:
 
 
 def this_machine(device: str, threads: int) -> str:
-    """`machine_of` a run that this machine would train on `device` with `threads` CPU threads."""
-    import platform
+    """`machine_of` a run that this machine would train on `device` with `threads` CPU threads: the
+    environment a record of it would carry (`ifm.training.loop.environment`), with the workers' threads."""
+    import torch
 
-    if device_kind(device) == "gpu":
-        import torch
+    from ifm.training.loop import environment
 
-        return machine_of({"device": device, "device_name": torch.cuda.get_device_name(torch.device(device))})
-    return machine_of({"device": "cpu", "platform": platform.platform(), "threads": threads})
+    return machine_of({**environment(torch.device(device)), "threads": threads})
 
 
 def share(data_options: dict | None) -> float:
