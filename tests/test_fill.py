@@ -182,11 +182,14 @@ def test_a_run_starts_only_when_its_expected_time_fits():
     assert timing.expected_seconds(item, "cpu", {}, {("afm", "frappe", "code", "cpu"): [100.0, 300.0]}) == 200.0
 
 
+def _timed_record(seconds, platform, threads=1, device="cpu", recipe="code", fraction=None, dataset="frappe"):
+    return {"wall_seconds": seconds, "config": {"model": "ifm", "recipe": recipe, "device": device},
+            "environment": {"platform": platform, "threads": threads, "device": device, "device_name": "H100"},
+            "cache": {"material": {"data": {"name": dataset, "options": {"train_fraction": fraction} if fraction else {}}}}}
+
+
 def test_a_run_is_timed_by_the_records_made_on_this_machine_when_there_are_any():
-    def record(seconds, platform, threads=1, device="cpu", recipe="code", fraction=None):
-        return {"wall_seconds": seconds, "config": {"model": "ifm", "recipe": recipe, "device": device},
-                "environment": {"platform": platform, "threads": threads, "device": device, "device_name": "H100"},
-                "cache": {"material": {"data": {"name": "frappe", "options": {"train_fraction": fraction} if fraction else {}}}}}
+    record = _timed_record
 
     key = ("ifm", "frappe", "code", "cpu")
     here = timing.machine_of({"platform": "slow-vm", "threads": 1})
@@ -203,6 +206,27 @@ def test_a_run_is_timed_by_the_records_made_on_this_machine_when_there_are_any()
     assert timing.expected_seconds(item, "cpu", {}, timing.record_times(records)) == 1050.0
     assert timing.expected_seconds(item, "cpu", {}, timing.record_times(records, here)) == 3550.0
     assert timing.this_machine("cpu", 1).endswith(", 1 thread(s)")
+
+
+def test_a_kind_of_run_never_made_here_is_timed_at_this_machines_pace_measured_on_the_kinds_it_shares():
+    # Frappe, made on three machines: here ("slow-vm", one thread) a run takes 3550 / 900 times as
+    # long as on "fast-vm" (medians), and 3550 / 1000 times as long as on "slow-vm" with two threads.
+    frappe = [_timed_record(s, "fast-vm") for s in (700.0, 900.0, 1100.0)] + [
+        _timed_record(s, "slow-vm") for s in (3500.0, 3600.0)] + [_timed_record(1000.0, "slow-vm", threads=2)]
+    # MovieLens was never run here; "odd-vm" shares no kind of run with this machine, so its pace is unknown.
+    movielens = [_timed_record(300.0, "fast-vm", dataset="movielens"),
+                 _timed_record(200.0, "slow-vm", threads=2, fraction=0.5, dataset="movielens"),
+                 _timed_record(5000.0, "odd-vm", dataset="movielens")]
+    here = timing.machine_of({"platform": "slow-vm", "threads": 1})
+    key = ("ifm", "movielens", "code", "cpu")
+    speed = timing.relative_speed({("ifm", "frappe", "code", "cpu"): [
+        (timing.machine_of(r["environment"]), r["wall_seconds"]) for r in frappe]}, here)
+    assert speed == pytest.approx({timing.machine_of({"platform": "fast-vm", "threads": 1}): 3550 / 900,
+                                   timing.machine_of({"platform": "slow-vm", "threads": 2}): 3.55})
+    assert timing.record_times(frappe + movielens, here)[key] == pytest.approx([300.0 * 3550 / 900, 400.0 * 3.55])
+    assert timing.record_times(frappe + movielens)[key] == [300.0, 400.0, 5000.0]         # no machine named: as made
+    assert timing.record_times(movielens, here)[key] == [300.0, 400.0, 5000.0]            # no shared kind: as made
+    assert timing.record_times(frappe + movielens, here)[("ifm", "frappe", "code", "cpu")] == [3500.0, 3600.0]
 
 
 def test_past_seconds_keys_each_records_time_by_its_recipe(tmp_path):

@@ -24,20 +24,44 @@ def record_times(records, machine: str | None = None) -> dict:
     """`past_seconds` of `records`. Machines of one kind differ severalfold: IFM on Frappe under
     recipe code at 100 epochs on one CPU thread took 635-1,406 s on one of this project's VM types
     and 3,486-3,777 s on another, so a median over both told a fill that a run would fit where it
-    did not; a key with records made on `machine` is timed by those alone."""
+    did not. With `machine`, a key that has records made there is timed by those alone; another key
+    by the other machines' records, each times that machine's `relative_speed` to this one where
+    the two share a key (so a kind of run never made here is still timed at this machine's pace),
+    and by all of them unscaled where no machine does."""
     from ifm.training.recipes import RECIPES
 
-    times, here = {}, {}
+    times = {}
     for record in records:
         seconds = record.get("wall_seconds") or record.get("train_seconds")
         if seconds and record["config"].get("recipe") in RECIPES:
             key = time_key(record["config"]["model"], record["cache"]["material"]["data"]["name"],
                            record["config"]["recipe"], record["config"].get("device", "cpu"))
             value = float(seconds) / share(record["cache"]["material"]["data"]["options"])
-            times.setdefault(key, []).append(value)
-            if machine is not None and machine_of(record.get("environment") or {}) == machine:
-                here.setdefault(key, []).append(value)
-    return {**times, **here}
+            times.setdefault(key, []).append((machine_of(record.get("environment") or {}), value))
+    if machine is None:
+        return {key: [value for _, value in timed] for key, timed in times.items()}
+    speed = relative_speed(times, machine)
+    out = {}
+    for key, timed in times.items():
+        here = [value for where, value in timed if where == machine]
+        scaled = [value * speed[where] for where, value in timed if where in speed]
+        out[key] = here or scaled or [value for _, value in timed]
+    return out
+
+
+def relative_speed(times: dict, machine: str) -> dict:
+    """{other machine: how many times longer a run takes on `machine` than there}: over the keys
+    that both have records of, the median of (median seconds here / median seconds there)."""
+    ratios = {}
+    for timed in times.values():
+        by_machine = {}
+        for where, value in timed:
+            by_machine.setdefault(where, []).append(value)
+        if machine in by_machine:
+            here = statistics.median(by_machine.pop(machine))
+            for where, values in by_machine.items():
+                ratios.setdefault(where, []).append(here / statistics.median(values))
+    return {where: statistics.median(r) for where, r in ratios.items()}
 
 
 def machine_of(environment: dict) -> str:
