@@ -201,6 +201,8 @@ def test_a_run_is_timed_by_the_records_made_on_this_machine_when_there_are_any()
     assert timing.record_times(records, timing.machine_of({"platform": "new-vm", "threads": 1}))[key] == \
         timing.record_times(records)[key]                                       # never run here: all of them
     assert timing.record_times(records, "H100")[("ifm", "frappe", "code", "gpu")] == [200.0]
+    # a trial of the open benchmark's study is timed too, so a tune starts no trial that cannot finish
+    assert timing.record_times([record(300.0, "slow-vm", recipe="bars")])[("ifm", "frappe", "bars", "cpu")] == [300.0]
     item = fill.Wanted("dropout", "frappe", {}, dataclasses.replace(
         ex.Experiment("smoke", overrides=TINY, log=None).config("frappe", "ifm", 0), recipe="code"), "IFM")
     assert timing.expected_seconds(item, "cpu", {}, timing.record_times(records)) == 1050.0

@@ -9,8 +9,8 @@ import statistics
 
 def past_seconds(results_dir=None, profile: str = "paper", machine: str | None = None) -> dict:
     """{(model, dataset, recipe, device kind): [wall seconds of each record, per whole training
-    split]} of the records in the results directory under the current recipes (not the legacy
-    records, made on a smaller Frappe), device kind 'cpu' or 'gpu'; a run on a share of the
+    split]} of the records in the results directory under the current recipes and the open
+    benchmark's (not the legacy records, made on a smaller Frappe), device kind 'cpu' or 'gpu'; a run on a share of the
     training split counts as its seconds divided by that share. With `machine` (`this_machine`),
     a key that has records made on this machine keeps only those (`record_times`)."""
     from ifm.runs.records import RunCache, results_root
@@ -28,12 +28,12 @@ def record_times(records, machine: str | None = None) -> dict:
     by the other machines' records, each times that machine's `relative_speed` to this one where
     the two share a key (so a kind of run never made here is still timed at this machine's pace),
     and by all of them unscaled where no machine does."""
-    from ifm.training.recipes import RECIPES
+    from ifm.training.recipes import BENCHMARK, RECIPES
 
     times = {}
     for record in records:
         seconds = record.get("wall_seconds") or record.get("train_seconds")
-        if seconds and record["config"].get("recipe") in RECIPES:
+        if seconds and record["config"].get("recipe") in RECIPES + (BENCHMARK,):
             key = time_key(record["config"]["model"], record["cache"]["material"]["data"]["name"],
                            record["config"]["recipe"], record["config"].get("device", "cpu"))
             value = float(seconds) / share(record["cache"]["material"]["data"]["options"])
