@@ -221,8 +221,10 @@ def test_a_kind_of_run_never_made_here_is_timed_at_this_machines_pace_measured_o
                  _timed_record(5000.0, "odd-vm", dataset="movielens")]
     here = timing.machine_of({"platform": "slow-vm", "threads": 1})
     key = ("ifm", "movielens", "code", "cpu")
-    speed = timing.relative_speed({("ifm", "frappe", "code", "cpu"): [
-        (timing.machine_of(r["environment"]), r["wall_seconds"]) for r in frappe]}, here)
+    by_machine = {}
+    for r in frappe:
+        by_machine.setdefault(timing.machine_of(r["environment"]), []).append(r["wall_seconds"])
+    speed = timing.relative_speed({("ifm", "frappe", "code", "cpu"): by_machine}, here)
     assert speed == pytest.approx({timing.machine_of({"platform": "fast-vm", "threads": 1}): 3550 / 900,
                                    timing.machine_of({"platform": "slow-vm", "threads": 2}): 3.55})
     assert timing.record_times(frappe + movielens, here)[key] == pytest.approx([300.0 * 3550 / 900, 400.0 * 3.55])

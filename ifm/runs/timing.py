@@ -30,37 +30,33 @@ def record_times(records, machine: str | None = None) -> dict:
     and by all of them unscaled where no machine does."""
     from ifm.training.recipes import BENCHMARK, RECIPES
 
-    times = {}
+    times = {}      # {key: {machine: [seconds]}}
     for record in records:
         seconds = record.get("wall_seconds") or record.get("train_seconds")
         if seconds and record["config"].get("recipe") in RECIPES + (BENCHMARK,):
             key = time_key(record["config"]["model"], record["cache"]["material"]["data"]["name"],
                            record["config"]["recipe"], record["config"].get("device", "cpu"))
             value = float(seconds) / share(record["cache"]["material"]["data"]["options"])
-            times.setdefault(key, []).append((machine_of(record.get("environment") or {}), value))
-    if machine is None:
-        return {key: [value for _, value in timed] for key, timed in times.items()}
-    speed = relative_speed(times, machine)
+            times.setdefault(key, {}).setdefault(machine_of(record.get("environment") or {}), []).append(value)
+    speed = relative_speed(times, machine) if machine is not None else {}
     out = {}
-    for key, timed in times.items():
-        here = [value for where, value in timed if where == machine]
-        scaled = [value * speed[where] for where, value in timed if where in speed]
-        out[key] = here or scaled or [value for _, value in timed]
+    for key, by_machine in times.items():
+        scaled = [value * speed[where] for where, values in by_machine.items() if where in speed for value in values]
+        out[key] = by_machine.get(machine) or scaled or [value for values in by_machine.values() for value in values]
     return out
 
 
 def relative_speed(times: dict, machine: str) -> dict:
-    """{other machine: how many times longer a run takes on `machine` than there}: over the keys
-    that both have records of, the median of (median seconds here / median seconds there)."""
+    """{other machine: how many times longer a run takes on `machine` than there}, from `times`
+    ({key: {machine: [seconds]}}): over the keys that both have records of, the median of (median
+    seconds here / median seconds there)."""
     ratios = {}
-    for timed in times.values():
-        by_machine = {}
-        for where, value in timed:
-            by_machine.setdefault(where, []).append(value)
+    for by_machine in times.values():
         if machine in by_machine:
-            here = statistics.median(by_machine.pop(machine))
+            here = statistics.median(by_machine[machine])
             for where, values in by_machine.items():
-                ratios.setdefault(where, []).append(here / statistics.median(values))
+                if where != machine:
+                    ratios.setdefault(where, []).append(here / statistics.median(values))
     return {where: statistics.median(r) for where, r in ratios.items()}
 
 
