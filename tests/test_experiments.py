@@ -442,6 +442,8 @@ def test_the_best_setting_table_and_sentence_lay_out_the_rules_judgement():
     assert row["our best"] == 3 and row["shared seeds"] == 3 and row["verdict"] == "not reproduced"
     assert row["S: not worse than our best"] == "3" and row["seed SD at the paper's"].endswith("(3 seeds)")
     assert "the verdict is ***not reproduced***" in verdicts.best_setting(clear, "depth").data
+    assert clear.attrs["separating_t"]["Frappe"] == pytest.approx(4.303, abs=1e-3)   # 3 seeds, 1 rival: t_0.975(2)
+    assert "a rival is told apart only when its paired |t| exceeds 4.3" in verdicts.best_setting(clear, "depth").data
     # Depth 3 wins on average but loses on one seed: not separated.
     noisy = tables.best_setting_table(sweep_frame({2: [0.470, 0.460, 0.480], 3: [0.462, 0.468, 0.470]}),
                                      "fen_layers", {"frappe": 2})
@@ -450,6 +452,7 @@ def test_the_best_setting_table_and_sentence_lay_out_the_rules_judgement():
     single = tables.best_setting_table(sweep_frame({2: [0.47, 0.44, 0.45], 3: [0.46]}), "fen_layers", {"frappe": 2})
     assert single.loc["Frappe", "shared seeds"] == 1 and single.loc["Frappe", "our best"] == 3
     assert "***too few seeds***" in verdicts.best_setting(single, "depth").data
+    assert "Frappe" not in single.attrs["separating_t"]
 
 
 def test_data_labels_come_from_the_structured_kind_and_old_records_from_their_notes():

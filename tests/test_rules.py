@@ -40,6 +40,32 @@ def test_paired_difference_interval_and_p_match_their_formulas():
     assert rules.paired([1, 2, 3], [2, 3, 4]).p == 0.0                     # the same gap at every seed
 
 
+def test_separating_t_is_the_t_quantile_of_holms_first_step():
+    # Two degrees of freedom have a closed form: two-sided p = 1 - t / sqrt(2 + t^2), so the t at
+    # p = alpha / m is sqrt(2 q^2 / (1 - q^2)) with q = 1 - alpha / m.
+    for m in (1, 4, 9):
+        q = 1 - 0.05 / m
+        assert rules.separating_t(3, m) == pytest.approx(math.sqrt(2 * q * q / (1 - q * q)))
+    assert rules.separating_t(3, 9) == pytest.approx(13.36, abs=0.01)          # the dropout sweep at 3 seeds
+    assert rules.separating_t(5, 9) == pytest.approx(5.44, abs=0.01)           # ... and at 5
+    assert math.isnan(rules.separating_t(1, 4)) and math.isnan(rules.separating_t(3, 0))
+
+
+@pytest.mark.parametrize("rivals", [1, 9])
+@pytest.mark.parametrize("factor, separated", [(1.03, True), (0.97, False)])
+def test_a_rival_is_told_apart_exactly_when_its_paired_t_clears_separating_t(rivals, factor, separated):
+    # One clear rival whose per-seed gaps over the paper's setting (also our best) have t = factor x
+    # the threshold, beside rivals - 1 that seed noise swamps: the rule separates it iff t clears it.
+    t = factor * rules.separating_t(3, rivals)
+    e = 0.001
+    gaps = np.array([-e, 0.0, e]) + t * e / math.sqrt(3)                  # mean / (sd / sqrt 3) = t
+    values = {0: [0.30, 0.30, 0.30], 1: list(0.30 + gaps)}
+    for k in range(2, rivals + 1):
+        values[k] = [0.30 + 0.02, 0.30 - 0.019, 0.30 + 0.02]                 # mean above, but p near 0.4
+    got = judge(values, 0)
+    assert got.best == 0 and (1 not in got.in_s) == separated
+
+
 def test_matched_keeps_only_the_seeds_every_setting_shares():
     wide = rules.matched(sweep({1: [0.2890, None, None], 2: [0.2919, 0.2878, 0.2861]}), "setting", "valid_rmse")
     assert list(wide.index) == [0] and list(wide.columns) == [1, 2]

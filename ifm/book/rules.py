@@ -7,6 +7,8 @@ the seeds that every compared run shares, with tests that know seed noise:
   two-sided paired t-test.
 * `judge_setting`: a claimed best setting of a sweep (Figs. 3-5), by the set of settings not
   significantly worse than our best and the shape of the curve around the paper's setting.
+* `separating_t`: what that test can resolve: the paired t a rival needs before Holm's first
+  step calls it worse, at a given number of seeds and rivals.
 * `judge_comparison`: a claim that one model beats others (Tables 2-3, Fig. 6), Holm-corrected
   across the others.
 * `judge_factors`: the factor claim of Table 1, by the spread of a field's factor and by how
@@ -96,6 +98,18 @@ def paired(a, b, confidence: float = 0.95) -> Paired:
 
 
 # --------------------------------------------------------------------------- best settings
+def separating_t(seeds: int, rivals: int, alpha: float = ALPHA) -> float:
+    """The paired t (over `seeds` matched seeds) that the clearest of `rivals` rivals must exceed
+    before the Holm-corrected two-sided test calls it different: Holm's first step tests the
+    smallest p at alpha / rivals, so |t| > t_{1 - alpha / (2 rivals)}(seeds - 1). The later steps
+    need less, down to t_{1 - alpha / 2}(seeds - 1) for the last. NaN below 2 seeds or 1 rival."""
+    from scipy import stats
+
+    if seeds < 2 or rivals < 1:
+        return math.nan
+    return float(stats.t.ppf(1 - alpha / (2 * rivals), seeds - 1))
+
+
 SETTING_RULE = (
     "**How a best-setting claim is judged.** Only the seeds that every setting of the sweep shares are "
     f"used (at least {MIN_SEEDS}; with fewer the verdict is *{TOO_FEW}*, since one seed cannot tell a "
@@ -106,7 +120,13 @@ SETTING_RULE = (
     "the paper's setting is in S and the curve has the shape the paper reports around it, tested the "
     "same way against the paper's setting: for depth and dropout, some smaller and some larger setting "
     f"is significantly worse than the paper's; for the activation, every other one is. *{CONSISTENT}*: "
-    "the paper's setting is in S, but the sweep cannot tell it from its rivals.")
+    "the paper's setting is in S, but the sweep cannot tell it from its rivals. The rule is strict on "
+    "few seeds, and each page says how strict: a rival is called worse only when its paired t "
+    "(its mean gap over the standard error of its per-seed gaps) clears Holm's first step, "
+    f"{separating_t(3, 9):.1f} at 3 seeds and 9 rivals (the dropout sweep), {separating_t(3, 4):.1f} at "
+    f"3 seeds and 4 rivals (depth), against {separating_t(5, 9):.1f} and {separating_t(5, 4):.1f} at 5 "
+    f"seeds. So *{CONSISTENT}* on 3 seeds says that the data do not contradict the paper, not that they "
+    "confirm it.")
 
 
 @dataclass

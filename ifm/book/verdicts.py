@@ -41,7 +41,8 @@ PAPERS, WORSE, NOISE = "paper's best", "worse than the paper's", "seed SD at the
 
 def best_setting(table: pd.DataFrame, what: str):
     """One sentence per reading and dataset from `tables.best_setting_table`: the verdict of
-    `ifm.book.rules.judge_setting`, the evidence behind it, and the seed noise at the paper's setting."""
+    `ifm.book.rules.judge_setting`, the evidence behind it, the seed noise at the paper's setting and
+    the paired t that the rule needs to tell a rival apart."""
     if "verdict" not in table.columns:
         return _markdown(NOTHING)
     parts = []
@@ -54,6 +55,8 @@ def best_setting(table: pd.DataFrame, what: str):
                          f"worse than the paper's: {row[WORSE] or 'none'}")
         if row[NOISE] != "n/a":
             sentence += f"; the same configuration varies by {row[NOISE]} (SD over seeds)"
+        if name in table.attrs.get("separating_t", {}):
+            sentence += f"; a rival is told apart only when its paired |t| exceeds {table.attrs['separating_t'][name]:.1f}"
         parts.append(sentence)
     return _markdown("**What we got:** " + "; ".join(parts) + ".", table)
 
