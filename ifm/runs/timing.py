@@ -11,8 +11,9 @@ def past_seconds(results_dir=None, profile: str = "paper", machine: str | None =
     """{(model, dataset, recipe, device kind): [wall seconds of each record, per whole training
     split]} of the records in the results directory under the current recipes and the open
     benchmark's (not the legacy records, made on a smaller Frappe), device kind 'cpu' or 'gpu';
-    a run on a share of the training split counts as its seconds divided by that share. With `machine` (`this_machine`),
-    a key that has records made on this machine keeps only those (`record_times`)."""
+    a run on a share of the training split counts as its seconds divided by that share. With
+    `machine` (`this_machine`), a key that has records made on this machine keeps only those
+    (`record_times`)."""
     from ifm.runs.records import RunCache, results_root
 
     index = RunCache(results_root(results_dir) / profile).index()
