@@ -64,6 +64,7 @@ def test_a_rival_is_told_apart_exactly_when_its_paired_t_clears_separating_t(riv
         values[k] = [0.30 + 0.02, 0.30 - 0.019, 0.30 + 0.02]                 # mean above, but p near 0.4
     got = judge(values, 0)
     assert got.best == 0 and (1 not in got.in_s) == separated
+    assert got.needed_t == rules.separating_t(3, rivals)                  # the judgement says what it needed
 
 
 def test_matched_keeps_only_the_seeds_every_setting_shares():

@@ -142,6 +142,14 @@ class SettingJudgement:
     p_vs_paper: dict = field(default_factory=dict)     # setting -> Holm-adjusted p against the paper's
     missing: list = field(default_factory=list)        # settings of the grid with no run at the shared seeds
 
+    @property
+    def needed_t(self) -> float:
+        """The paired t a rival had to clear here to be told apart from another setting
+        (`separating_t` at the shared seeds and the sweep's rivals); NaN where too few seeds to test."""
+        if len(self.seeds) < MIN_SEEDS or len(self.means) < 2:
+            return math.nan
+        return separating_t(len(self.seeds), len(self.means) - 1)
+
     def reason(self) -> str:
         """The evidence behind the verdict, in a few words."""
         if self.verdict in (NOT_RUN, UNTESTABLE) and not self.means:

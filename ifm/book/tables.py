@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ifm.data.registry import DATASET_NAMES
-from ifm.book.rules import MIN_SEEDS, separating_t, sweep_judgements
+from ifm.book.rules import sweep_judgements
 from ifm.book.stats import by_recipe, recipes_of, summarize
 from ifm.book.words import LEGACY_NOTE, devices_text, fmt, markdown, metric_label, nothing, ours_label, seeds_text
 
@@ -176,15 +176,15 @@ def best_setting_table(df: pd.DataFrame, option: str, paper_best: dict, grid=Non
     over the seeds every setting shares, the set S of settings not significantly worse than ours,
     the settings significantly worse than the paper's, the seed noise at the paper's setting and
     the verdict; its attrs["separating_t"] holds, per row judged, the paired t a rival needs to be
-    told apart (`ifm.book.rules.separating_t`). It only lays out the judgement; the rule is in
+    told apart (`SettingJudgement.needed_t`). It only lays out the judgement; the rule is in
     `ifm.book.rules`."""
     if df.empty:
         return pd.DataFrame({"paper's best": paper_best}).rename_axis("data")
     rows, separating = [], {}
     for recipe, name, label, j, sd, sd_seeds in sweep_judgements(df, option, paper_best, grid or df.attrs.get("grid")):
         data = label + ("" if recipe is None else f", recipe {recipe}")
-        if len(j.seeds) >= MIN_SEEDS and len(j.means) > 1:
-            separating[data] = separating_t(len(j.seeds), len(j.means) - 1)
+        if not math.isnan(j.needed_t):
+            separating[data] = j.needed_t
         rows.append({
             "data": data,
             "paper's best": j.paper, "our best": j.best if j.best is not None else "n/a",
