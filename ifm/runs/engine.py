@@ -51,7 +51,8 @@ def connect(*, workers: int, threads: int, device: str, runs_per_gpu: int | None
 
     dask.config.set({"distributed.scheduler.allowed-failures": ALLOWED_FAILURES,
                      "distributed.worker.daemon": False,
-                     "distributed.logging.distributed": "error"})
+                     "distributed.logging.distributed": "error",
+                     "distributed.nanny.pre-spawn-environ": worker_environment(threads)})
     if scheduler:
         return Client(scheduler, timeout="30s"), None
     gpu = device.startswith("cuda")
@@ -61,8 +62,26 @@ def connect(*, workers: int, threads: int, device: str, runs_per_gpu: int | None
         workers = max(1, torch.cuda.device_count()) * runs_per_gpu
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                            dashboard_address=":0", resources={"GPU": 1} if gpu else None,
-                           death_timeout=DEATH_TIMEOUT, env={"OMP_NUM_THREADS": str(threads)}, silence_logs=50)
+                           death_timeout=DEATH_TIMEOUT, silence_logs=50,
+                           # again after the start: a variable already in this process's environment
+                           # (an earlier cluster's, or the shell's) would win over pre-spawn-environ
+                           env={k: v for k, v in worker_environment(threads).items() if v is not None})
     return Client(cluster), cluster
+
+
+def worker_environment(threads: int) -> dict:
+    """The environment a local worker process starts with (Dask's `pre-spawn-environ`): `threads`
+    for the BLAS and OpenMP pools, and not Dask's default MALLOC_TRIM_THRESHOLD_=65536. That
+    setting makes glibc hand every freed block over 64 KiB back to the system and turns off its
+    adaptive mmap threshold, so each batch's tensors (several MiB) are mapped, page-faulted in and
+    unmapped again at every step. Two workers on this project's 2-core VM, one thread each: an AFM
+    epoch on Frappe_x1 (an open-benchmark trial) took 10.2 s with the variable, half of it in the
+    kernel, and 4.1 s without; an IFM epoch on the MovieLens stand-in (recipe code) 19.7 s and
+    10.6 s. (What the trimming buys, a worker's memory handed back between tasks, matters little
+    here: a worker trains one run at a time.) A cluster started apart (`--scheduler`) reads its own
+    Dask config: book/reproduce.md says how to turn the variable off there."""
+    return {"MALLOC_TRIM_THRESHOLD_": None, **{name: str(threads) for name in
+                                               ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
 
 
 def slots(client, device: str) -> int:
