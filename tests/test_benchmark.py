@@ -127,6 +127,33 @@ def test_the_calibration_compares_each_baseline_at_bars_own_setting_with_bars_ru
     assert table.loc["LR", ("test AUC", "ours")] == "not run"
 
 
+def test_the_headline_names_the_baselines_ifm_is_above_below_and_not_separated_from():
+    rng = np.random.default_rng(1)
+    ifm = list(0.975 + rng.normal(0, 4e-4, 5))
+    df = frame({**BASE, "fm": list(0.975 + rng.normal(0, 4e-4, 5)), "ifm": ifm})
+    text = benchmark.headline(df)
+    assert "not reproduced" in text
+    assert ("significantly above LR and AFM; significantly below NFM, DeepFM and Wide&Deep; not separated from FM "
+            "(paired over seeds, Holm-corrected)") in text
+    df = frame({**BASE, "ifm": 0.9860})
+    assert ": significantly above LR, FM, AFM, NFM, DeepFM and Wide&Deep (paired" in benchmark.headline(df)
+
+
+def test_a_baseline_whose_bars_setting_beats_all_its_trials_on_validation_is_named_with_its_test_auc():
+    df = frame({**BASE, "ifm": 0.9860})
+    df.attrs["tuning"]["afm"].trials = [(0, {}, {"valid": {"auc": 0.9650}}), (1, {}, {"valid": {"auc": float("nan")}}),
+                                        (2, {}, {"valid": {"auc": 0.9676}})]
+    df.attrs["tuning"]["afm"].calibration = {"valid": {"auc": 0.9697}, "test": {"auc": 0.9692, "logloss": 0.2185}}
+    df.attrs["tuning"]["fm"].calibration = {"valid": {"auc": 0.8}, "test": {"auc": 0.8, "logloss": 0.3}}   # below its trials
+    text = benchmark.shortfall_sentence(df)
+    assert text.startswith("**Where the search fell short.**") and " FM (" not in text
+    assert ("AFM (validation AUC 0.9697 at BARS's setting against 0.9676 for the best of its 3 trials; at BARS's "
+            "setting its test AUC is 0.9692, against IFM's 0.9860 ± ") in text
+    assert text in benchmark.calibration_sentence(df)
+    df.attrs["tuning"]["afm"].calibration["valid"]["auc"] = 0.9676         # a tie is no shortfall
+    assert benchmark.shortfall_sentence(df) == "" and "fell short" not in benchmark.calibration_sentence(df)
+
+
 def test_the_page_rule_is_the_comparison_rule_under_its_own_heading():
     from ifm.book.benchmark import RULE
     from ifm.book.rules import COMPARISON_RULE
