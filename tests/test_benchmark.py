@@ -53,6 +53,10 @@ def test_a_baseline_significantly_above_ifm_refutes_the_claim():
     noisy = [0.9841, 0.9839, 0.9842, 0.9838, 0.9840]
     df = frame({**BASE, "deepfm": [v + 0.001 for v in noisy], "ifm": noisy})
     assert benchmark.verdict(df)[0].verdict == NOT
+    # The scorecard's row reads like the paper's claims above it: verdict with its seeds, coloured.
+    table = benchmark.verdict_table(df)
+    assert table.data.loc[0, "verdict"] == "not reproduced (5 seeds)"
+    assert "background-color: #f6d0cc" in table.to_html()
 
 
 def test_a_tie_within_seed_noise_is_consistent_not_separated():

@@ -12,6 +12,7 @@ import pandas as pd
 from ifm.book.rows import row_of
 from ifm.book.rules import COMPARISON_RULE, MIN_SEEDS, NOT_RUN, TOO_FEW, judge_comparison, matched
 from ifm.book.stats import t_interval
+from ifm.book.tables import verdict_colour
 from ifm.models import DISPLAY_NAMES
 from ifm.runs import tuning
 
@@ -247,11 +248,15 @@ def verdict_row(df: pd.DataFrame) -> dict:
             "verdict": judgement.verdict, "details": details}
 
 
-def verdict_table(df: pd.DataFrame) -> pd.DataFrame:
-    """The row as the scorecard page shows it (one reading: the BARS protocol)."""
+def verdict_table(df: pd.DataFrame):
+    """The row as the scorecard page shows it (one reading: the BARS protocol), laid out and
+    coloured as the paper's claims above it (`ifm.book.tables.scorecard_table`)."""
     row = verdict_row(df)
-    return pd.DataFrame([{"data": row["data"], "ours (recipe bars)": row["ours"], "seeds": row["seeds"],
-                          "verdict": row["verdict"]}], index=[row["claim"]])
+    seeds = f" ({row['seeds']} seed{'s' if row['seeds'] != 1 else ''})" if row["seeds"] else ""
+    table = pd.DataFrame([{"claim": row["claim"], "the paper": row["paper"], "data": row["data"],
+                           "ours (recipe bars)": row["ours"], "verdict": row["verdict"] + seeds}])
+    return (table.style.hide(axis="index")
+            .map(verdict_colour, subset=["verdict"]))
 
 
 def headline(df: pd.DataFrame) -> str:

@@ -327,6 +327,11 @@ VERDICT_COLOURS = {"reproduced": "#d8f0d8", "consistent, not separated": "#e8f0f
                    "not run yet": "#ffffff"}
 
 
+def verdict_colour(value) -> str:
+    """The CSS of a verdict cell ("not reproduced (3 seeds)"): its verdict's background colour."""
+    return f"background-color: {VERDICT_COLOURS.get(str(value).split(' (')[0], 'white')}"
+
+
 READINGS = {"paper": "the paper's text (recipe paper)", "code": "the released code (recipe code)"}
 
 
@@ -347,8 +352,7 @@ def scorecard_table(card: pd.DataFrame, testable: bool = True):
     out.columns = pd.MultiIndex.from_tuples(out.columns)
     verdict_columns = [c for c in out.columns if c[1] == "verdict"]
     return (out.style.hide(axis="index")
-            .map(lambda v: f"background-color: {VERDICT_COLOURS.get(str(v).split(' (')[0], 'white')}",
-                 subset=verdict_columns))
+            .map(verdict_colour, subset=verdict_columns))
 
 
 def evidence_table(card: pd.DataFrame) -> pd.DataFrame:
