@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ifm.book import benchmark
+from ifm.book import bars, benchmark
 from ifm.book.rules import CONSISTENT, NOT, NOT_RUN, REPRODUCED, TOO_FEW
 from ifm.runs import tuning
 from ifm.runs.tuning import StudyRun
@@ -120,12 +120,12 @@ def test_the_tuning_curve_keeps_the_best_so_far_through_failed_trials():
 
 def test_the_calibration_compares_each_baseline_at_bars_own_setting_with_bars_run():
     df = frame({**BASE, "ifm": 0.9860})
-    assert "not yet calibrated" in benchmark.calibration_sentence(df)
+    assert "not yet calibrated" in bars.calibration_sentence(df)
     df.attrs["tuning"]["fm"].calibration = {"valid": {"auc": 0.9690}, "test": {"auc": 0.9675, "logloss": 0.2050}}
     df.attrs["tuning"]["deepfm"].calibration = {"valid": {"auc": 0.9850}, "test": {"auc": 0.9840, "logloss": 0.1500}}
-    text = benchmark.calibration_sentence(df)
+    text = bars.calibration_sentence(df)
     assert f"FM {0.9675 - 0.967108:+.4f}, DeepFM {0.9840 - 0.984243:+.4f}" in text and "2 of 6 baselines" in text
-    table = benchmark.calibration_table(df)
+    table = bars.calibration_table(df)
     assert list(table.index) == ["LR", "FM", "AFM", "NFM", "DeepFM", "Wide&Deep"]          # no IFM: BARS has none
     assert table.loc["FM", ("validation AUC", "ours − BARS")] == f"{0.9690 - 0.968650:+.4f}"
     assert table.loc["LR", ("test AUC", "ours")] == "not run"
@@ -149,13 +149,13 @@ def test_a_baseline_whose_bars_setting_beats_all_its_trials_on_validation_is_nam
                                         (2, {}, {"valid": {"auc": 0.9676}})]
     df.attrs["tuning"]["afm"].calibration = {"valid": {"auc": 0.9697}, "test": {"auc": 0.9692, "logloss": 0.2185}}
     df.attrs["tuning"]["fm"].calibration = {"valid": {"auc": 0.8}, "test": {"auc": 0.8, "logloss": 0.3}}   # below its trials
-    text = benchmark.shortfall_sentence(df)
+    text = bars.shortfall_sentence(df)
     assert text.startswith("**Where the search fell short.**") and " FM (" not in text
     assert ("AFM (validation AUC 0.9697 at BARS's setting against 0.9676 for the best of its 3 trials; at BARS's "
             "setting its test AUC is 0.9692, against IFM's 0.9860 ± ") in text
-    assert text in benchmark.calibration_sentence(df)
+    assert text in bars.calibration_sentence(df)
     df.attrs["tuning"]["afm"].calibration["valid"]["auc"] = 0.9676         # a tie is no shortfall
-    assert benchmark.shortfall_sentence(df) == "" and "fell short" not in benchmark.calibration_sentence(df)
+    assert bars.shortfall_sentence(df) == "" and "fell short" not in bars.calibration_sentence(df)
 
 
 def test_the_page_rule_is_the_comparison_rule_under_its_own_heading():
@@ -188,17 +188,17 @@ def test_the_start_check_table_shows_each_start_and_says_which_is_not_run():
 
 
 def test_the_afm_curve_check_compares_the_calibration_run_with_bars_log_epoch_by_epoch():
-    curve = benchmark.BARS_AFM_CURVE
+    curve = bars.BARS_AFM_CURVE
     history = [{"valid_auc": v} for v in (curve[0] + 0.0023, curve[1] - 0.001, curve[2], curve[3], curve[4], curve[5], 0.95)]
     df = pd.DataFrame()
     df.attrs.update(tuning={"afm": StudyRun("afm", None, calibration={"history": history})})
-    text = benchmark.afm_curve_sentence(df)
+    text = bars.afm_curve_sentence(df)
     assert "first 6 epochs is within 0.0023 of BARS's log" in text
     assert "+0.0023, -0.0010, +0.0000, +0.0000, +0.0000, +0.0000)" in text
     df.attrs.update(tuning={"afm": StudyRun("afm", None, calibration={"history": history[:2]})})
-    assert "first 2 epochs is within 0.0023" in benchmark.afm_curve_sentence(df)
+    assert "first 2 epochs is within 0.0023" in bars.afm_curve_sentence(df)
     df.attrs.update(tuning={"afm": StudyRun("afm", None)})
-    assert "not run yet" in benchmark.afm_curve_sentence(df)
+    assert "not run yet" in bars.afm_curve_sentence(df)
 
 
 def test_the_start_table_splits_each_pretrain_models_trials_by_their_start():

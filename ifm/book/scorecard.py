@@ -15,7 +15,7 @@ from ifm.data.registry import DATASET_NAMES
 from ifm.book.rules import (COMPARISON_RULE, FACTOR_RULE, NOT, NOT_RUN, PAPER_FACTOR_RANGES,
                             REPRODUCED, SETTING_RULE, UNTESTABLE, VERDICTS, judge_all, judge_comparison, judge_factors,
                             matched, sweep_judgements)
-from ifm.book.stats import t_interval
+from ifm.book.stats import mean_interval
 from ifm.book.factors import factor_part, factor_statistics, factor_study
 from ifm.book.studies import (activation_study, component_study, convergence_study, ctr_study, depth_study,
                               dropout_study, regression_study)
@@ -66,12 +66,6 @@ def _row(claim, evidence, dataset, label, ours, seeds, verdict, testable=True, d
             "verdict": verdict if testable or verdict == NOT_RUN else UNTESTABLE, "details": details or ours}
 
 
-def _pm(values) -> str:
-    """Mean ± 95% half-width over seeds (the mean alone for one seed)."""
-    mean, half = t_interval(values)
-    return f"{mean:.4f}" if math.isnan(half) else f"{mean:.4f} ± {half:.4f}"
-
-
 def _seeds_note(wide: pd.DataFrame, df: pd.DataFrame) -> str:
     """' (seeds 0, 1, 2 shared; 1 run on other seeds left out)' for a comparison's shared seeds."""
     left_out = int((~df.seed.isin(wide.index)).sum()) if "seed" in df else 0
@@ -99,7 +93,7 @@ def beats_fm(conv: pd.DataFrame) -> list[dict]:
         best = best[best.model.isin(["fm", "ifm"])]
         wide = matched(best, "model", "valid_rmse")
         j = judge_comparison(wide, "ifm", ["fm"], names={"fm": "FM"})
-        what = f"best validation RMSE: IFM {_pm(wide['ifm'])}, FM {_pm(wide['fm'])}"
+        what = f"best validation RMSE: IFM {mean_interval(wide['ifm'])}, FM {mean_interval(wide['fm'])}"
         rows.append(_comparison_row(0, name, part.dataset_label.iloc[0], best, wide, j, what, _testable(conv, name)))
     return rows
 
@@ -127,7 +121,7 @@ def beats_every_baseline(reg: pd.DataFrame, baselines: int | None = None) -> lis
                              + ("" if len(wide) or not len(own) else "; no seed shared by all"), len(wide), NOT_RUN))
             continue
         j = judge_comparison(wide, "ifm", others, names=names)
-        what = (f"IFM {_pm(wide['ifm'])}: significantly below {int(j.rows.better.sum())}, above "
+        what = (f"IFM {mean_interval(wide['ifm'])}: significantly below {int(j.rows.better.sum())}, above "
                 f"{int(j.rows.worse.sum())} of {len(others)} baselines" + (f" (of {baselines}; refuted already)"
                                                                            if short else ""))
         rows.append(_comparison_row(1, name, label, runs, wide, j, what, _testable(reg, name)))
@@ -260,7 +254,7 @@ def best_on_avazu(ctr: pd.DataFrame, models: int | None = None) -> list[dict]:
                              f"{len(names)} of {models or len(names)} models run", len(wide), NOT_RUN))
             continue
         j = judge_comparison(wide, "ifm", names=names)
-        what = f"IFM test log loss {_pm(wide['ifm'])}, lowest {names[wide.mean().idxmin()]}"
+        what = f"IFM test log loss {mean_interval(wide['ifm'])}, lowest {names[wide.mean().idxmin()]}"
         rows.append(_comparison_row(8, name, part.dataset_label.iloc[0], part, wide, j, what, _testable(ctr, name)))
     return rows
 

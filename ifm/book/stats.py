@@ -25,6 +25,14 @@ def t_interval(values, confidence: float = 0.95) -> tuple[float, float]:
     return float(v.mean()), float(half)
 
 
+def mean_interval(values, digits: int = 4) -> str:
+    """"mean ± half-width" of `t_interval` (the mean alone for one value; "not run" for none)."""
+    mean, half = t_interval(values)
+    if math.isnan(mean):
+        return "not run"
+    return f"{mean:.{digits}f}" + ("" if math.isnan(half) else f" ± {half:.{digits}f}")
+
+
 def panels(df: pd.DataFrame, *columns) -> list:
     """The columns that split a study's rows into independent comparisons: the recipe (when the
     frame names one) and then `columns` (e.g. the dataset)."""
