@@ -208,19 +208,32 @@ def cmd_bench(args) -> int:
         raise ValueError("--compare deepctr-torch compares IFM only; use --model ifm")
     if args.compare and args.recipe != "paper":
         raise ValueError("--compare deepctr-torch times both at the paper's sizes; use --recipe paper")
+    if args.compare and args.workers:
+        raise ValueError("--compare deepctr-torch times both in this process; leave out --workers")
     dataset = _load(args)
     device = torch.device(args.device)
-    rows = [bench_ours(dataset, args.model, device, max_batches=args.batches, per_feature=not args.per_instance,
-                       recipe=args.recipe)]
+    if args.workers:        # inside the local cluster fill trains on, all workers at once
+        from ifm.runs.engine import bench_in_workers
+        from ifm.runs.fill import worker_threads
+
+        threads = worker_threads(None, args.workers, args.device)
+        rows = bench_in_workers(bench_ours, (dataset, args.model, device, args.batches, not args.per_instance,
+                                             args.recipe), workers=args.workers, threads=threads, device=args.device)
+        where = f"{args.workers} local Dask worker(s) at once, {threads} thread(s) each"
+    else:
+        rows = [bench_ours(dataset, args.model, device, max_batches=args.batches, per_feature=not args.per_instance,
+                           recipe=args.recipe)]
+        where = f"{torch.get_num_threads()} threads in this process"
     if args.compare:
         rows.append(bench_deepctr(dataset, device, max_batches=args.batches))
-    print(f"dataset {dataset.name}: {len(dataset.train):,} training instances, device {device}, "
-          f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(f"dataset {dataset.name}: {len(dataset.train):,} training instances, device {device}, {where}, "
+          f"torch {torch.__version__}")
     for row in rows:
         line = (f"{row['implementation']:>20}: {row['samples_per_second']:>10,.0f} samples/s "
                 f"(median step {row['median_step_samples_per_second']:,.0f})  "
                 f"peak memory {row['peak_memory_mb']:,.0f} MiB  ({row['batches']} batches of {row['batch_size']}, "
-                f"embedding {row['embedding_size']})")
+                f"embedding {row['embedding_size']})  kernel {row['kernel_share']:.0%} of its CPU time"
+                + (f"  [{row['where']}]" if "where" in row else ""))
         print(line)
         if "fraction_of_gemm_bound" in row:
             print(f"{'':>20}  FEN GEMMs of the per-instance form alone: {row['gemm_gflops']:.1f} GFLOP/s -> "
@@ -228,7 +241,7 @@ def cmd_bench(args) -> int:
                   f"{row['fraction_of_gemm_bound']:.0%} of that"
                   + (" (over 100%: the per-feature path needs fewer products)" if row["fraction_of_gemm_bound"] > 1
                      else ""))
-    if len(rows) == 2:
+    if args.compare:
         print(f"{'speed-up':>20}: {rows[0]['samples_per_second'] / rows[1]['samples_per_second']:.2f}x "
               f"(median step {rows[0]['median_step_samples_per_second'] / rows[1]['median_step_samples_per_second']:.2f}x)")
     if args.json:
@@ -307,6 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="cpu", type=device_arg, help="cpu, cuda or cuda:N (default cpu)")
     bench.add_argument("--per-instance", action="store_true",
                        help="time IFM's general path (as on MovieLens and Avazu), not the per-feature one")
+    bench.add_argument("--workers", type=number_arg("workers"),
+                       help=f"time the steps at once in this many local Dask workers, the cluster fill trains on "
+                            f"(each with its share of the cores, as fill): {LIMITS['workers']}; default: in this "
+                            "process")
     bench.add_argument("--json", action="store_true", help="also print the rows as JSON")
     _data_args(bench)
     bench.set_defaults(func=cmd_bench)

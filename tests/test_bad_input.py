@@ -162,6 +162,11 @@ def test_compare_other_than_ifm_is_refused_before_loading(capsys):
     refused(capsys, ["bench", "--model", "fm", "--compare", "deepctr-torch"], "--compare", "--model ifm")
 
 
+def test_bench_refuses_compare_with_workers_and_a_worker_count_below_one(capsys):
+    refused(capsys, ["bench", "--compare", "deepctr-torch", "--workers", "2"], "--compare", "leave out --workers")
+    refused(capsys, ["bench", "--workers", "0"], "argument --workers")
+
+
 @pytest.mark.parametrize("command", [[*TRAIN, "--model", "fm"], ["bench", "--dataset", "synthetic", "--model", "fm",
                                                                 "--batches", "1"]], ids=["train", "bench"])
 def test_recipe_bars_refuses_data_that_is_not_clicks_before_training(capsys, command):

@@ -86,6 +86,18 @@ def test_local_workers_start_with_the_asked_threads_and_without_dasks_malloc_tri
         cluster.close()
 
 
+def test_bench_with_workers_times_the_steps_inside_each_local_worker(capsys):
+    """`bench --workers 2` runs the same harness in the fill's local cluster, a row per worker naming
+    it, with the kernel's share of its CPU time (the sign of the malloc trimming above)."""
+    assert main(["bench", "--dataset", "synthetic", "--model", "fm", "--batches", "2", "--workers", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    threads = fill.worker_threads(None, 2, "cpu")          # the cores shared out, as fill does
+    assert f"2 local Dask worker(s) at once, {threads} thread(s) each" in out[0]
+    rows = [line for line in out if "samples/s" in line]
+    assert len(rows) == 2 and all("kernel" in line and "of its CPU time" in line for line in rows)
+    assert sorted(line.split("[worker ")[1][0] for line in rows) == ["0", "1"]
+
+
 # --------------------------------------------------------------------------- GPUs
 def test_on_a_gpu_box_each_gpu_gets_runs_per_gpu_workers_and_each_worker_its_own_cuda_device(monkeypatch):
     import distributed

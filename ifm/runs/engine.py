@@ -77,11 +77,33 @@ def worker_environment(threads: int) -> dict:
     unmapped again at every step. Two workers on this project's 2-core VM, one thread each: an AFM
     epoch on Frappe_x1 (an open-benchmark trial) took 10.2 s with the variable, half of it in the
     kernel, and 4.1 s without; an IFM epoch on the MovieLens stand-in (recipe code) 19.7 s and
-    10.6 s. (What the trimming buys, a worker's memory handed back between tasks, matters little
+    10.6 s. `python -m ifm bench --workers N` shows it: the kernel's share of each worker's CPU time. (What the trimming buys, a worker's memory handed back between tasks, matters little
     here: a worker trains one run at a time.) A cluster started apart (`--scheduler`) reads its own
     Dask config: book/reproduce.md says how to turn the variable off there."""
     return {"MALLOC_TRIM_THRESHOLD_": None, **{name: str(threads) for name in
                                                ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
+
+
+def bench_in_workers(bench, args: tuple, *, workers: int, threads: int, device: str) -> list[dict]:
+    """The rows of `bench(*args)` (`ifm.training.bench.bench_ours`) run at once in each of `workers`
+    local workers, the cluster `fill` trains on, with `threads` torch threads each: what a run gets
+    there, beside the same bench in a plain process (`python -m ifm bench --workers N`)."""
+    client, cluster = connect(workers=workers, threads=threads, device=device, runs_per_gpu=None, scheduler=None)
+    try:
+        client.wait_for_workers(workers, timeout=120)
+        addresses = list(client.scheduler_info(n_workers=-1)["workers"])
+        return client.gather([client.submit(_bench_task, bench, args, threads, pure=False, workers=[address])
+                              for address in addresses])
+    finally:
+        client.close()
+        cluster.close()
+
+
+def _bench_task(bench, args: tuple, threads: int) -> dict:
+    import torch
+
+    torch.set_num_threads(threads)
+    return {**bench(*args), "where": worker_name()}
 
 
 def slots(client, device: str) -> int:
