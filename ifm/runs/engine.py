@@ -77,7 +77,8 @@ def worker_environment(threads: int) -> dict:
     unmapped again at every step. Two workers on this project's 2-core VM, one thread each: an AFM
     epoch on Frappe_x1 (an open-benchmark trial) took 10.2 s with the variable, half of it in the
     kernel, and 4.1 s without; an IFM epoch on the MovieLens stand-in (recipe code) 19.7 s and
-    10.6 s. `python -m ifm bench --workers N` shows it: the kernel's share of each worker's CPU time. (What the trimming buys, a worker's memory handed back between tasks, matters little
+    10.6 s. `python -m ifm bench --workers N` shows it: the kernel's share of each worker's CPU
+    time. (What the trimming buys, a worker's memory handed back between tasks, matters little
     here: a worker trains one run at a time.) A cluster started apart (`--scheduler`) reads its own
     Dask config: book/reproduce.md says how to turn the variable off there."""
     return {"MALLOC_TRIM_THRESHOLD_": None, **{name: str(threads) for name in
