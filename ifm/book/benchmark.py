@@ -12,7 +12,7 @@ from ifm.book.bars import BARS_RUNS, leaderboard
 from ifm.book.rows import row_of
 from ifm.book.rules import COMPARISON_RULE, MIN_SEEDS, NOT_RUN, TOO_FEW, judge_comparison, matched
 from ifm.book.stats import mean_interval, t_interval
-from ifm.book.tables import verdict_colour
+from ifm.book.tables import verdict_cell, verdict_colour
 from ifm.models import DISPLAY_NAMES
 from ifm.runs import tuning
 
@@ -230,9 +230,8 @@ def verdict_table(df: pd.DataFrame):
     """The row as the scorecard page shows it (one reading: the BARS protocol), laid out and
     coloured as the paper's claims above it (`ifm.book.tables.scorecard_table`)."""
     row = verdict_row(df)
-    seeds = f" ({row['seeds']} seed{'s' if row['seeds'] != 1 else ''})" if row["seeds"] else ""
     table = pd.DataFrame([{"claim": row["claim"], "the paper": row["paper"], "data": row["data"],
-                           "ours (recipe bars)": row["ours"], "verdict": row["verdict"] + seeds}])
+                           "ours (recipe bars)": row["ours"], "verdict": verdict_cell(row["verdict"], row["seeds"])}])
     return (table.style.hide(axis="index")
             .map(verdict_colour, subset=["verdict"]))
 

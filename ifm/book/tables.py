@@ -327,6 +327,11 @@ VERDICT_COLOURS = {"reproduced": "#d8f0d8", "consistent, not separated": "#e8f0f
                    "not run yet": "#ffffff"}
 
 
+def verdict_cell(verdict: str, seeds: int) -> str:
+    """A verdict with the seeds its runs share: "not reproduced (3 seeds)" (the verdict alone for none)."""
+    return f"{verdict} ({seeds} seed{'s' if seeds != 1 else ''})" if seeds else verdict
+
+
 def verdict_colour(value) -> str:
     """The CSS of a verdict cell ("not reproduced (3 seeds)"): its verdict's background colour."""
     return f"background-color: {VERDICT_COLOURS.get(str(value).split(' (')[0], 'white')}"
@@ -347,8 +352,8 @@ def scorecard_table(card: pd.DataFrame, testable: bool = True):
                         ("the paper", ""): rows.paper})
     for r in recipes:
         out[(READINGS.get(r, r), "ours")] = rows[f"ours ({r})"]
-        out[(READINGS.get(r, r), "verdict")] = [f"{v} ({n} seed{'s' if n != 1 else ''})" if n else v
-                                                for v, n in zip(rows[f"verdict ({r})"], rows[f"seeds ({r})"])]
+        out[(READINGS.get(r, r), "verdict")] = [verdict_cell(v, n) for v, n in
+                                                zip(rows[f"verdict ({r})"], rows[f"seeds ({r})"])]
     out.columns = pd.MultiIndex.from_tuples(out.columns)
     verdict_columns = [c for c in out.columns if c[1] == "verdict"]
     return (out.style.hide(axis="index")
