@@ -144,6 +144,7 @@ def test_a_worker_given_one_of_several_gpus_trains_there_under_the_key_the_clien
                 "derive": {}}
     result = engine.train_task(item, settings, {}, None)
     assert current == ["cuda:1"] and result["device"] == "cuda:1"
+    assert result["epochs"] == (1, TINY["epochs"])      # what fill times the next run of its kind by
     assert trained == [("cuda", "cuda", planned)]
 
 

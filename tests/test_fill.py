@@ -182,6 +182,18 @@ def test_a_run_starts_only_when_its_expected_time_fits():
     assert timing.expected_seconds(item, "cpu", {}, {("afm", "frappe", "code", "cpu"): [100.0, 300.0]}) == 200.0
 
 
+def test_a_run_that_stopped_early_times_the_next_of_its_kind_at_its_full_epoch_budget():
+    # the MovieLens stand-in under recipe code: dropout 0.8 stopped after 37 of 100 epochs in 357 s,
+    # dropout 0.7 ran all 100 in 947 s; timed by the short one, a fill started runs it then cut
+    assert timing.at_full_budget(357.0, 37, 100) == pytest.approx(357.0 * 100 / 37)
+    assert timing.at_full_budget(947.0, 100, 100) == 947.0
+    assert timing.at_full_budget(50.0, None, None) == 50.0          # a derived result: as measured
+    config = ex.Experiment("smoke", overrides=TINY, log=None).config("frappe", "ifm", 0)
+    item = fill.Wanted("dropout", "frappe", {}, config, "IFM")
+    seen = {("ifm", "frappe", config.recipe, "cpu"): [timing.at_full_budget(357.0, 37, 100)]}
+    assert timing.expected_seconds(item, "cpu", seen, {}) > 947.0
+
+
 def _timed_record(seconds, platform, threads=1, device="cpu", recipe="code", fraction=None, dataset="frappe"):
     return {"wall_seconds": seconds, "config": {"model": "ifm", "recipe": recipe, "device": device},
             "environment": {"platform": platform, "threads": threads, "device": device, "device_name": "H100"},

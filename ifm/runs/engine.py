@@ -151,7 +151,8 @@ def outcome(record: dict) -> str:
 
 def train_task(item, settings: dict, given: dict, expected: str | None) -> dict:
     """Train `item` (an `ifm.runs.plan.Wanted`) on this worker; return {"files": {name: bytes} of
-    every record and weight file it made, "seconds", "text", "worker", "device"}. `given`: the
+    every record and weight file it made, "seconds", "epochs" (the run's epochs trained and its
+    budget; None for a derived result), "text", "worker", "device"}. `given`: the
     files (name: bytes) the run reads, put in its scratch run cache first; `expected`: the client's
     `data_hash` of the item's data."""
     import torch
@@ -181,15 +182,15 @@ def train_task(item, settings: dict, given: dict, expected: str | None) -> dict:
         if expected is not None and mine != expected:
             raise DataMismatch(f"{worker_name()}: its {item.dataset} data (identity {mine}) are not the client's "
                                f"(identity {expected}); give every worker the same data directory")
-        started = time.time()
+        started, epochs = time.time(), None
         if item.derive:             # Table 1: the factors of a recorded IFM, from its weights
             (kind, fields), = item.derive.items()
             settings["derive"][kind](exp, item.dataset, fields, config.seed)
             text = f"Table 1 {kind} derived"
         else:
             record = exp.run(config, item.dataset, data_options=item.data_options or None)
-            text = outcome(record)
+            text, epochs = outcome(record), (record.get("epochs_run"), config.epochs)
         files = {p.name: p.read_bytes() for p in sorted(folder.iterdir())
                  if p.suffix in (".json", ".pt") and given.get(p.name) != p.read_bytes()}
-    return {"files": files, "seconds": time.time() - started, "text": text, "worker": worker_name(), "device": device}
+    return {"files": files, "seconds": time.time() - started, "epochs": epochs, "text": text, "worker": worker_name(), "device": device}
 

@@ -43,7 +43,7 @@ from pathlib import Path
 
 from ifm.runs.plan import STUDY_ORDER, Wanted, describe_plan, plan  # noqa: F401 (plan is fill's API too)
 from ifm.runs.locks import sigterm_exits, sigterm_held_off
-from ifm.runs.timing import device_kind, expected_seconds, past_seconds, share, this_machine, time_key
+from ifm.runs.timing import at_full_budget, device_kind, expected_seconds, past_seconds, share, this_machine, time_key
 
 # --------------------------------------------------------------------------- the client
 RETRY_SECONDS = 30.0    # how long a run that another process is training is put off
@@ -144,12 +144,13 @@ def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_lim
             bar.write(line)
             sys.stdout.flush()
 
-    def finished(index: int, status: str, text: str, seconds: float | None = None, worker: str = ""):
+    def finished(index: int, status: str, text: str, seconds: float | None = None, worker: str = "",
+                 epochs: tuple | None = None):
         counts[status] += 1
         item = items[index]
-        if status == "done" and seconds is not None:
+        if status == "done" and seconds is not None:    # the next run of its kind is timed at its full budget
             seen.setdefault(time_key(item.config.model, item.dataset, item.config.recipe, device), []).append(
-                seconds / share(item.data_options))
+                at_full_budget(seconds, *(epochs or (None, None))) / share(item.data_options))
         tail = f" ({seconds:.0f} s{', ' + worker if worker else ''})" if seconds is not None else ""
         log(f"[{counts['done'] + counts['reused'] + counts['failed']}/{len(items)}] {item.study}: {item.label}: "
             f"{'FAILED: ' if status == 'failed' else ''}{text}{tail}", flush=True)
@@ -258,7 +259,7 @@ def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_lim
                     write_run_files(directory, result["files"])
                     run.written.add(stem)
                     exp.cache.refresh()
-                    finished(index, "done", result["text"], result["seconds"], result["worker"])
+                    finished(index, "done", result["text"], result["seconds"], result["worker"], result.get("epochs"))
                 elif future.status == "error":
                     error = future.exception()
                     run.failed.add(stem)

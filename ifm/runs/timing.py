@@ -84,13 +84,24 @@ def share(data_options: dict | None) -> float:
     return float((data_options or {}).get("train_fraction", 1.0))
 
 
+def at_full_budget(seconds: float, epochs_run: int | None, epochs: int | None) -> float:
+    """A run's `seconds` had it trained all its `epochs`: one that stopped early after `epochs_run`
+    counts at its pace per epoch times the budget, since the next run of its kind may not stop early
+    (on the MovieLens stand-in under recipe code an IFM stopped after 37 epochs in 357 s while its
+    neighbour ran all 100 in 947 s, and a fill timed by the short one started runs it then cut at
+    its limit). The pace counts the run's fixed costs (data, test) per epoch: it errs long."""
+    if not epochs_run or not epochs or epochs_run >= epochs:
+        return seconds
+    return seconds * epochs / epochs_run
+
+
 def device_kind(device: str) -> str:
     return "cpu" if str(device).startswith("cpu") else "gpu"
 
 
 def expected_seconds(item, device: str, seen: dict, past: dict) -> float | None:
     """What a run of `item` should take here: the longest of this call's runs of that model on that
-    dataset under its recipe, else the median of the records' on this kind of device under its
+    dataset under its recipe (each `at_full_budget`, as `fill` keeps them), else the median of the records' on this kind of device under its
     recipe, else the median of the records' under any recipe (the recipes differ in stopping
     rules: on the MovieLens stand-in an IFM under `code` takes several times one under `paper`),
     else None (unknown); all per whole training split, times the share `item` trains on."""
