@@ -110,6 +110,13 @@ def test_a_diverged_trial_is_told_failed_and_never_chosen():
     assert run.chosen["batch_norm"] is False
 
 
+def test_a_trial_is_chosen_by_its_finite_validation_auc_only():
+    assert tuning.valid_auc({"valid": {"auc": 0.9676, "logloss": 0.2}, "test": {"auc": 0.99}}) == 0.9676
+    for record in ({"valid": {"auc": float("nan")}}, {"valid": {"auc": float("inf")}}, {"valid": {"logloss": 0.2}},
+                   {"valid": None}, {}):
+        assert tuning.valid_auc(record) is None, record
+
+
 def test_config_of_puts_each_parameter_where_it_belongs():
     c = tuning.config_of("deepfm", {"l2_embedding": 0.1, "dropout": 0.2, "hidden": "400-400-400",
                                     "batch_norm": True}, seed=2023)

@@ -10,6 +10,7 @@ import pandas as pd
 
 from ifm.book.stats import mean_interval
 from ifm.models import DISPLAY_NAMES
+from ifm.runs.tuning import valid_auc
 
 # BARS's Frappe_x1 run of each baseline, one at seed 2021 (each model's BARS README, reczoo/BARS
 # ranking/ctr/<Model>/<Model>_frappe_x1/README.md@1ffaf73): (valid AUC, test AUC, test log loss).
@@ -90,8 +91,7 @@ def shortfall_sentence(df: pd.DataFrame) -> str:
     parts = []
     for model, run in df.attrs["tuning"].items():
         calibration = ((run.calibration or {}).get("valid") or {}).get("auc")
-        found = [auc for _, _, record in run.trials if (auc := (record.get("valid") or {}).get("auc")) is not None
-                 and math.isfinite(auc)]
+        found = [auc for _, _, record in run.trials if (auc := valid_auc(record)) is not None]
         if model in BARS_RUNS and calibration is not None and found and calibration > max(found):
             parts.append(f"{DISPLAY_NAMES[model]} (validation AUC {calibration:.4f} at BARS's setting against "
                          f"{max(found):.4f} for the best of its {len(run.trials)} trials; at BARS's setting its "

@@ -84,10 +84,9 @@ def _curves(runs) -> pd.DataFrame:
     for model, run in runs.items():
         best = -math.inf
         for number, _, record in run.trials:
-            auc = (record.get("valid") or {}).get("auc")
-            auc = auc if auc is not None and math.isfinite(auc) else math.nan
-            best = max(best, auc) if not math.isnan(auc) else best
-            rows.append({"model": model, "trial": number + 1, "valid_auc": auc,
+            auc = tuning.valid_auc(record)
+            best = max(best, auc) if auc is not None else best
+            rows.append({"model": model, "trial": number + 1, "valid_auc": math.nan if auc is None else auc,
                          "best_valid_auc": best if math.isfinite(best) else math.nan})
     return pd.DataFrame(rows, columns=["model", "trial", "valid_auc", "best_valid_auc"])
 
@@ -140,8 +139,8 @@ def start_table(df: pd.DataFrame) -> pd.DataFrame:
         row = {}
         for start, label in ((False, "from scratch"), (True, "from BARS's FM")):
             records = [r for _, p, r in run.trials if bool(p.get("pretrain")) == start]
-            told = [r for r in records if math.isfinite((r.get("valid") or {}).get("auc", math.nan))]
-            best = max(told, key=lambda r: r["valid"]["auc"], default=None)
+            told = [r for r in records if tuning.valid_auc(r) is not None]
+            best = max(told, key=tuning.valid_auc, default=None)
             factors = (best or {}).get("factors_test")
             row[(label, "trials")] = len(records)
             row[(label, "best validation AUC")] = f"{best['valid']['auc']:.4f}" if best else ""

@@ -231,8 +231,8 @@ def run_studies(models, train_batch, *, trials: int = TRIALS, seeds=SEEDS, batch
                 log(f"{m}: {len(runs[m].trials)} of {trials} trials recorded; the study stops there", flush=True)
                 continue
             for trial, p, record in zip(asked[m], params[m], got):
-                auc = record.get("valid", {}).get("auc")
-                ok = auc is not None and math.isfinite(auc)
+                auc = valid_auc(record)
+                ok = auc is not None
                 runs[m].study.tell(trial, auc if ok else None, state=None if ok else optuna.trial.TrialState.FAIL)
                 runs[m].trials.append((trial.number, p, record))
                 log(f"{m} trial {trial.number}: {p}: " + (f"validation AUC {auc:.6f}" if ok else "no finite AUC"),
@@ -254,6 +254,13 @@ def run_studies(models, train_batch, *, trials: int = TRIALS, seeds=SEEDS, batch
     if checks:
         runs["ifm"].checks = {label: next(finals) for label in checks}
     return runs
+
+
+def valid_auc(record: dict) -> float | None:
+    """What a study chooses by: a trial's validation AUC, None where its record has none or it is
+    not finite (a diverged run)."""
+    auc = (record.get("valid") or {}).get("auc")
+    return auc if auc is not None and math.isfinite(auc) else None
 
 
 def chosen(study) -> dict | None:
