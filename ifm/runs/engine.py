@@ -192,5 +192,6 @@ def train_task(item, settings: dict, given: dict, expected: str | None) -> dict:
             text, epochs = outcome(record), (record.get("epochs_run"), config.epochs)
         files = {p.name: p.read_bytes() for p in sorted(folder.iterdir())
                  if p.suffix in (".json", ".pt") and given.get(p.name) != p.read_bytes()}
-    return {"files": files, "seconds": time.time() - started, "epochs": epochs, "text": text, "worker": worker_name(), "device": device}
+    return {"files": files, "seconds": time.time() - started, "epochs": epochs, "text": text, "worker": worker_name(),
+            "device": device}
 

@@ -101,10 +101,11 @@ def device_kind(device: str) -> str:
 
 def expected_seconds(item, device: str, seen: dict, past: dict) -> float | None:
     """What a run of `item` should take here: the longest of this call's runs of that model on that
-    dataset under its recipe (each `at_full_budget`, as `fill` keeps them), else the median of the records' on this kind of device under its
-    recipe, else the median of the records' under any recipe (the recipes differ in stopping
-    rules: on the MovieLens stand-in an IFM under `code` takes several times one under `paper`),
-    else None (unknown); all per whole training split, times the share `item` trains on."""
+    dataset under its recipe (each `at_full_budget`, as `fill` keeps them), else the median of the
+    records' on this kind of device under its recipe, else the median of the records' under any
+    recipe (the recipes differ in stopping rules: on the MovieLens stand-in an IFM under `code`
+    takes several times one under `paper`), else None (unknown); all per whole training split,
+    times the share `item` trains on."""
     if item.derive:     # Table 1: the IFM and up to two FMs (Table 3's, its pre-training) trained again
         single = expected_seconds(dataclasses.replace(item, derive=None), device, seen, past)
         return None if single is None else 3 * single
