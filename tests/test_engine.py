@@ -9,6 +9,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -353,6 +354,31 @@ def test_two_fills_on_one_results_directory_never_train_the_same_run_twice(tmp_p
     assert len(trained) == len(set(trained)), "a run was trained by both fills"
     assert sum(c["done"] for c in counts) == len(record_files(results)) == len(trained)
     assert not list(results.rglob("*.lock")) and not list(results.rglob("*.tmp"))
+
+
+def test_a_run_written_by_another_fill_between_its_look_and_its_lock_is_reused_not_trained_again(tmp_path, monkeypatch):
+    """The other fill writes the record and lets go of its lock after this one found no record and
+    before it takes the lock (the window behind a rare failure of the test above): the cache is
+    looked at again under the lock, as `Experiment.run` does, and the run is not trained twice."""
+    items = [i for i in smoke_plan(tmp_path / "a") if not i.config.uses_pretraining()][:1]
+    assert fill.fill(items, workers=1, profile="smoke", results_dir=tmp_path / "a", overrides=TINY,
+                     log=quiet([]))["done"] == 1
+    (made,) = record_files(tmp_path / "a")
+    take = locks.RunLock.try_acquire
+
+    def the_other_fill_finishes_first(lock):
+        for path in made.parent.iterdir():              # its record and weights, written whole
+            shutil.copy2(path, Path(lock.path).parent / path.name)
+        return take(lock)
+
+    monkeypatch.setattr(locks.RunLock, "try_acquire", the_other_fill_finishes_first)
+    lines = []
+    counts = fill.fill(items, workers=1, profile="smoke", results_dir=tmp_path / "b", overrides=TINY, log=quiet(lines))
+    assert counts["done"] == 0 and counts["reused"] == 1 and counts["failed"] == 0, lines
+    assert "made meanwhile by another process" in lines[-1]
+    (kept,) = record_files(tmp_path / "b")
+    assert kept.read_bytes() == made.read_bytes()       # the other fill's record, not overwritten by a second run
+    assert not list((tmp_path / "b").rglob("*.lock"))
 
 
 # --------------------------------------------------------------------------- a cluster started apart

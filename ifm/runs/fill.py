@@ -215,6 +215,10 @@ def fill(items: list[Wanted], *, workers: int = 1, device: str = "cpu", time_lim
                 later[index] = time.time() + RETRY_SECONDS
                 return "later"
             later.pop(index, None)
+            if not item.derive and run.stored(config, item, need_state=item.keep_state) is not None:
+                lock.release()      # another process wrote it and let go of its lock since the look above
+                finished(index, "reused", "made meanwhile by another process")
+                return True
             try:
                 data, options, _ = run.place(config, item)
                 sent = run.send(shared, given) if shared else given
