@@ -62,7 +62,7 @@ def test_the_factor_caption_averages_the_seeds_and_names_a_seed_whose_model_is_n
     fs = SimpleNamespace(table=pd.DataFrame(rows), attrs={"fields": [2, 8], "field_names": ["daytime", "country"],
                                                           "common_pair": (5041, 5100)})
     caption = verdicts.factors_caption(fs)
-    assert "0.1600 for FM and 0.0764 for IFM (mean over seeds 0, 1, 2)" in caption
+    assert "0.1600 for FM and 0.0764 for IFM, the mean over 3 seeds (0, 1, 2)" in caption
     assert "seed 2 under recipe `code` (test MAE 0.0692, the record's 0.0670) come from an IFM trained again" in caption
     assert "seed 0 " not in caption and "seed 1 " not in caption
     assert "Under recipe `paper`, 120 test instances" in caption and "0.2000 for FM and 0.3000 for IFM." in caption

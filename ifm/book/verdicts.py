@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ifm.book.rules import MIN_SEEDS
+from ifm.book.words import seeds_text
 from ifm.book.stats import by_recipe
 
 ALPHA = 0.05
@@ -135,7 +136,7 @@ def factors_caption(fs) -> str:
     parts, retrained = [], []
     for recipe, t in by_recipe(fs.table):
         per_seed = t.drop_duplicates("seed") if "seed" in t else t.iloc[:1]
-        over = f" (mean over seeds {', '.join(str(s) for s in per_seed.seed)})" if len(per_seed) > 1 else ""
+        over = f", the mean over {seeds_text(per_seed)}" if len(per_seed) > 1 else ""
         parts.append(f"{_under(recipe)}{t.candidates.iloc[0]:,} test instances share feature ids "
                      f"{fs.attrs['common_pair']} in them, and over the whole test set the mean |ŷ − y| is "
                      f"{per_seed.fm_test_mae.mean():.4f} for FM and {per_seed.ifm_test_mae.mean():.4f} for IFM{over}")
