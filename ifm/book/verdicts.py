@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 
 from ifm.book.rules import MIN_SEEDS
-from ifm.book.words import seeds_text
 from ifm.book.stats import by_recipe
+from ifm.book.words import seeds_text
 
 ALPHA = 0.05
 

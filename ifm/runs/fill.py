@@ -26,8 +26,9 @@ nothing of them is written. SIGTERM or Ctrl-C cancels the tasks, closes the loca
 gives back the runs' locks; after `kill -9` the local workers close themselves once their
 scheduler has been gone for `engine.DEATH_TIMEOUT`. Two fills (or a fill and a notebook) on one
 results directory never train one run twice: the run's lock (`ifm.runs.locks`) is held while it
-trains, and a run another live process holds is put off (`RETRY_SECONDS`), not waited for; a
-lock whose holder died, on any host, goes stale and is broken with a message. The results
+trains, the cache is looked at again once the lock is taken, and a run another live process holds
+is put off (`RETRY_SECONDS`), not waited for; a lock whose holder died, on any host, goes stale
+and is broken with a message. The results
 directory is checked before anything starts, and a write it refuses (a full disk) ends the fill
 with one line and removes what that run had written.
 """
