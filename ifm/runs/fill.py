@@ -28,9 +28,8 @@ scheduler has been gone for `engine.DEATH_TIMEOUT`. Two fills (or a fill and a n
 results directory never train one run twice: the run's lock (`ifm.runs.locks`) is held while it
 trains, the cache is looked at again once the lock is taken, and a run another live process holds
 is put off (`RETRY_SECONDS`), not waited for; a lock whose holder died, on any host, goes stale
-and is broken with a message. The results
-directory is checked before anything starts, and a write it refuses (a full disk) ends the fill
-with one line and removes what that run had written.
+and is broken with a message. The results directory is checked before anything starts, and a
+write it refuses (a full disk) ends the fill with one line and removes what that run had written.
 """
 from __future__ import annotations
 
